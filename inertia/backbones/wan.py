@@ -1,0 +1,203 @@
+"""Wan 2.1 (text- and image-to-video) behind the denoise-step interface.
+
+The diffusers pipeline object is used as the container of the real components and for its
+prompt/image encoding and latent preparation, so conditions and noise are exactly the
+pipeline's; the denoising loop is inertia's (`core.sampling`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..core.backbone import Backbone, Section
+from ..core.builtin_models import builtin_model_dir
+from ..core.checkpoints import BUILTIN_PREFIX, is_builtin, pipeline_class_name, read_checkpoint_json
+from ..core.config import RunConfig
+from ..core.errors import ConfigError
+from ..core.validation import check_frames, check_image_file, check_multiple
+from . import wan_builtin
+
+PIPELINES = {"t2v": "WanPipeline", "i2v": "WanImageToVideoPipeline"}
+REAL_DEFAULTS = dict(height=480, width=832, num_frames=81, steps=50, guidance_scale=5.0, fps=16)
+BUILTIN_DEFAULTS = dict(height=64, width=64, num_frames=17, steps=10, guidance_scale=5.0, fps=16)
+
+
+@dataclass
+class WanJob:
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor | None
+    latents: torch.Tensor
+    condition: torch.Tensor | None  # I2V: mask (4) + image latents (16), concatenated to the input
+    image_embeds: torch.Tensor | None  # I2V: CLIP image tokens for the image cross-attention
+    steps: int
+
+
+def _mode(config: RunConfig) -> str:
+    return "i2v" if config.image is not None else "t2v"
+
+
+def _model_mode(model: str) -> str | None:
+    """The mode a checkpoint implements, from model_index.json or, uncached, the hub id's task name."""
+    if is_builtin(model):
+        return "i2v" if "-i2v-" in model else "t2v"
+    class_name = pipeline_class_name(model)
+    if class_name:
+        return next((mode for mode, name in PIPELINES.items() if name == class_name), None)
+    return "i2v" if "I2V" in model.upper() or "FLF2V" in model.upper() else "t2v"
+
+
+def _compression(model: str) -> tuple[int, int, int]:
+    """(temporal, spatial, patch) factors: from the checkpoint's configs when readable, else Wan 2.1's."""
+    if is_builtin(model):
+        return 4, 8, 2
+    vae = read_checkpoint_json(model, "vae/config.json") or {}
+    transformer = read_checkpoint_json(model, "transformer/config.json") or {}
+    downsample = vae.get("temperal_downsample", [False, True, True])
+    patch = transformer.get("patch_size", [1, 2, 2])
+    return 2 ** sum(downsample), 2 ** len(downsample), patch[1]
+
+
+class WanBackbone(Backbone):
+    name = "wan"
+    description = "Wan 2.1 (diffusers WanTransformer3DModel, flow-matching UniPC), text- and image-to-video, true CFG."
+    modes = ("t2v", "i2v")
+    default_models: ClassVar[Mapping[str, str]] = {
+        "t2v": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+        "i2v": "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+    }
+    guidance_targets = ("cfg",)
+
+    @classmethod
+    def resolve(cls, config: RunConfig) -> RunConfig:
+        mode = _mode(config)
+        model = config.model or f"{BUILTIN_PREFIX}wan-{mode}-tiny-{wan_builtin.VERSION}"
+        model_mode = _model_mode(model)
+        if model_mode != mode:
+            kind = {"t2v": "text-to-video", "i2v": "image-to-video", None: "not a Wan pipeline"}[model_mode]
+            need = "it takes no image: drop --image" if mode == "i2v" else "it needs a conditioning image: give --image"
+            raise ConfigError("image" if model_mode else "model", f"wan model {model} is {kind}; {need}")
+        if config.image is not None:
+            check_image_file("image", config.image)
+        defaults = BUILTIN_DEFAULTS if is_builtin(model) else REAL_DEFAULTS
+        filled = {key: getattr(config, key) if getattr(config, key) is not None else value for key, value in defaults.items()}
+        resolved = config.model_copy(update={**filled, "model": model})
+        if resolved.embedded_guidance_scale is not None:
+            raise ConfigError("embedded_guidance_scale", "wan has no embedded guidance; use guidance_scale (true CFG)")
+        temporal, spatial, patch = _compression(model)
+        why = f"VAE {spatial}x spatial compression x patch {patch}"
+        check_multiple("height", resolved.height, spatial * patch, why)
+        check_multiple("width", resolved.width, spatial * patch, why)
+        check_frames("num_frames", resolved.num_frames, temporal, f"VAE {temporal}x temporal compression")
+        return resolved
+
+    @classmethod
+    def guidance_in_force(cls, config: RunConfig) -> dict[str, float]:
+        # As in WanPipeline: a scale <= 1 turns CFG off (no unconditional pass).
+        return {"cfg": config.guidance_scale} if config.guidance_scale > 1.0 else {}
+
+    # ----- loading ---------------------------------------------------------------------------
+    def __init__(self, pipeline: Any, device: torch.device, smoke_test: bool):
+        self.pipe = pipeline
+        self.transformer = pipeline.transformer
+        self.device = device
+        self.smoke_test = smoke_test
+
+    @classmethod
+    def load(cls, config: RunConfig) -> "WanBackbone":
+        from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
+
+        mode = _mode(config)
+        builtin = is_builtin(config.model)
+        path = (
+            builtin_model_dir(config.model.removeprefix(BUILTIN_PREFIX), lambda d: wan_builtin.build(mode, d))
+            if builtin
+            else config.model
+        )
+        pipeline_cls = WanImageToVideoPipeline if mode == "i2v" else WanPipeline
+        dtype = getattr(torch, config.dtype)
+        # The VAE (and CLIP image encoder) stay float32, as Wan's reference inference keeps them.
+        extra: dict[str, Any] = {"vae": AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=torch.float32)}
+        if mode == "i2v":
+            from transformers import CLIPVisionModel
+
+            extra["image_encoder"] = CLIPVisionModel.from_pretrained(path, subfolder="image_encoder", dtype=torch.float32)
+        pipeline = pipeline_cls.from_pretrained(path, dtype=dtype, **extra)
+        pipeline.set_progress_bar_config(disable=True)
+        device = torch.device(config.device)
+        pipeline.to(device)
+        return cls(pipeline, device, smoke_test=builtin)
+
+    # ----- denoise-step interface --------------------------------------------------------------
+    def prepare(self, config: RunConfig, generator: torch.Generator) -> WanJob:
+        pipe, dtype = self.pipe, self.transformer.dtype
+        prompt_embeds, negative_embeds = pipe.encode_prompt(
+            prompt=config.prompt,
+            negative_prompt=config.negative_prompt,
+            do_classifier_free_guidance=True,
+            max_sequence_length=512,
+            device=self.device,
+        )
+        pipe.scheduler.set_timesteps(config.steps, device=self.device)
+        condition = image_embeds = None
+        if config.image is None:
+            latents = pipe.prepare_latents(
+                1, self.transformer.config.in_channels, config.height, config.width, config.num_frames,
+                torch.float32, self.device, generator,
+            )
+        else:
+            from diffusers.utils import load_image
+
+            image = load_image(str(config.image))
+            image_embeds = pipe.encode_image(image, self.device).to(dtype)
+            pixels = pipe.video_processor.preprocess(image, height=config.height, width=config.width)
+            latents, condition = pipe.prepare_latents(
+                pixels.to(self.device, dtype=torch.float32), 1, pipe.vae.config.z_dim, config.height, config.width,
+                config.num_frames, torch.float32, self.device, generator,
+            )
+        return WanJob(prompt_embeds.to(dtype), negative_embeds.to(dtype), latents, condition, image_embeds, config.steps)
+
+    def sections(self, job: WanJob) -> Iterator[Section]:
+        scheduler = self.pipe.scheduler
+        scheduler.set_begin_index(0)
+        sigmas = [float(s) for s in scheduler.sigmas[: len(scheduler.timesteps)]]
+        section = Section(index=0, count=1, latents=job.latents, timesteps=scheduler.timesteps, sigmas=sigmas)
+        yield section
+        job.latents = section.latents
+
+    def predict(
+        self, job: WanJob, section: Section, step: int, scales: Mapping[str, float], uncond: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        latents = section.latents
+        model_input = latents if job.condition is None else torch.cat([latents, job.condition], dim=1)
+        model_input = model_input.to(self.transformer.dtype)
+        timestep = section.timesteps[step].expand(latents.shape[0])
+
+        def forward(embeds: torch.Tensor, branch: str) -> torch.Tensor:
+            with self.transformer.cache_context(branch):
+                return self.transformer(
+                    hidden_states=model_input,
+                    timestep=timestep,
+                    encoder_hidden_states=embeds,
+                    encoder_hidden_states_image=job.image_embeds,
+                    return_dict=False,
+                )[0]
+
+        cond = forward(job.prompt_embeds, "cond")
+        return cond, forward(job.negative_prompt_embeds, "uncond") if uncond else None
+
+    def scheduler_step(self, job: WanJob, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
+        return self.pipe.scheduler.step(prediction, section.timesteps[step], section.latents, return_dict=False)[0]
+
+    def decode(self, job: WanJob) -> np.ndarray:
+        vae = self.pipe.vae
+        latents = job.latents.to(vae.device, vae.dtype)
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents)
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents)
+        video = vae.decode(latents / inv_std + mean, return_dict=False)[0]
+        return self.pipe.video_processor.postprocess_video(video, output_type="np")[0]

@@ -1,0 +1,121 @@
+"""Command line: `inertia run`, `inertia plugins`.
+
+User mistakes print one line (`error: field: what is allowed`) and exit with status 2, before
+any model loads; no Python traceback is shown for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .core.config import ATTENTION_BACKENDS, PluginSpec, build_config, load_config_file
+from .core.errors import InertiaError, NonFiniteLatentsError
+
+#: CLI flag -> RunConfig field, for every flag that sets a config field.
+RUN_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--backbone": ("backbone", str, "backbone plugin (see `inertia plugins`)"),
+    "--model": ("model", str, "hub id or local checkpoint directory (default: built-in smoke-test model)"),
+    "--prompt": ("prompt", str, "text prompt"),
+    "--negative-prompt": ("negative_prompt", str, "negative prompt"),
+    "--image": ("image", Path, "conditioning image: image-to-video"),
+    "--height": ("height", int, "frame height in pixels"),
+    "--width": ("width", int, "frame width in pixels"),
+    "--frames": ("num_frames", int, "number of frames"),
+    "--steps": ("steps", int, "denoising steps"),
+    "--seed": ("seed", int, "random seed"),
+    "--guidance": ("guidance_scale", float, "true classifier-free guidance scale"),
+    "--embedded-guidance": ("embedded_guidance_scale", float, "embedded (distilled) guidance scale"),
+    "--fps": ("fps", int, "frame rate of the written video"),
+    "--dtype": ("dtype", str, "auto, float32, bfloat16, float16"),
+    "--device": ("device", str, "auto, cpu, cuda, cuda:N"),
+    "--attention": ("attention", str, f"attention backend: {', '.join(ATTENTION_BACKENDS)}"),
+    "--out": ("out_dir", Path, "output directory (default: outputs)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inertia", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="generate one video with interventions")
+    run.add_argument("--config", type=Path, help="YAML/JSON run config; flags override its fields")
+    for flag, (_, kind, text) in RUN_FLAGS.items():
+        run.add_argument(flag, type=kind, default=None, help=text)
+    run.add_argument(
+        "--intervention", action="append", default=None, metavar="NAME[:key=value,...]",
+        help="intervention, repeatable (e.g. relax:beta=0.75 decay:p=0.7); replaces the config file's list",
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    plugins = commands.add_parser("plugins", help="list backbones, interventions and metrics with their parameters")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace):
+    values: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    for flag, (field, _, _) in RUN_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            values[field] = value
+    if args.intervention is not None:
+        values["interventions"] = [PluginSpec.parse(text) for text in args.intervention]
+    return build_config(values)
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from .core.runner import execute, plan_run
+
+    plan = plan_run(config_from_args(args))
+    result = execute(plan, progress=not args.quiet)
+    record = result.record
+    print(f"video:  {result.video}")
+    print(f"record: {result.run_dir / 'record.json'}")
+    print(f"{record['backbone']} {record['model']}: {record['video']['frames']} frames "
+          f"{record['video']['height']}x{record['video']['width']}, {len(record['trace'])} steps, "
+          f"{record['wall_time_s']['total']:.1f} s; interventions: {', '.join(record['interventions']) or 'none'}")
+    if record["smoke_test"]:
+        print(f"note: {record['notice']}")
+    return 0
+
+
+def command_plugins(args: argparse.Namespace) -> int:
+    from .plugin_listing import describe_registry, format_listing
+    from .registry import default_registry
+
+    listing = describe_registry(default_registry())
+    print(json.dumps(listing, indent=2, default=str) if args.json else format_listing(listing))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return {"run": command_run, "plugins": command_plugins}[args.command](args)
+    except NonFiniteLatentsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    except InertiaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (loading bars, optional-dependency warnings) out of the user's output."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

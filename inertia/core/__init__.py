@@ -1,0 +1,1 @@
+"""Shared mechanics: configuration, the sampling loop, interfaces, video I/O and run records."""

@@ -1,0 +1,115 @@
+"""The denoise-step interface every backbone plugin implements.
+
+The sampling loop in `core.sampling` owns the steps; a backbone only provides the pieces:
+resolve and validate a config before loading (class methods), load the real diffusers
+components, encode conditions and prepare latents (`prepare`), yield the sections to denoise
+with their timesteps and sigmas (`sections`), predict conditional/unconditional outputs
+(`predict`), advance the scheduler (`scheduler_step`) and decode (`decode`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .setup import RunSetup
+
+
+@dataclass
+class Section:
+    """One stretch of denoising over one latent window: the whole video for most backbones,
+    one window of a section-by-section model such as FramePack.
+
+    The loop replaces `latents` after every step; a backbone reads them back when the
+    section's generator resumes (e.g. to extend FramePack's history).
+    """
+
+    index: int
+    count: int
+    latents: torch.Tensor
+    timesteps: torch.Tensor
+    sigmas: list[float]
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class Backbone(ABC):
+    """Base class for backbone plugins (registered through the `inertia_backbones` hook)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    #: Generation modes the family supports: "t2v", "i2v".
+    modes: ClassVar[tuple[str, ...]]
+    #: Default real checkpoint (hub id) per mode; the built-in smoke-test model is used when
+    #: the config names no model.
+    default_models: ClassVar[Mapping[str, str]]
+    #: Guidance scales a schedule can drive on this family ("cfg", "embedded").
+    guidance_targets: ClassVar[tuple[str, ...]] = ("cfg",)
+
+    # ----- before any model loads -------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def resolve(cls, config: RunConfig) -> RunConfig:
+        """Fill the config's open fields with this model's defaults and validate sizes, frame
+        counts and modes. Raises ConfigError naming the field and the nearest valid values."""
+
+    @classmethod
+    @abstractmethod
+    def guidance_in_force(cls, config: RunConfig) -> dict[str, float]:
+        """Base scale of each guidance the resolved config turns on, keyed by target."""
+
+    @classmethod
+    def default_guidance_target(cls, config: RunConfig) -> str:
+        """The guidance a schedule drives when it names none: the one actually in force."""
+        return cls.guidance_targets[0]
+
+    @classmethod
+    def setup(cls, config: RunConfig) -> RunSetup:
+        return RunSetup(
+            config=config,
+            backbone=cls.name,
+            guidance=cls.guidance_in_force(config),
+            default_guidance_target=cls.default_guidance_target(config),
+            guidance_targets=cls.guidance_targets,
+        )
+
+    @classmethod
+    def load_key(cls, config: RunConfig) -> tuple:
+        """What determines the loaded weights; runs with equal keys share one loaded model."""
+        return (cls.name, config.model, "i2v" if config.image else "t2v", config.dtype, config.device)
+
+    # ----- with the model loaded ---------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def load(cls, config: RunConfig) -> "Backbone":
+        """Load the real components with `from_pretrained` (hub id or local directory)."""
+
+    #: True for the built-in random-weight models: their videos are smoke tests, not results.
+    smoke_test: bool = False
+
+    @abstractmethod
+    def prepare(self, config: RunConfig, generator: torch.Generator) -> Any:
+        """Encode the conditions and draw initial noise; returns the backbone's job object."""
+
+    @abstractmethod
+    def sections(self, job: Any) -> Iterator[Section]:
+        """Yield the sections to denoise, in order."""
+
+    @abstractmethod
+    def predict(
+        self, job: Any, section: Section, step: int, scales: Mapping[str, float], uncond: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The model's conditional output, and its unconditional output when `uncond`."""
+
+    @abstractmethod
+    def scheduler_step(self, job: Any, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
+        """Advance the scheduler one step; returns the new latents."""
+
+    @abstractmethod
+    def decode(self, job: Any) -> np.ndarray:
+        """Decode the final latents to frames: float32 in [0, 1], shape (T, H, W, 3)."""

@@ -1,0 +1,139 @@
+"""The run configuration: one validated pydantic model describes a run completely.
+
+A config is data: it round-trips through YAML/JSON, and the hash of its resolved form
+(every default filled in by the backbone) names the run's output directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError, InertiaError
+from .io import atomic_write_text
+from .params import format_validation_error, parse_value
+
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+#: User-facing attention backend names -> diffusers `AttentionBackendName` values.
+ATTENTION_BACKENDS: dict[str, str] = {
+    "native": "native",
+    "math": "_native_math",
+    "cudnn": "_native_cudnn",
+    "flash": "_native_flash",
+    "efficient": "_native_efficient",
+    "flex": "flex",
+    "xformers": "xformers",
+    "flash-attn": "flash",
+    "flash-attn-varlen": "flash_varlen",
+}
+
+
+class PluginSpec(BaseModel):
+    """A plugin chosen by name with its parameters, e.g. `relax:beta=0.75`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> "PluginSpec":
+        """Parse the command-line form `NAME[:key=value,key=value]`."""
+        name, _, rest = text.partition(":")
+        params: dict[str, Any] = {}
+        for item in filter(None, (part.strip() for part in rest.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise InertiaError(f"{text!r}: expected NAME[:key=value,...], got {item!r}")
+            params[key.strip()] = parse_value(value.strip())
+        return cls(name=name.strip(), params=params)
+
+
+class RunConfig(BaseModel):
+    """Everything that determines one generated video.
+
+    Fields left as None are filled from the backbone's defaults for the chosen model by
+    `resolve_config`; the resolved config is what is hashed and recorded.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str = "wan"
+    model: str | None = Field(None, description="hub id or local directory; None = the built-in smoke-test model")
+    prompt: str = "a man performs a backflip"
+    negative_prompt: str = ""
+    image: Path | None = Field(None, description="conditioning image for image-to-video")
+    height: int | None = Field(None, gt=0)
+    width: int | None = Field(None, gt=0)
+    num_frames: int | None = Field(None, gt=0)
+    steps: int | None = Field(None, gt=0)
+    seed: int = Field(0, ge=0)
+    guidance_scale: float | None = Field(None, ge=0, description="true classifier-free guidance scale")
+    embedded_guidance_scale: float | None = Field(None, ge=0, description="guidance-distilled models' embedded scale")
+    fps: int | None = Field(None, gt=0)
+    dtype: DType = "auto"
+    device: str = "auto"
+    attention: str = "native"
+    interventions: list[PluginSpec] = Field(default_factory=list)
+    out_dir: Path = Path("outputs")
+
+    @field_validator("attention")
+    @classmethod
+    def _known_attention(cls, value: str) -> str:
+        if value not in ATTENTION_BACKENDS:
+            raise ValueError(f"unknown attention backend {value!r}; allowed: {', '.join(ATTENTION_BACKENDS)}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        head, _, index = value.partition(":")
+        if head not in ("auto", "cpu", "cuda", "mps") or (index and not index.isdigit()):
+            raise ValueError(f"unknown device {value!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+        return value
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine the video (everything but where it is written)."""
+        return self.model_dump(mode="json", exclude={"out_dir"})
+
+    def run_hash(self) -> str:
+        """Stable hash of the identity; names the output directory."""
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def run_dir(self) -> Path:
+        return self.out_dir / f"{self.backbone}-{self.run_hash()}"
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON run config as a dict (JSON is YAML)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError("config", f"file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError("config", f"{path} is not valid YAML/JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"{path} must hold a mapping of config fields")
+    return data
+
+
+def build_config(values: dict[str, Any]) -> RunConfig:
+    """Validate raw values into a RunConfig, turning pydantic errors into one-line ConfigErrors."""
+    try:
+        return RunConfig(**values)
+    except ValidationError as error:
+        raise InertiaError(format_validation_error("", error)) from None
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """Write a config as YAML (or JSON when the suffix is .json)."""
+    data = config.model_dump(mode="json")
+    text = json.dumps(data, indent=2) if Path(path).suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
+    atomic_write_text(Path(path), text)

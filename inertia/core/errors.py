@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints these as one line and exits non-zero, without a traceback."""
+
+
+class InertiaError(Exception):
+    """A mistake in what the user asked for (bad config, unknown plugin, impossible setting)."""
+
+
+class ConfigError(InertiaError):
+    """A configuration value is not allowed; the message names the field and what is allowed."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class NonFiniteLatentsError(InertiaError):
+    """Latents became NaN or Inf; raised at the step where it first happened."""

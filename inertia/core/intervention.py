@@ -1,0 +1,167 @@
+"""The intervention contract, and how several interventions compose into one run.
+
+An intervention is a class registered through the `inertia_interventions` hook. It overrides
+only the hooks it needs; each is called by the sampling loop at a fixed point:
+
+* `check(setup)`: before any model loads. Raise `ConfigError` when the intervention cannot
+  change anything in this run, or cannot run on this backbone. Never a silent no-op.
+* `envelope(sigma)`: provide e(sigma), the fade-out shape other interventions scale their
+  strength by (only `decay` does this; at most one provider per run).
+* `guidance(ctx, scales)`: return the guidance scales for this step, given those set so far.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, Mapping
+
+from pydantic import Field
+
+from .context import StepContext
+from .errors import ConfigError
+from .params import NoParams, Params, build_params
+from .setup import RunSetup
+
+GuidanceTarget = Literal["auto", "cfg", "embedded"]
+
+
+class Intervention:
+    """Base class for intervention plugins."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Params: ClassVar[type[Params]] = NoParams
+    #: True when the intervention's strength follows the envelope e(sigma) (e.g. relax, boost).
+    uses_envelope: ClassVar[bool] = False
+    #: True when the intervention defines e(sigma) through `envelope` (e.g. decay).
+    provides_envelope: ClassVar[bool] = False
+
+    def __init__(self, params: Params | None = None):
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def from_spec(cls, params: Mapping[str, Any], field: str) -> "Intervention":
+        return cls(build_params(cls.Params, dict(params), field))
+
+    def check(self, setup: RunSetup) -> None:
+        """Raise ConfigError if this intervention cannot act in the run `setup` describes."""
+
+    def envelope(self, sigma: float) -> float | None:
+        """e(sigma) for the other interventions, or None when this one does not shape it."""
+        return None
+
+    def guidance_target(self, setup: RunSetup) -> str | None:
+        """The guidance scale this intervention schedules, or None if it schedules none."""
+        return None
+
+    def guidance(self, ctx: StepContext, scales: dict[str, float]) -> dict[str, float]:
+        """The guidance scales to use at this step."""
+        return scales
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+        return f"{self.name}({args})"
+
+
+class GuidanceParams(Params):
+    target: GuidanceTarget = Field(
+        "auto", description="guidance scale to schedule: cfg (true CFG), embedded (distilled), auto = backbone default"
+    )
+
+
+class GuidanceSchedule(Intervention):
+    """An intervention that replaces one guidance scale by a function of its base value and the step.
+
+    Subclasses implement `scale(base, ctx)` and `unchangeable(base)`; target resolution, the
+    "cannot change anything" check and writing the scale are shared here.
+    """
+
+    Params: ClassVar[type[GuidanceParams]] = GuidanceParams
+    uses_envelope = True
+
+    def guidance_target(self, setup: RunSetup) -> str:
+        target = self.params.target
+        return setup.default_guidance_target if target == "auto" else target
+
+    def check(self, setup: RunSetup) -> None:
+        target = self.guidance_target(setup)
+        field = f"{self.name}.target"
+        if target not in setup.guidance_targets:
+            raise ConfigError(
+                field, f"{setup.backbone} has no {target!r} guidance; allowed: {', '.join(setup.guidance_targets)}"
+            )
+        if target not in setup.guidance:
+            raise ConfigError(
+                field,
+                f"{target} guidance is off in this run ({_off_reason(target)}), so {self.name} cannot change anything",
+            )
+        reason = self.unchangeable(setup.guidance[target])
+        if reason:
+            raise ConfigError(self.name, f"cannot change anything: {reason}")
+
+    def unchangeable(self, base: float) -> str | None:
+        """Why this schedule would leave a base scale unchanged at every step, or None."""
+        return None
+
+    def scale(self, base: float, ctx: StepContext) -> float:
+        raise NotImplementedError
+
+    def guidance(self, ctx: StepContext, scales: dict[str, float]) -> dict[str, float]:
+        target = self._target
+        return {**scales, target: self.scale(ctx.guidance[target], ctx)}
+
+    def bind(self, setup: RunSetup) -> None:
+        """Fix the resolved target for the run (called once the setup is checked)."""
+        self._target = self.guidance_target(setup)
+
+
+def _off_reason(target: str) -> str:
+    if target == "cfg":
+        return "guidance_scale <= 1 runs no unconditional pass"
+    return "the run sets no embedded guidance scale"
+
+
+class InterventionStack:
+    """The interventions of one run, checked for conflicts and applied in the order given."""
+
+    def __init__(self, interventions: list[Intervention], setup: RunSetup):
+        self.interventions = list(interventions)
+        for intervention in self.interventions:
+            intervention.check(setup)
+        self._check_composition(setup)
+        for intervention in self.interventions:
+            if isinstance(intervention, GuidanceSchedule):
+                intervention.bind(setup)
+        self._envelope = next((i for i in self.interventions if i.provides_envelope), None)
+
+    def _check_composition(self, setup: RunSetup) -> None:
+        providers = [i.name for i in self.interventions if i.provides_envelope]
+        if len(providers) > 1:
+            raise ConfigError("interventions", f"conflicting envelopes: {' and '.join(providers)} (use one)")
+        if providers and not any(i.uses_envelope for i in self.interventions):
+            raise ConfigError(
+                providers[0],
+                "shapes how another intervention fades over denoising, but none is given "
+                "(combine it with relax, boost or unlearn)",
+            )
+        owners: dict[str, str] = {}
+        for intervention in self.interventions:
+            target = intervention.guidance_target(setup)
+            if target is None:
+                continue
+            if target in owners:
+                raise ConfigError(
+                    "interventions",
+                    f"{owners[target]} and {intervention.name} both schedule the {target} guidance (use one)",
+                )
+            owners[target] = intervention.name
+
+    def envelope(self, sigma: float) -> float:
+        if self._envelope is None:
+            return sigma
+        return self._envelope.envelope(sigma)
+
+    def guidance(self, ctx: StepContext) -> dict[str, float]:
+        scales = dict(ctx.guidance)
+        for intervention in self.interventions:
+            scales = intervention.guidance(ctx, scales)
+        return scales

@@ -1,0 +1,100 @@
+"""Plugin parameters: pydantic models that validate values and describe themselves for `inertia plugins`."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import annotated_types
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import ConfigError
+
+
+class Params(BaseModel):
+    """Base class for a plugin's parameters: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Params):
+    """For plugins that take no parameters."""
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One parameter as a user sees it: name, type, default, allowed range or choices, meaning."""
+
+    name: str
+    type: str
+    default: Any
+    allowed: str
+    description: str
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return "choice"
+    name = getattr(annotation, "__name__", None)
+    return name if name and not typing.get_args(annotation) else str(annotation).replace("typing.", "")
+
+
+def _allowed(annotation: Any, metadata: list[Any]) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return ", ".join(repr(a) for a in typing.get_args(annotation))
+    bounds = []
+    for item in metadata:
+        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            value = getattr(item, attr, None)
+            if value is not None and isinstance(item, annotated_types.BaseMetadata):
+                bounds.append(f"{symbol} {value}")
+    return " and ".join(bounds) if bounds else "any"
+
+
+def describe_params(model: type[Params]) -> list[ParamInfo]:
+    """List a parameter model's fields in declaration order."""
+    infos = []
+    for name, field in model.model_fields.items():
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        infos.append(
+            ParamInfo(
+                name=name,
+                type=_type_name(field.annotation),
+                default="(required)" if field.is_required() else default,
+                allowed=_allowed(field.annotation, field.metadata),
+                description=field.description or "",
+            )
+        )
+    return infos
+
+
+def format_validation_error(prefix: str, error: ValidationError) -> str:
+    """One line naming each offending field and what pydantic says is allowed."""
+    parts = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        if item["type"] == "extra_forbidden":
+            parts.append(f"{field}: unknown parameter")
+        else:
+            parts.append(f"{field}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def build_params(model: type[Params], values: dict[str, Any], field: str) -> Params:
+    """Validate `values` against `model`; errors name the field and list the known parameters."""
+    try:
+        return model(**values)
+    except ValidationError as error:
+        known = ", ".join(model.model_fields) or "none"
+        raise ConfigError(field, f"{format_validation_error('', error)} (parameters: {known})") from None
+
+
+def parse_value(text: str) -> Any:
+    """Interpret a command-line value the way YAML would: 0.75 -> float, true -> bool, [1,2] -> list."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text

@@ -1,0 +1,130 @@
+"""Running one configured video: validate everything, load once, sample, write outputs atomically."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..registry import Registry, default_registry
+from .backbone import Backbone
+from .builtin_models import SMOKE_TEST_NOTICE
+from .config import PluginSpec, RunConfig, save_config
+from .intervention import InterventionStack
+from .io import frames_to_uint8, write_json, write_mp4
+from .records import CONFIG_NAME, RECORD_NAME, VIDEO_NAME, device_description, package_versions, utc_now
+from .runtime import attention_backend, resolve_runtime
+from .sampling import StepRecord, sample
+from .setup import RunSetup
+
+
+@dataclass
+class PlannedRun:
+    """A run whose every input has been validated; nothing has been loaded yet."""
+
+    requested: RunConfig
+    config: RunConfig
+    backbone: type[Backbone]
+    setup: RunSetup
+    stack: InterventionStack
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config.run_dir()
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    video: Path
+    record: dict[str, Any]
+
+
+def plan_run(config: RunConfig, registry: Registry | None = None) -> PlannedRun:
+    """Resolve defaults and check backbone, sizes, device and interventions; raises ConfigError."""
+    registry = registry or default_registry()
+    backbone = registry.backbones.get(config.backbone, "backbone")
+    resolved = backbone.resolve(resolve_runtime(config))
+    interventions = [
+        registry.interventions.get(spec.name, f"interventions[{i}]").from_spec(spec.params, spec.name)
+        for i, spec in enumerate(resolved.interventions)
+    ]
+    # Record every parameter, defaults included, so equal runs hash equally however they were written.
+    specs = [PluginSpec(name=i.name, params=i.params.model_dump()) for i in interventions]
+    resolved = resolved.model_copy(update={"interventions": specs})
+    setup = backbone.setup(resolved)
+    return PlannedRun(config, resolved, backbone, setup, InterventionStack(interventions, setup))
+
+
+class ModelCache:
+    """Loaded backbones by load key, so one process loads each model once across many runs."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple, Backbone] = {}
+
+    def get(self, backbone: type[Backbone], config: RunConfig) -> Backbone:
+        key = backbone.load_key(config)
+        if key not in self._loaded:
+            self._loaded[key] = backbone.load(config)
+        return self._loaded[key]
+
+
+@dataclass
+class Generation:
+    """The raw result of sampling, before anything is written."""
+
+    frames: np.ndarray  # float32 in [0, 1], (T, H, W, 3)
+    trace: list[StepRecord]
+    smoke_test: bool
+    timings: dict[str, float]
+
+
+def generate(plan: PlannedRun, models: ModelCache | None = None, progress: bool = True) -> Generation:
+    """Load (or reuse) the backbone and sample the planned video; writes nothing."""
+    config, started = plan.config, time.perf_counter()
+    backbone = (models or ModelCache()).get(plan.backbone, config)
+    loaded = time.perf_counter()
+    generator = torch.Generator("cpu").manual_seed(config.seed)
+    with torch.inference_mode(), attention_backend(config.attention):
+        job = backbone.prepare(config, generator)
+        trace = sample(backbone, job, plan.stack, plan.setup.guidance, total_steps=config.steps, progress=progress)
+        sampled = time.perf_counter()
+        frames = backbone.decode(job)
+    done = time.perf_counter()
+    timings = {"load": loaded - started, "sample": sampled - loaded, "decode": done - sampled, "total": done - started}
+    return Generation(frames, trace, backbone.smoke_test, {k: round(v, 4) for k, v in timings.items()})
+
+
+def execute(plan: PlannedRun, models: ModelCache | None = None, progress: bool = True) -> RunResult:
+    """Generate the planned video and write video.mp4, record.json and config.yaml to its run dir."""
+    config = plan.config
+    result = generate(plan, models, progress)
+    frames = frames_to_uint8(result.frames)
+    run_dir = plan.run_dir
+    write_mp4(run_dir / VIDEO_NAME, frames, fps=config.fps)
+    save_config(config, run_dir / CONFIG_NAME)
+    record = {
+        "run_hash": config.run_hash(),
+        "created": utc_now(),
+        "backbone": config.backbone,
+        "model": config.model,
+        "smoke_test": result.smoke_test,
+        **({"notice": SMOKE_TEST_NOTICE} if result.smoke_test else {}),
+        "config": config.model_dump(mode="json"),
+        "requested_config": plan.requested.model_dump(mode="json", exclude_defaults=True),
+        "interventions": [repr(i) for i in plan.stack.interventions],
+        "guidance_in_force": dict(plan.setup.guidance),
+        "versions": package_versions(),
+        "device": device_description(config.device),
+        "seed": config.seed,
+        "wall_time_s": result.timings,
+        "video": {"path": VIDEO_NAME, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
+                  "width": int(frames.shape[2]), "fps": config.fps},
+        "trace": [step.to_dict() for step in result.trace],
+    }
+    write_json(run_dir / RECORD_NAME, record)
+    return RunResult(run_dir, run_dir / VIDEO_NAME, record)

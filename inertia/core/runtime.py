@@ -1,0 +1,44 @@
+"""Resolving where and how a run computes: device, dtype and attention backend (before loading)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from .config import ATTENTION_BACKENDS, RunConfig
+from .errors import ConfigError
+
+#: Backends that need a CUDA device, and the optional package each one needs.
+CUDA_ONLY = {"cudnn", "flash", "efficient", "xformers", "flash-attn", "flash-attn-varlen"}
+PACKAGES = {"xformers": "xformers", "flash-attn": "flash_attn", "flash-attn-varlen": "flash_attn"}
+
+
+def resolve_runtime(config: RunConfig) -> RunConfig:
+    """Replace "auto" device/dtype by concrete choices and check the attention backend can run."""
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", f"{device} requested but no CUDA device is visible; allowed here: cpu, auto")
+    dtype = config.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    backend = config.attention
+    if backend in CUDA_ONLY and not device.startswith("cuda"):
+        raise ConfigError("attention", f"{backend} needs a CUDA device (device is {device}); allowed here: native, math, flex")
+    package = PACKAGES.get(backend)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError("attention", f"{backend} needs the {package} package: pip install 'inertia[{backend.split('-varlen')[0]}]'")
+    return config.model_copy(update={"device": device, "dtype": dtype})
+
+
+@contextmanager
+def attention_backend(name: str) -> Iterator[None]:
+    """Run attention through the chosen diffusers backend, restoring the previous one afterwards."""
+    from diffusers.models.attention_dispatch import attention_backend as diffusers_backend
+
+    with diffusers_backend(ATTENTION_BACKENDS[name]):
+        yield

@@ -1,0 +1,75 @@
+"""The sampling loop: owns the denoising steps and applies interventions at each one."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+from .backbone import Backbone
+from .context import StepContext
+from .errors import NonFiniteLatentsError
+from .intervention import InterventionStack
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What actually happened at one step: the noise level and every guidance scale used."""
+
+    section: int
+    step: int
+    timestep: float
+    sigma: float
+    guidance: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def combine_cfg(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance, in the operand order the diffusers pipelines use (bit parity)."""
+    return uncond + scale * (cond - uncond)
+
+
+def sample(
+    backbone: Backbone,
+    job: Any,
+    stack: InterventionStack,
+    guidance: Mapping[str, float],
+    total_steps: int | None = None,
+    progress: bool = True,
+) -> list[StepRecord]:
+    """Denoise every section of `job` in place and return the per-step trace.
+
+    True CFG runs the unconditional branch only when the step's cfg scale differs from 1, so a
+    schedule that reaches exactly 1 costs one forward, and equals the conditional output.
+    """
+    trace: list[StepRecord] = []
+    with tqdm(total=total_steps, desc=f"{backbone.name} sampling", unit="step", disable=not progress) as bar:
+        for section in backbone.sections(job):
+            num_steps = len(section.timesteps)
+            for step, timestep in enumerate(section.timesteps):
+                sigma = section.sigmas[step]
+                ctx = StepContext(
+                    step=step,
+                    num_steps=num_steps,
+                    timestep=float(timestep),
+                    sigma=sigma,
+                    guidance=guidance,
+                    envelope=stack.envelope(sigma),
+                    section=section.index,
+                    num_sections=section.count,
+                )
+                scales = stack.guidance(ctx)
+                cfg = scales.get("cfg")
+                cond, uncond = backbone.predict(job, section, step, scales, uncond=cfg is not None and cfg != 1.0)
+                prediction = cond if uncond is None else combine_cfg(cond, uncond, cfg)
+                section.latents = backbone.scheduler_step(job, section, step, prediction)
+                if not torch.isfinite(section.latents).all():
+                    where = f"step {step}" + (f" of section {section.index}" if section.count > 1 else "")
+                    raise NonFiniteLatentsError(f"latents became NaN/Inf at {where} (sigma {sigma:.4f}); run stopped")
+                trace.append(StepRecord(section.index, step, float(timestep), sigma, dict(scales)))
+                bar.update()
+    return trace

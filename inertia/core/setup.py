@@ -1,0 +1,24 @@
+"""What is known about a run before any model loads: the resolved config and its guidance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from .config import RunConfig
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """A resolved config together with the backbone facts interventions check themselves against.
+
+    `guidance` maps each guidance target in force to its base scale (a target is absent when
+    the run turns it off, e.g. Wan with guidance_scale <= 1 runs no unconditional pass).
+    `default_guidance_target` is the target a schedule drives when it does not name one.
+    """
+
+    config: RunConfig
+    backbone: str
+    guidance: Mapping[str, float]
+    default_guidance_target: str
+    guidance_targets: tuple[str, ...]

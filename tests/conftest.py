@@ -1,0 +1,50 @@
+"""Shared fixtures: a private built-in model cache and tiny saved Wan checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_model_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Built-in models are built into a per-session directory, never the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("INERTIA_HOME", str(tmp_path_factory.mktemp("inertia_home")))
+    yield
+    mp.undo()
+
+
+def save_tiny_wan(directory: Path, mode: str, seed: int = 0) -> Path:
+    """A tiny Wan checkpoint saved with save_pretrained, as a real one would be on disk."""
+    from inertia.backbones.wan_builtin import tiny_pipeline
+
+    torch.manual_seed(seed)
+    tiny_pipeline(mode).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def wan_t2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_wan(tmp_path_factory.mktemp("wan_t2v"), "t2v")
+
+
+@pytest.fixture(scope="session")
+def wan_i2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_wan(tmp_path_factory.mktemp("wan_i2v"), "i2v")
+
+
+@pytest.fixture(scope="session")
+def image_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small deterministic RGB test image (a gradient with a bright square)."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:48, 0:64]
+    pixels = np.stack([x * 4, y * 5, (x + y) * 2], axis=-1).astype(np.uint8)
+    pixels[10:24, 20:34] = 250
+    path = tmp_path_factory.mktemp("images") / "start.png"
+    Image.fromarray(pixels).save(path)
+    return path
