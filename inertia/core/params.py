@@ -70,14 +70,14 @@ def describe_params(model: type[Params]) -> list[ParamInfo]:
     return infos
 
 
-def format_validation_error(prefix: str, error: ValidationError) -> str:
+def format_validation_error(prefix: str, error: ValidationError, noun: str = "field") -> str:
     """One line naming each offending field and what pydantic says is allowed."""
     parts = []
     for item in error.errors():
         loc = ".".join(str(p) for p in item["loc"])
         field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         if item["type"] == "extra_forbidden":
-            parts.append(f"{field}: unknown parameter")
+            parts.append(f"{field}: unknown {noun}")
         else:
             parts.append(f"{field}: {item['msg']}")
     return "; ".join(parts)
@@ -89,7 +89,7 @@ def build_params(model: type[Params], values: dict[str, Any], field: str) -> Par
         return model(**values)
     except ValidationError as error:
         known = ", ".join(model.model_fields) or "none"
-        raise ConfigError(field, f"{format_validation_error('', error)} (parameters: {known})") from None
+        raise ConfigError(field, f"{format_validation_error('', error, 'parameter')} (parameters: {known})") from None
 
 
 def parse_value(text: str) -> Any:

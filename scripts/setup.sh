@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install inertia into it; `--test` adds the test dependencies.
+#
+# torch is installed first and pinned, because an unpinned torch pulled in by a dependency
+# resolves to a multi-GB CUDA build. TORCH_SPEC overrides the pin (e.g. a CUDA build on a GPU host).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q "$TORCH_SPEC"
+.venv/bin/python -m pip install -q -e ".${extras}"
+.venv/bin/python -c "import torch, diffusers, inertia; print(f'inertia {inertia.__version__}: torch {torch.__version__}, diffusers {diffusers.__version__}')"

@@ -1,0 +1,127 @@
+"""The command line: runs that write a playable video and a faithful record; one-line errors before loading."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inertia.backbones.wan import WanBackbone
+from inertia.cli import main
+from inertia.core.io import read_video
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(tmp_path, *args: str) -> dict:
+    assert main(["run", "--quiet", "--out", str(tmp_path), "--steps", "6", *args]) == 0
+    (record_path,) = tmp_path.glob("*/record.json")
+    return json.loads(record_path.read_text())
+
+
+def expected_relax(base, sigma, beta, s_min=1.0, p=1.0):
+    return s_min + (base - s_min) * (1 - beta * sigma**p)
+
+
+@pytest.mark.parametrize(
+    "interventions, formula",
+    [
+        ([], lambda s: 5.0),
+        (["relax"], lambda s: expected_relax(5.0, s, 0.75)),
+        (["relax:beta=0.75", "decay:p=0.7"], lambda s: expected_relax(5.0, s, 0.75, p=0.7)),
+        (["boost:b=0.5"], lambda s: 5.0 * (1 + 3 * 0.5 * s)),
+    ],
+    ids=["none", "relax", "relax+decay", "boost"],
+)
+def test_run_writes_a_playable_video_and_a_trace_that_follows_the_formula(tmp_path, interventions, formula):
+    args = [arg for name in interventions for arg in ("--intervention", name)]
+    record = run_cli(tmp_path, *args)
+    frames, fps = read_video(tmp_path / f"wan-{record['run_hash']}" / record["video"]["path"])
+    assert frames.shape == (17, 64, 64, 3) and fps == 16
+    assert record["smoke_test"] is True and "smoke-test" in record["notice"]
+    assert len(record["trace"]) == 6
+    sigmas = [step["sigma"] for step in record["trace"]]
+    assert sigmas == sorted(sigmas, reverse=True) and 0 < sigmas[-1] < sigmas[0] <= 1
+    for step in record["trace"]:
+        assert step["guidance"]["cfg"] == pytest.approx(formula(step["sigma"]), rel=1e-12)
+    assert set(record["versions"]) >= {"torch", "diffusers", "transformers", "inertia"}
+    assert record["config"]["seed"] == record["seed"] == 0
+
+
+def test_run_accepts_a_config_file_and_flags_override_it(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("prompt: a ball rolls\nseed: 5\ninterventions:\n  - name: relax\n    params: {beta: 0.5}\n")
+    record = run_cli(tmp_path / "out", "--config", str(config), "--seed", "6")
+    assert record["config"]["prompt"] == "a ball rolls" and record["seed"] == 6
+    assert record["config"]["interventions"] == [{"name": "relax", "params": {"target": "auto", "beta": 0.5, "s_min": 1.0}}]
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    def refuse(cls, config):
+        raise AssertionError("a model was loaded before validation finished")
+
+    monkeypatch.setattr(WanBackbone, "load", classmethod(refuse))
+
+
+BAD_INPUTS = [
+    (["--backbone", "wann"], r"backbone: unknown backbone 'wann' \(did you mean wan\?\); allowed: .*wan"),
+    (["--intervention", "relx"], r"interventions\[0\]: unknown intervention 'relx' \(did you mean relax\?\); allowed: "),
+    (["--intervention", "relax:beta=1.5"], r"relax: beta: Input should be less than or equal to 1 \(parameters: target, beta, s_min\)"),
+    (["--intervention", "relax:gamma=1"], r"relax: gamma: unknown parameter \(parameters: target, beta, s_min\)"),
+    (["--intervention", "decay:p=0.7"], r"decay: shapes how another intervention fades over denoising, but none is given"),
+    (["--guidance", "1", "--intervention", "relax"], r"relax.target: cfg guidance is off in this run \(guidance_scale <= 1"),
+    (["--intervention", "relax:s_min=5"], r"relax: cannot change anything: the base scale 5 equals the floor s_min 5"),
+    (["--intervention", "relax", "--intervention", "boost"], r"interventions: relax and boost both schedule the cfg guidance"),
+    (["--frames", "10"], r"num_frames: 10 is not of the form 4k\+1 \(VAE 4x temporal compression\); nearest valid: 9 or 13"),
+    (["--height", "50"], r"height: 50 is not a multiple of 16 \(VAE 8x spatial compression x patch 2\); nearest valid: 48 or 64"),
+    (["--image", "missing.png"], r"image: file not found: missing.png"),
+    (["--embedded-guidance", "6"], r"embedded_guidance_scale: wan has no embedded guidance"),
+    (["--device", "cuda"], r"device: cuda requested but no CUDA device is visible"),
+    (["--attention", "flash"], r"attention: flash needs a CUDA device \(device is cpu\)"),
+    (["--attention", "fast"], r"attention: Value error, unknown attention backend 'fast'"),
+    (["--steps", "0"], r"steps: Input should be greater than 0"),
+]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks CPU-only refusals")
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_and_exit_2_before_any_model_loads(tmp_path, capsys, no_model_loading, args, message):
+    assert main(["run", "--quiet", "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert __import__("re").search(message, err), err
+    assert not list(tmp_path.iterdir())
+
+
+def test_image_given_to_a_text_only_model_and_missing_for_image_to_video(tmp_path, capsys, no_model_loading,
+                                                                          wan_t2v_dir, wan_i2v_dir, image_file):
+    assert main(["run", "--model", str(wan_t2v_dir), "--image", str(image_file)]) == 2
+    assert f"error: image: wan model {wan_t2v_dir} is text-to-video; it takes no image: drop --image" in capsys.readouterr().err
+    assert main(["run", "--model", str(wan_i2v_dir)]) == 2
+    assert "is image-to-video; it needs a conditioning image: give --image" in capsys.readouterr().err
+
+
+def test_user_errors_show_no_traceback_in_a_real_process(tmp_path):
+    result = subprocess.run([sys.executable, "cli.py", "run", "--intervention", "relax:beta=2"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: relax: beta: Input should be less than or equal to 1 (parameters: target, beta, s_min)"
+    ]
+
+
+def test_plugins_lists_builtins_with_parameters(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "wan  [inertia.builtins]" in out and "t2v checkpoint: Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in out
+    assert "beta: float = 0.75  (allowed: >= 0.0 and <= 1.0)" in out
+    assert "p: float = 1.0  (allowed: > 0.0)" in out
+    assert "b: float = 0.5  (allowed: > 0.0)" in out
+    assert main(["plugins", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    relax = next(i for i in listing["interventions"] if i["name"] == "relax")
+    assert {p["name"] for p in relax["params"]} == {"target", "beta", "s_min"}

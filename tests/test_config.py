@@ -1,0 +1,61 @@
+"""Run configs: parsing, file round-trips, hashing."""
+
+from __future__ import annotations
+
+import pytest
+
+from inertia.core.config import PluginSpec, RunConfig, build_config, load_config_file, save_config
+from inertia.core.errors import ConfigError, InertiaError
+from inertia.core.runner import plan_run
+
+
+def test_plugin_spec_parses_typed_values():
+    spec = PluginSpec.parse("relax:beta=0.75,s_min=1,target=cfg")
+    assert spec == PluginSpec(name="relax", params={"beta": 0.75, "s_min": 1, "target": "cfg"})
+    assert PluginSpec.parse("boost") == PluginSpec(name="boost", params={})
+
+
+def test_plugin_spec_rejects_items_without_a_value():
+    with pytest.raises(InertiaError, match=r"'relax:beta': expected NAME\[:key=value,...\], got 'beta'"):
+        PluginSpec.parse("relax:beta")
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_config_round_trips_through_a_file(tmp_path, suffix):
+    config = RunConfig(prompt="a ball", seed=3, height=32, interventions=[PluginSpec.parse("relax:beta=0.5")])
+    path = tmp_path / f"run{suffix}"
+    save_config(config, path)
+    again = build_config(load_config_file(path))
+    assert again == config
+    assert again.run_hash() == config.run_hash()
+
+
+def test_hash_names_the_run_and_ignores_the_output_directory(tmp_path):
+    a = RunConfig(seed=1)
+    assert a.run_hash() == RunConfig(seed=1, out_dir=tmp_path).run_hash()
+    assert a.run_hash() != RunConfig(seed=2).run_hash()
+    assert a.run_dir().name == f"wan-{a.run_hash()}"
+
+
+def test_resolved_config_records_every_parameter_so_equal_runs_hash_equally():
+    short = plan_run(RunConfig(device="cpu", interventions=[PluginSpec.parse("relax")])).config
+    explicit = plan_run(RunConfig(device="cpu", interventions=[PluginSpec.parse("relax:beta=0.75,s_min=1.0")])).config
+    assert short.interventions[0].params == {"target": "auto", "beta": 0.75, "s_min": 1.0}
+    assert short.run_hash() == explicit.run_hash()
+
+
+def test_unknown_fields_and_bad_values_name_the_field():
+    with pytest.raises(InertiaError, match=r"^colour: unknown field$"):
+        build_config({"colour": "red"})
+    with pytest.raises(InertiaError, match=r"^steps: Input should be greater than 0$"):
+        build_config({"steps": 0})
+    with pytest.raises(InertiaError, match=r"attention: Value error, unknown attention backend 'fast'; allowed: native, math"):
+        build_config({"attention": "fast"})
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"^config: file not found: "):
+        load_config_file(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match=r"must hold a mapping of config fields"):
+        load_config_file(tmp_path / "list.yaml")

@@ -1,0 +1,86 @@
+"""The pluggy registry: built-ins through the hooks, third-party plugins through entry points."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from inertia.core.config import PluginSpec, RunConfig
+from inertia.core.errors import ConfigError
+from inertia.core.runner import generate, plan_run
+from inertia.registry import ENTRY_POINT_GROUP, build_registry, make_plugin_manager
+
+PLUGIN_SOURCE = '''
+from typing import ClassVar
+from pydantic import Field
+from inertia.core.intervention import GuidanceParams, GuidanceSchedule
+from inertia.registry import hookimpl
+
+
+class ConstantParams(GuidanceParams):
+    value: float = Field(3.0, gt=0, description="the scale to use at every step")
+
+
+class Constant(GuidanceSchedule):
+    name = "constant_cfg"
+    description = "A third-party test plugin: constant guidance."
+    Params: ClassVar = ConstantParams
+
+    def scale(self, base, ctx):
+        return self.params.value
+
+
+@hookimpl
+def inertia_interventions():
+    return [Constant]
+'''
+
+
+@pytest.fixture
+def installed_plugin(tmp_path, monkeypatch):
+    """A third-party package 'fake-inertia-plugin' installed on sys.path with an entry point."""
+    (tmp_path / "fake_inertia_plugin.py").write_text(PLUGIN_SOURCE)
+    dist = tmp_path / "fake_inertia_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-inertia-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nconstant = fake_inertia_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return build_registry(make_plugin_manager())
+
+
+def test_builtins_register_through_the_hooks():
+    registry = build_registry(make_plugin_manager(load_entry_points=False))
+    assert {"relax", "decay", "boost"} <= set(registry.interventions)
+    assert "wan" in set(registry.backbones)
+    assert registry.interventions.sources["relax"] == "inertia.builtins"
+
+
+def test_third_party_plugin_is_discovered_through_the_entry_point_group(installed_plugin):
+    assert "constant_cfg" in set(installed_plugin.interventions)
+    assert installed_plugin.interventions.sources["constant_cfg"] == "constant"
+
+
+def test_third_party_intervention_runs_like_a_builtin(installed_plugin):
+    config = RunConfig(device="cpu", steps=3, num_frames=5, height=32, width=32,
+                       interventions=[PluginSpec.parse("constant_cfg:value=2.5")])
+    result = generate(plan_run(config, registry=installed_plugin), progress=False)
+    assert [step.guidance for step in result.trace] == [{"cfg": 2.5}] * 3
+
+
+def test_duplicate_plugin_names_are_refused(tmp_path, monkeypatch):
+    source = PLUGIN_SOURCE.replace('"constant_cfg"', '"relax"')
+    (tmp_path / "dup_plugin.py").write_text(source)
+    dist = tmp_path / "dup_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: dup-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\ndup = dup_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(TypeError, match=r"intervention 'relax' is registered by both inertia.builtins and dup"):
+        build_registry(make_plugin_manager())
+
+
+def test_unknown_names_list_what_exists():
+    registry = build_registry(make_plugin_manager(load_entry_points=False))
+    with pytest.raises(ConfigError, match=r"^metrics\[0\]: unknown metric 'nope'; allowed: "):
+        registry.metrics.get("nope", "metrics[0]")
