@@ -79,6 +79,11 @@ class Backbone(ABC):
         )
 
     @classmethod
+    def total_steps(cls, config: RunConfig) -> int:
+        """Denoising steps over all sections (for progress); section-by-section models override."""
+        return config.steps
+
+    @classmethod
     def load_key(cls, config: RunConfig) -> tuple:
         """What determines the loaded weights; runs with equal keys share one loaded model."""
         return (cls.name, config.model, "i2v" if config.image else "t2v", config.dtype, config.device)

@@ -91,7 +91,7 @@ def generate(plan: PlannedRun, models: ModelCache | None = None, progress: bool 
     generator = torch.Generator("cpu").manual_seed(config.seed)
     with torch.inference_mode(), attention_backend(config.attention):
         job = backbone.prepare(config, generator)
-        trace = sample(backbone, job, plan.stack, plan.setup.guidance, total_steps=config.steps, progress=progress)
+        trace = sample(backbone, job, plan.stack, plan.setup.guidance, total_steps=plan.backbone.total_steps(config), progress=progress)
         sampled = time.perf_counter()
         frames = backbone.decode(job)
     done = time.perf_counter()
