@@ -1,0 +1,58 @@
+"""The temporal blur against an independent reference (scipy.ndimage) and the kernel rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import correlate1d
+
+from inertia.core.temporal_blur import blur_frames, changes_anything, gaussian_kernel, kernel_length
+
+
+@pytest.mark.parametrize(
+    "sigma, frames, expected",
+    [(0.6, 21, 5), (1.3, 21, 9), (0.1, 21, 1), (0.6, 3, 3), (1.3, 4, 3), (2.0, 2, 1), (0.5, 9, 5), (1.0, 9, 7)],
+)
+def test_kernel_length_rule(sigma, frames, expected):
+    # int(6 * sigma + 1) | 1, capped at the largest odd number <= frames
+    assert kernel_length(sigma, frames) == expected
+
+
+def test_kernel_is_normalised_gaussian():
+    weights = gaussian_kernel(0.6, 21).numpy()
+    x = np.arange(-2, 3)
+    reference = np.exp(-(x**2) / (2 * 0.36))
+    np.testing.assert_allclose(weights, reference / reference.sum(), rtol=1e-12)
+    assert weights.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("sigma, frames", [(0.6, 21), (1.3, 9), (2.5, 6), (1.0, 3)])
+def test_blur_matches_scipy_with_nearest_padding(sigma, frames):
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randn(2, frames * 3 * 5, 4, 8, generator=generator)
+    ours = blur_frames(tokens, frames, sigma).numpy()
+    grid = tokens.numpy().reshape(2, frames, 15, 4, 8).astype(np.float64)
+    weights = gaussian_kernel(sigma, frames).numpy()
+    reference = correlate1d(grid, weights, axis=1, mode="nearest").reshape(tokens.shape)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_blur_mixes_only_tokens_of_the_same_row_and_column():
+    frames, h, w = 7, 3, 4
+    tokens = torch.zeros(1, frames * h * w, 1)
+    tokens[0, 3 * h * w + 1 * w + 2] = 1.0  # frame 3, row 1, column 2
+    out = blur_frames(tokens, frames, 1.0).reshape(frames, h, w)
+    touched = (out != 0).nonzero().tolist()
+    assert {(r, c) for _, r, c in touched} == {(1, 2)}
+    assert out[:, 1, 2].sum().item() == pytest.approx(1.0)
+
+
+def test_strength_blends_and_short_blocks_are_untouched():
+    tokens = torch.randn(1, 5 * 4, 2)
+    full = blur_frames(tokens, 5, 1.0)
+    half = blur_frames(tokens, 5, 1.0, strength=0.5)
+    torch.testing.assert_close(half, 0.5 * tokens + 0.5 * full)
+    single = torch.randn(1, 1 * 4, 2)
+    assert blur_frames(single, 1, 1.0) is single
+    assert not changes_anything(1.0, 1) and not changes_anything(1.0, 2) and changes_anything(0.6, 3)
