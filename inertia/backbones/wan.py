@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..core.attention import AttentionHooks, Role, TokenLayout, VideoBlock, processors_installed
 from ..core.backbone import Backbone, Section
 from ..core.builtin_models import builtin_model_dir
 from ..core.checkpoints import BUILTIN_PREFIX, is_builtin, pipeline_class_name, read_checkpoint_json
@@ -62,6 +63,49 @@ def _compression(model: str) -> tuple[int, int, int]:
     return 2 ** sum(downsample), 2 ** len(downsample), patch[1]
 
 
+def _rotate(hidden: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor) -> torch.Tensor:
+    """Wan's rotary embedding on interleaved pairs, in the stock processor's operation order."""
+    x1, x2 = hidden.unflatten(-1, (-1, 2)).unbind(-1)
+    cos, sin = freqs_cos[..., 0::2], freqs_sin[..., 1::2]
+    out = torch.empty_like(hidden)
+    out[..., 0::2] = x1 * cos - x2 * sin
+    out[..., 1::2] = x1 * sin + x2 * cos
+    return out.type_as(hidden)
+
+
+class HookedWanSelfAttention:
+    """Self-attention (`attn1`) of one Wan block, with the inertia hook between RoPE and the backend.
+
+    Computes exactly what diffusers' WanAttnProcessor computes for self-attention (bit-identical
+    when no transform is registered); the attention backend comes from the active diffusers
+    backend, as for the stock processor.
+    """
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __init__(self, layer: int, hooks: AttentionHooks):
+        self.layer, self.hooks = layer, hooks
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+        from diffusers.models.transformers.transformer_wan import _get_qkv_projections
+
+        query, key, value = _get_qkv_projections(attn, hidden_states, None)
+        query, key = attn.norm_q(query), attn.norm_k(key)
+        query, key, value = (t.unflatten(2, (attn.heads, -1)) for t in (query, key, value))
+        if rotary_emb is not None:
+            query, key = _rotate(query, *rotary_emb), _rotate(key, *rotary_emb)
+        # Position embeddings are applied above: transforms see post-RoPE queries and keys.
+        query, key, value = self.hooks.apply(query, key, value, self.layer)
+        out = dispatch_attention_fn(
+            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
+            backend=self._attention_backend, parallel_config=self._parallel_config,
+        )
+        out = out.flatten(2, 3).type_as(query)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
 class WanBackbone(Backbone):
     name = "wan"
     description = "Wan 2.1 (diffusers WanTransformer3DModel, flow-matching UniPC), text- and image-to-video, true CFG."
@@ -99,6 +143,13 @@ class WanBackbone(Backbone):
     def guidance_in_force(cls, config: RunConfig) -> dict[str, float]:
         # As in WanPipeline: a scale <= 1 turns CFG off (no unconditional pass).
         return {"cfg": config.guidance_scale} if config.guidance_scale > 1.0 else {}
+
+    supports_attention_hooks = True
+
+    @classmethod
+    def token_roles(cls, config: RunConfig) -> frozenset[Role]:
+        # Image-to-video conditions latent frame 0 on the image (mask channel = 1 there).
+        return frozenset({"noisy", "condition"}) if config.image is not None else frozenset({"noisy"})
 
     # ----- loading ---------------------------------------------------------------------------
     def __init__(self, pipeline: Any, device: torch.device, smoke_test: bool):
@@ -192,6 +243,25 @@ class WanBackbone(Backbone):
 
     def scheduler_step(self, job: WanJob, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
         return self.pipe.scheduler.step(prediction, section.timesteps[step], section.latents, return_dict=False)[0]
+
+    # ----- attention interface -----------------------------------------------------------------
+    def token_layout(self, job: WanJob, section: Section) -> TokenLayout:
+        """Self-attention holds video tokens only (text enters through cross-attention)."""
+        _, _, frames, height, width = section.latents.shape
+        _, patch_h, patch_w = self.transformer.config.patch_size
+        grid = (height // patch_h, width // patch_w)
+        context = 1 if job.condition is not None else 0
+        blocks = [VideoBlock(0, context, *grid, "condition")] if context else []
+        blocks.append(VideoBlock(context * grid[0] * grid[1], frames - context, *grid, "noisy"))
+        return TokenLayout(frames * grid[0] * grid[1], tuple(blocks))
+
+    @property
+    def num_attention_layers(self) -> int:
+        return len(self.transformer.blocks)
+
+    def hooked_attention(self, hooks: AttentionHooks):
+        modules = [block.attn1 for block in self.transformer.blocks]
+        return processors_installed(modules, (HookedWanSelfAttention(i, hooks) for i in range(len(modules))))
 
     def decode(self, job: WanJob) -> np.ndarray:
         vae = self.pipe.vae

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from .attention import AttentionHooks, Role, TokenLayout
 from .config import RunConfig
 from .setup import RunSetup
 
@@ -76,7 +78,17 @@ class Backbone(ABC):
             guidance=cls.guidance_in_force(config),
             default_guidance_target=cls.default_guidance_target(config),
             guidance_targets=cls.guidance_targets,
+            token_roles=cls.token_roles(config),
+            attention_hooks=cls.supports_attention_hooks,
         )
+
+    @classmethod
+    def token_roles(cls, config: RunConfig) -> frozenset[Role]:
+        """Roles of the video tokens in this run's self-attention ("noisy", "context"), before loading."""
+        return frozenset({"noisy"})
+
+    #: Whether the backbone routes self-attention through `AttentionHooks` (the attention interface).
+    supports_attention_hooks: ClassVar[bool] = False
 
     @classmethod
     def total_steps(cls, config: RunConfig) -> int:
@@ -118,3 +130,17 @@ class Backbone(ABC):
     @abstractmethod
     def decode(self, job: Any) -> np.ndarray:
         """Decode the final latents to frames: float32 in [0, 1], shape (T, H, W, 3)."""
+
+    # ----- attention interface ---------------------------------------------------------------
+    def token_layout(self, job: Any, section: Section) -> TokenLayout | None:
+        """The self-attention token layout while `section` is denoised (None without the interface)."""
+        return None
+
+    def hooked_attention(self, hooks: AttentionHooks) -> AbstractContextManager[None]:
+        """Route every self-attention call through `hooks` for the duration, restoring stock
+        processors afterwards; backbones with the attention interface override this."""
+        return nullcontext()
+
+    @property
+    def num_attention_layers(self) -> int:
+        return 0

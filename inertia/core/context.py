@@ -14,7 +14,8 @@ class StepContext:
     flow-matching schedulers, sqrt(1 - alphabar_t) for DDPM-family ones.
     `guidance` holds the base scale of every guidance in force for the run, keyed by target
     ("cfg" for true classifier-free guidance, "embedded" for guidance-distilled models).
-    `envelope` is e(sigma): sigma itself, or sigma ** p when `decay` is active.
+    `decay` is sigma ** p when a `decay` intervention is active, else None; `envelope` is the
+    e(sigma) that relax and boost scale by: the decay when given, else sigma itself.
     """
 
     step: int
@@ -22,7 +23,11 @@ class StepContext:
     timestep: float
     sigma: float
     guidance: Mapping[str, float]
-    envelope: float
+    decay: float | None = None
     section: int = 0
     num_sections: int | None = None
     extras: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def envelope(self) -> float:
+        return self.sigma if self.decay is None else self.decay

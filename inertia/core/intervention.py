@@ -8,6 +8,8 @@ only the hooks it needs; each is called by the sampling loop at a fixed point:
 * `envelope(sigma)`: provide e(sigma), the fade-out shape other interventions scale their
   strength by (only `decay` does this; at most one provider per run).
 * `guidance(ctx, scales)`: return the guidance scales for this step, given those set so far.
+* `transform_qkv(q, k, v, call)`: transform one self-attention call's queries, keys and values
+  (after position embeddings, right before the attention backend); see `core.attention`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class Intervention:
     uses_envelope: ClassVar[bool] = False
     #: True when the intervention defines e(sigma) through `envelope` (e.g. decay).
     provides_envelope: ClassVar[bool] = False
+    #: True when the intervention transforms self-attention q/k/v through `transform_qkv`.
+    transforms_attention: ClassVar[bool] = False
 
     def __init__(self, params: Params | None = None):
         self.params = params if params is not None else self.Params()
@@ -52,6 +56,11 @@ class Intervention:
     def guidance_target(self, setup: RunSetup) -> str | None:
         """The guidance scale this intervention schedules, or None if it schedules none."""
         return None
+
+    def transform_qkv(self, query, key, value, call):
+        """Transform post-position-embedding q, k, v (batch, sequence, heads, head_dim) of one
+        self-attention call; `call` gives the layer, the token layout and the step."""
+        return query, key, value
 
     def guidance(self, ctx: StepContext, scales: dict[str, float]) -> dict[str, float]:
         """The guidance scales to use at this step."""
@@ -155,10 +164,13 @@ class InterventionStack:
                 )
             owners[target] = intervention.name
 
-    def envelope(self, sigma: float) -> float:
-        if self._envelope is None:
-            return sigma
-        return self._envelope.envelope(sigma)
+    def decay(self, sigma: float) -> float | None:
+        """The decay envelope at `sigma`, or None when no intervention provides one."""
+        return None if self._envelope is None else self._envelope.envelope(sigma)
+
+    @property
+    def attention_transforms(self) -> list["Intervention"]:
+        return [i for i in self.interventions if i.transforms_attention]
 
     def guidance(self, ctx: StepContext) -> dict[str, float]:
         scales = dict(ctx.guidance)

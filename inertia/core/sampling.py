@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import torch
 from tqdm.auto import tqdm
 
+from .attention import AttentionHooks
 from .backbone import Backbone
 from .context import StepContext
 from .errors import NonFiniteLatentsError
@@ -40,8 +41,12 @@ def sample(
     guidance: Mapping[str, float],
     total_steps: int | None = None,
     progress: bool = True,
+    hooks: AttentionHooks | None = None,
 ) -> list[StepRecord]:
     """Denoise every section of `job` in place and return the per-step trace.
+
+    With `hooks`, the loop keeps them told of the current section's token layout and step, so
+    the backbone's attention processors can apply the run's q/k/v transforms.
 
     True CFG runs the unconditional branch only when the step's cfg scale differs from 1, so a
     schedule that reaches exactly 1 costs one forward, and equals the conditional output.
@@ -49,6 +54,8 @@ def sample(
     trace: list[StepRecord] = []
     with tqdm(total=total_steps, desc=f"{backbone.name} sampling", unit="step", disable=not progress) as bar:
         for section in backbone.sections(job):
+            if hooks is not None:
+                hooks.layout = backbone.token_layout(job, section)
             num_steps = len(section.timesteps)
             for step, timestep in enumerate(section.timesteps):
                 sigma = section.sigmas[step]
@@ -58,10 +65,12 @@ def sample(
                     timestep=float(timestep),
                     sigma=sigma,
                     guidance=guidance,
-                    envelope=stack.envelope(sigma),
+                    decay=stack.decay(sigma),
                     section=section.index,
                     num_sections=section.count,
                 )
+                if hooks is not None:
+                    hooks.step = ctx
                 scales = stack.guidance(ctx)
                 cfg = scales.get("cfg")
                 cond, uncond = backbone.predict(job, section, step, scales, uncond=cfg is not None and cfg != 1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from .attention import Role
 from .config import RunConfig
 
 
@@ -15,6 +16,8 @@ class RunSetup:
     `guidance` maps each guidance target in force to its base scale (a target is absent when
     the run turns it off, e.g. Wan with guidance_scale <= 1 runs no unconditional pass).
     `default_guidance_target` is the target a schedule drives when it does not name one.
+    `token_roles` are the roles of the video tokens in the run's self-attention, and
+    `attention_hooks` says whether the backbone routes self-attention through inertia's hook.
     """
 
     config: RunConfig
@@ -22,3 +25,5 @@ class RunSetup:
     guidance: Mapping[str, float]
     default_guidance_target: str
     guidance_targets: tuple[str, ...]
+    token_roles: frozenset[Role] = frozenset({"noisy"})
+    attention_hooks: bool = False
