@@ -87,6 +87,7 @@ def stock_steps(pipe, latents, cond, uncond, guidance: float, steps: int) -> lis
 def inertia_steps(pipe, latents, cond, uncond, guidance: float, steps: int, interventions) -> list[float]:
     """The same steps through inertia's sampling loop; per-step times from a wrapped scheduler_step."""
     from inertia.backbones.wan import WanBackbone, WanJob
+    from inertia.core.attention import AttentionHooks
     from inertia.core.config import RunConfig
     from inertia.core.intervention import InterventionStack
     from inertia.core.sampling import sample
@@ -95,8 +96,9 @@ def inertia_steps(pipe, latents, cond, uncond, guidance: float, steps: int, inte
     backbone = WanBackbone(pipe, latents.device, smoke_test=False)
     pipe.scheduler.set_timesteps(steps, device=latents.device)
     job = WanJob(cond, uncond, latents.clone(), None, None, steps)
-    setup = RunSetup(RunConfig(), "wan", {"cfg": guidance}, "cfg", ("cfg",))
+    setup = RunSetup(RunConfig(), "wan", {"cfg": guidance}, "cfg", ("cfg",), frozenset({"noisy"}), True)
     stack = InterventionStack(interventions, setup)
+    hooks = AttentionHooks(stack.attention_transforms, backbone.num_attention_layers)
     marks: list[float] = []
     original = backbone.scheduler_step
 
@@ -109,7 +111,8 @@ def inertia_steps(pipe, latents, cond, uncond, guidance: float, steps: int, inte
     backbone.scheduler_step = marked
     torch.cuda.synchronize()
     start = time.perf_counter()
-    sample(backbone, job, stack, setup.guidance, progress=False)
+    with backbone.hooked_attention(hooks):
+        sample(backbone, job, stack, setup.guidance, progress=False, hooks=hooks)
     return [b - a for a, b in zip([start, *marks[:-1]], marks)]
 
 
@@ -124,6 +127,7 @@ def main() -> None:
     from diffusers.models.attention_dispatch import attention_backend
 
     from inertia.interventions.guidance import Decay, DecayParams, Relax, RelaxParams
+    from inertia.interventions.unlearn import Unlearn, UnlearnParams
 
     device = torch.device("cuda")
     pipe = build(device)
@@ -137,6 +141,9 @@ def main() -> None:
         "inertia": lambda: inertia_steps(pipe, latents, cond, uncond, 5.0, total, []),
         "inertia_relax_decay": lambda: inertia_steps(
             pipe, latents, cond, uncond, 5.0, total, [Relax(RelaxParams(beta=0.75)), Decay(DecayParams(p=0.7))]
+        ),
+        "inertia_unlearn": lambda: inertia_steps(
+            pipe, latents, cond, uncond, 5.0, total, [Unlearn(UnlearnParams(sigma_blur=0.6, tokens="video"))]
         ),
     }
     gpu = torch.cuda.get_device_name()

@@ -2,12 +2,14 @@
 
 Tokens of a video block are laid out frame-major: index f * H * W + h * W + w. The blur mixes
 only tokens of the same (h, w): each output frame is a normalised Gaussian-weighted sum of
-nearby frames, with edge-replicate padding.
+nearby frames, with edge-replicate padding. In bfloat16 the weights are rounded to bfloat16,
+the precision of the tokens themselves.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -27,26 +29,32 @@ def gaussian_kernel(sigma_blur: float, frames: int) -> torch.Tensor:
     return weights / weights.sum()
 
 
+@lru_cache(maxsize=64)
+def mixing_matrix(sigma_blur: float, frames: int, strength: float, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """The blur as a (frames x frames) matrix: row f holds the kernel centred on f, with the
+    weights that fall past either end added to the edge frame (edge-replicate padding), blended
+    with the identity by `strength`. Built in float64, cached per step's settings."""
+    weights = gaussian_kernel(sigma_blur, frames)
+    radius = len(weights) // 2
+    rows = torch.arange(frames)
+    matrix = torch.zeros(frames, frames, dtype=torch.float64)
+    for offset, weight in zip(range(-radius, radius + 1), weights):
+        matrix.index_put_((rows, (rows + offset).clamp(0, frames - 1)), weight.expand(frames), accumulate=True)
+    matrix = strength * matrix + (1.0 - strength) * torch.eye(frames, dtype=torch.float64)
+    return matrix.to(device=device, dtype=dtype)
+
+
 def blur_frames(tokens: torch.Tensor, frames: int, sigma_blur: float, strength: float = 1.0) -> torch.Tensor:
     """Blur `tokens` (B, frames * H * W, ...) along frames; `strength` in [0, 1] blends with the input.
 
-    Returns a new tensor of the same shape and dtype; a kernel of length 1 or strength 0 returns
-    the input unchanged (the same object), so callers can detect that nothing happened.
+    One matrix product over the frame axis (memory-bound: the tokens are read and written once).
+    A kernel of length 1 or strength 0 returns the input itself, so callers can tell nothing happened.
     """
-    weights = gaussian_kernel(sigma_blur, frames)
-    if len(weights) == 1 or strength == 0:
+    if kernel_length(sigma_blur, frames) == 1 or strength == 0:
         return tokens
-    batch, length = tokens.shape[:2]
-    grid = tokens.reshape(batch, frames, length // frames, *tokens.shape[2:])
-    radius = len(weights) // 2
-    index = torch.arange(frames, device=tokens.device)
-    blurred = torch.zeros_like(grid, dtype=torch.float32)
-    for offset, weight in zip(range(-radius, radius + 1), weights.tolist()):
-        shifted = grid.index_select(1, (index + offset).clamp(0, frames - 1))
-        blurred.add_(shifted, alpha=weight)
-    if strength != 1.0:
-        blurred = torch.lerp(grid.float(), blurred, strength)
-    return blurred.to(tokens.dtype).reshape(tokens.shape)
+    matrix = mixing_matrix(float(sigma_blur), frames, float(strength), tokens.dtype, str(tokens.device))
+    grid = tokens.reshape(tokens.shape[0], frames, -1)
+    return torch.matmul(matrix, grid).reshape(tokens.shape)
 
 
 def changes_anything(sigma_blur: float, frames: int) -> bool:
