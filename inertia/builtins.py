@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from .backbones.cogvideox import CogVideoXBackbone
+from .backbones.framepack import FramePackBackbone
+from .backbones.hunyuan import HunyuanVideoBackbone
 from .backbones.wan import WanBackbone
+from .interventions.dynamic_cfg import DynamicCfg
 from .interventions.guidance import Boost, Decay, Relax
+from .interventions.unlearn import Unlearn
 from .registry import hookimpl
 
 
 @hookimpl
 def inertia_backbones():
-    return [WanBackbone]
+    return [WanBackbone, HunyuanVideoBackbone, CogVideoXBackbone, FramePackBackbone]
 
 
 @hookimpl
 def inertia_interventions():
-    return [Relax, Decay, Boost]
+    return [Relax, Decay, Boost, DynamicCfg, Unlearn]
 
 
 @hookimpl

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from diffusers import WanImageToVideoPipeline, WanPipeline
 from diffusers.utils import load_image

@@ -15,12 +15,11 @@ import numpy as np
 import torch
 
 from ..core.attention import AttentionHooks, Role, TokenLayout, VideoBlock, processors_installed
-from ..core.backbone import Backbone, Section
-from ..core.builtin_models import builtin_model_dir
-from ..core.checkpoints import BUILTIN_PREFIX, is_builtin, pipeline_class_name, read_checkpoint_json
+from ..core.backbone import PipelineBackbone, Section, single_section
+from ..core.builtin_models import checkpoint_path
+from ..core.checkpoints import BUILTIN_PREFIX, checkpoint_mode, is_builtin, read_checkpoint_json
 from ..core.config import RunConfig
-from ..core.errors import ConfigError
-from ..core.validation import check_frames, check_image_file, check_multiple
+from ..core.validation import check_frames, check_image_file, check_model_mode, check_multiple, reject_embedded_guidance
 from . import wan_builtin
 
 PIPELINES = {"t2v": "WanPipeline", "i2v": "WanImageToVideoPipeline"}
@@ -38,18 +37,11 @@ class WanJob:
     steps: int
 
 
-def _mode(config: RunConfig) -> str:
-    return "i2v" if config.image is not None else "t2v"
-
-
-def _model_mode(model: str) -> str | None:
-    """The mode a checkpoint implements, from model_index.json or, uncached, the hub id's task name."""
+def _model_mode(model: str) -> str:
+    """The mode a checkpoint implements (built-ins carry it in their name)."""
     if is_builtin(model):
         return "i2v" if "-i2v-" in model else "t2v"
-    class_name = pipeline_class_name(model)
-    if class_name:
-        return next((mode for mode, name in PIPELINES.items() if name == class_name), None)
-    return "i2v" if "I2V" in model.upper() or "FLF2V" in model.upper() else "t2v"
+    return checkpoint_mode("wan", model, PIPELINES)
 
 
 def _compression(model: str) -> tuple[int, int, int]:
@@ -106,7 +98,7 @@ class HookedWanSelfAttention:
         return attn.to_out[1](attn.to_out[0](out))
 
 
-class WanBackbone(Backbone):
+class WanBackbone(PipelineBackbone):
     name = "wan"
     description = "Wan 2.1 (diffusers WanTransformer3DModel, flow-matching UniPC), text- and image-to-video, true CFG."
     modes = ("t2v", "i2v")
@@ -118,31 +110,20 @@ class WanBackbone(Backbone):
 
     @classmethod
     def resolve(cls, config: RunConfig) -> RunConfig:
-        mode = _mode(config)
+        mode = config.mode
         model = config.model or f"{BUILTIN_PREFIX}wan-{mode}-tiny-{wan_builtin.VERSION}"
-        model_mode = _model_mode(model)
-        if model_mode != mode:
-            kind = {"t2v": "text-to-video", "i2v": "image-to-video", None: "not a Wan pipeline"}[model_mode]
-            need = "it takes no image: drop --image" if mode == "i2v" else "it needs a conditioning image: give --image"
-            raise ConfigError("image" if model_mode else "model", f"wan model {model} is {kind}; {need}")
+        check_model_mode(cls.name, model, _model_mode(model), mode)
         if config.image is not None:
             check_image_file("image", config.image)
-        defaults = BUILTIN_DEFAULTS if is_builtin(model) else REAL_DEFAULTS
-        filled = {key: getattr(config, key) if getattr(config, key) is not None else value for key, value in defaults.items()}
-        resolved = config.model_copy(update={**filled, "model": model})
-        if resolved.embedded_guidance_scale is not None:
-            raise ConfigError("embedded_guidance_scale", "wan has no embedded guidance; use guidance_scale (true CFG)")
+        resolved = config.with_defaults(BUILTIN_DEFAULTS if is_builtin(model) else REAL_DEFAULTS)
+        resolved = resolved.model_copy(update={"model": model})
+        reject_embedded_guidance(cls.name, resolved)
         temporal, spatial, patch = _compression(model)
         why = f"VAE {spatial}x spatial compression x patch {patch}"
         check_multiple("height", resolved.height, spatial * patch, why)
         check_multiple("width", resolved.width, spatial * patch, why)
         check_frames("num_frames", resolved.num_frames, temporal, f"VAE {temporal}x temporal compression")
         return resolved
-
-    @classmethod
-    def guidance_in_force(cls, config: RunConfig) -> dict[str, float]:
-        # As in WanPipeline: a scale <= 1 turns CFG off (no unconditional pass).
-        return {"cfg": config.guidance_scale} if config.guidance_scale > 1.0 else {}
 
     supports_attention_hooks = True
 
@@ -152,23 +133,13 @@ class WanBackbone(Backbone):
         return frozenset({"noisy", "condition"}) if config.image is not None else frozenset({"noisy"})
 
     # ----- loading ---------------------------------------------------------------------------
-    def __init__(self, pipeline: Any, device: torch.device, smoke_test: bool):
-        self.pipe = pipeline
-        self.transformer = pipeline.transformer
-        self.device = device
-        self.smoke_test = smoke_test
-
     @classmethod
     def load(cls, config: RunConfig) -> "WanBackbone":
         from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
 
-        mode = _mode(config)
+        mode = config.mode
         builtin = is_builtin(config.model)
-        path = (
-            builtin_model_dir(config.model.removeprefix(BUILTIN_PREFIX), lambda d: wan_builtin.build(mode, d))
-            if builtin
-            else config.model
-        )
+        path = checkpoint_path(config.model, lambda directory: wan_builtin.build(mode, directory))
         pipeline_cls = WanImageToVideoPipeline if mode == "i2v" else WanPipeline
         dtype = getattr(torch, config.dtype)
         # The VAE (and CLIP image encoder) stay float32, as Wan's reference inference keeps them.
@@ -213,12 +184,7 @@ class WanBackbone(Backbone):
         return WanJob(prompt_embeds.to(dtype), negative_embeds.to(dtype), latents, condition, image_embeds, config.steps)
 
     def sections(self, job: WanJob) -> Iterator[Section]:
-        scheduler = self.pipe.scheduler
-        scheduler.set_begin_index(0)
-        sigmas = [float(s) for s in scheduler.sigmas[: len(scheduler.timesteps)]]
-        section = Section(index=0, count=1, latents=job.latents, timesteps=scheduler.timesteps, sigmas=sigmas)
-        yield section
-        job.latents = section.latents
+        return single_section(job, self.pipe.scheduler)
 
     def predict(
         self, job: WanJob, section: Section, step: int, scales: Mapping[str, float], uncond: bool
@@ -240,9 +206,6 @@ class WanBackbone(Backbone):
 
         cond = forward(job.prompt_embeds, "cond")
         return cond, forward(job.negative_prompt_embeds, "uncond") if uncond else None
-
-    def scheduler_step(self, job: WanJob, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
-        return self.pipe.scheduler.step(prediction, section.timesteps[step], section.latents, return_dict=False)[0]
 
     # ----- attention interface -----------------------------------------------------------------
     def token_layout(self, job: WanJob, section: Section) -> TokenLayout:

@@ -61,9 +61,13 @@ class Backbone(ABC):
         counts and modes. Raises ConfigError naming the field and the nearest valid values."""
 
     @classmethod
-    @abstractmethod
     def guidance_in_force(cls, config: RunConfig) -> dict[str, float]:
-        """Base scale of each guidance the resolved config turns on, keyed by target."""
+        """Base scale of each guidance the resolved config turns on, keyed by target.
+
+        The default is the true-CFG pipelines' rule: a scale <= 1 turns CFG off (no unconditional
+        pass). Guidance-distilled families override this.
+        """
+        return {"cfg": config.guidance_scale} if config.guidance_scale > 1.0 else {}
 
     @classmethod
     def default_guidance_target(cls, config: RunConfig) -> str:
@@ -144,3 +148,33 @@ class Backbone(ABC):
     @property
     def num_attention_layers(self) -> int:
         return 0
+
+
+class PipelineBackbone(Backbone):
+    """A backbone whose real components live in a diffusers pipeline object.
+
+    The pipeline is only a container and a source of its encode/prepare helpers: the denoising
+    loop stays inertia's. `scheduler_step` is the flow-matching schedulers' plain step.
+    """
+
+    def __init__(self, pipeline: Any, device: torch.device, smoke_test: bool):
+        self.pipe = pipeline
+        self.transformer = pipeline.transformer
+        self.device = device
+        self.smoke_test = smoke_test
+
+    def scheduler_step(self, job: Any, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
+        return self.pipe.scheduler.step(prediction, section.timesteps[step], section.latents, return_dict=False)[0]
+
+
+def single_section(job: Any, scheduler: Any) -> Iterator[Section]:
+    """The one section of a whole-video backbone, over the scheduler's prepared timesteps.
+
+    Sets the scheduler's begin index as the diffusers pipelines do, takes each step's sigma from
+    the flow-matching scheduler, and writes the denoised latents back to `job.latents`.
+    """
+    scheduler.set_begin_index(0)
+    sigmas = [float(s) for s in scheduler.sigmas[: len(scheduler.timesteps)]]
+    section = Section(index=0, count=1, latents=job.latents, timesteps=scheduler.timesteps, sigmas=sigmas)
+    yield section
+    job.latents = section.latents

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .checkpoints import BUILTIN_PREFIX, is_builtin
+
 SMOKE_TEST_NOTICE = (
     "built-in smoke-test weights (random, tiny): the video shows that the pipeline runs, not what a real "
     "model would generate; pass --model with a checkpoint for real results"
@@ -48,3 +50,9 @@ def builtin_model_dir(name: str, build: Callable[[Path], None], seed: int = 0) -
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def checkpoint_path(model: str, build: Callable[[Path], None]) -> str | Path:
+    """Where `from_pretrained` loads `model` from: a built-in is built on first use, anything else
+    (hub id or local directory) is passed through."""
+    return builtin_model_dir(model.removeprefix(BUILTIN_PREFIX), build) if is_builtin(model) else model

@@ -98,6 +98,15 @@ class RunConfig(BaseModel):
             raise ValueError(f"unknown device {value!r}; allowed: auto, cpu, cuda, cuda:N, mps")
         return value
 
+    @property
+    def mode(self) -> str:
+        """The generation mode asked for: image-to-video exactly when an image is given."""
+        return "i2v" if self.image is not None else "t2v"
+
+    def with_defaults(self, defaults: dict[str, Any]) -> "RunConfig":
+        """Fill open (None) fields from a model's defaults; values the user gave always win."""
+        return self.model_copy(update={key: value for key, value in defaults.items() if getattr(self, key) is None})
+
     def identity(self) -> dict[str, Any]:
         """The fields that determine the video (everything but where it is written)."""
         return self.model_dump(mode="json", exclude={"out_dir"})

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..registry import Registry, default_registry
+from .attention import AttentionHooks
 from .backbone import Backbone
 from .builtin_models import SMOKE_TEST_NOTICE
 from .config import PluginSpec, RunConfig, save_config
@@ -89,9 +90,11 @@ def generate(plan: PlannedRun, models: ModelCache | None = None, progress: bool 
     backbone = (models or ModelCache()).get(plan.backbone, config)
     loaded = time.perf_counter()
     generator = torch.Generator("cpu").manual_seed(config.seed)
-    with torch.inference_mode(), attention_backend(config.attention):
+    hooks = AttentionHooks(plan.stack.attention_transforms, backbone.num_attention_layers)
+    with torch.inference_mode(), attention_backend(config.attention), backbone.hooked_attention(hooks):
         job = backbone.prepare(config, generator)
-        trace = sample(backbone, job, plan.stack, plan.setup.guidance, total_steps=plan.backbone.total_steps(config), progress=progress)
+        total = plan.backbone.total_steps(config)
+        trace = sample(backbone, job, plan.stack, plan.setup.guidance, total, progress=progress, hooks=hooks)
         sampled = time.perf_counter()
         frames = backbone.decode(job)
     done = time.perf_counter()

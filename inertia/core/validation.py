@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .config import RunConfig
 from .errors import ConfigError
+
+MODE_NAMES = {"t2v": "text-to-video", "i2v": "image-to-video"}
 
 
 def check_multiple(field: str, value: int, multiple: int, why: str) -> None:
@@ -32,3 +35,17 @@ def check_image_file(field: str, image: Path) -> None:
             handle.verify()
     except (UnidentifiedImageError, OSError) as error:
         raise ConfigError(field, f"{image} is not a readable image ({error})") from None
+
+
+def check_model_mode(family: str, model: str, model_mode: str, mode: str) -> None:
+    """Reject an image given to a text-to-video checkpoint, or missing for an image-to-video one."""
+    if model_mode == mode:
+        return
+    need = "it takes no image: drop --image" if mode == "i2v" else "it needs a conditioning image: give --image"
+    raise ConfigError("image", f"{family} model {model} is {MODE_NAMES[model_mode]}; {need}")
+
+
+def reject_embedded_guidance(family: str, config: RunConfig) -> None:
+    """True-CFG families have no embedded (distilled) guidance scale to set."""
+    if config.embedded_guidance_scale is not None:
+        raise ConfigError("embedded_guidance_scale", f"{family} has no embedded guidance; use guidance_scale (true CFG)")

@@ -1,0 +1,567 @@
+"""FramePack (HunyuanVideo-based image-to-video, section by section) behind the denoise-step interface.
+
+The diffusers `HunyuanVideoFramepackPipeline` object is the container of the real components and
+supplies prompt/image encoding, latent preparation and the overlap blend of decoded sections, so
+conditions and noise are exactly the pipeline's; the denoising loop is inertia's (`core.sampling`).
+
+How a FramePack video is generated (and how this module mirrors the pipeline):
+
+* The start image is encoded twice: SigLIP tokens (`image_embeds`, prepended to the text stream)
+  and VAE latents (the "prefix" clean latent every section sees).
+* The video is made of sections of `latent_window_size` (L) latent frames. Each section is
+  denoised from fresh noise with the full sigma schedule, conditioned on history latents at three
+  compressions (4x / 2x / 1x = 16 / 2 / 1 latent frames) plus the prefix. `sections()` yields one
+  `Section` per window and, when the loop resumes it, extends the history exactly as the pipeline does.
+* Sampling types: "vanilla" (forward-only, FramePack-F1: history is the past, newest last) and
+  "inverted_anti_drifting" (original FramePack: sections are generated from the end of the video
+  back to the start, history is the future, the start image joins the last section).
+
+Choices that RunConfig cannot express yet (see the report for the fields we want in core):
+
+* Sampling type: read from the model string. One containing "inverted" or "FramePackI2V_HY"
+  (case-insensitive; e.g. `lllyasviel/FramePackI2V_HY`, `builtin:framepack-inverted-tiny-v2`, a local
+  directory `.../framepack-inverted/`) selects inverted anti-drifting; every other one, including the
+  default `lllyasviel/FramePack_F1_I2V_HY_20250503` and the default built-in, selects vanilla (F1,
+  the seed's setting).
+* Latent window size: 9 (the released checkpoints' and the pipeline's default); 3 for the built-in.
+* Frame counts: `num_frames` is the length of the video produced: 4 * L * k + 1 frames for k
+  sections (37, 73, 109, 145, ... for L = 9). The diffusers pipeline's own `num_frames` argument
+  N gives k = ceil(N / (4L - 3)) sections and the same 4Lk + 1 frames; `pipeline_num_frames` maps back.
+
+Guidance: "embedded" is the distilled scale (`embedded_guidance_scale`, default 10), passed to
+the transformer every step as `scale * 1000` (the pipeline's `guidance_scale`); "cfg" is true CFG
+(`guidance_scale`, the pipeline's `true_cfg_scale`), on only when > 1 and a negative prompt is given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+
+from ..core.backbone import PipelineBackbone, Section
+from ..core.builtin_models import builtin_model_dir
+from ..core.checkpoints import BUILTIN_PREFIX, is_builtin, pipeline_class_name, read_checkpoint_json
+from ..core.config import RunConfig
+from ..core.errors import ConfigError
+from ..core.validation import check_frames, check_image_file, check_multiple
+from . import framepack_builtin
+from .hunyuan_text import TextConditions, check_true_cfg, embedded_guidance, prompt_template, true_cfg_on
+
+VANILLA = "vanilla"
+INVERTED = "inverted_anti_drifting"
+SAMPLING_TYPES = (VANILLA, INVERTED)
+
+F1_MODEL = "lllyasviel/FramePack_F1_I2V_HY_20250503"
+INVERTED_MODEL = "lllyasviel/FramePackI2V_HY"
+#: Where a transformer-only checkpoint gets the rest of its pipeline (as diffusers' FramePack docs assemble it).
+BASE_MODEL = "hunyuanvideo-community/HunyuanVideo"
+IMAGE_ENCODER_MODEL = "lllyasviel/flux_redux_bfl"
+PIPELINE_CLASS = "HunyuanVideoFramepackPipeline"
+TRANSFORMER_CLASS = "HunyuanVideoFramepackTransformer3DModel"
+
+BUILTIN_F1 = f"{BUILTIN_PREFIX}framepack-tiny-{framepack_builtin.VERSION}"
+BUILTIN_INVERTED = f"{BUILTIN_PREFIX}framepack-inverted-tiny-{framepack_builtin.VERSION}"
+BUILTIN_MODELS = (BUILTIN_F1, BUILTIN_INVERTED)
+
+REAL_LATENT_WINDOW_SIZE = 9
+#: History latent frames at 4x, 2x and 1x compression (the released checkpoints' layout).
+HISTORY_4X, HISTORY_2X, HISTORY_1X = 16, 2, 1
+HISTORY_FRAMES = HISTORY_4X + HISTORY_2X + HISTORY_1X
+#: The plain Llama template for tokenizers without Llama-3's chat tokens (the offline built-in).
+
+#: Defaults; the section counts give num_frames: 4 sections ~ FramePack's 5 s default at 30 fps.
+REAL_DEFAULTS = dict(steps=25, guidance_scale=1.0, embedded_guidance_scale=10.0, fps=30)
+BUILTIN_DEFAULTS = dict(height=64, width=64, steps=8, guidance_scale=1.0, embedded_guidance_scale=10.0, fps=30)
+REAL_SECTIONS, BUILTIN_SECTIONS = 4, 2
+#: FramePack's 640-resolution (height, width) buckets; a real run without sizes takes the one
+#: nearest the start image's aspect ratio, as FramePack's demo does.
+BUCKETS_640 = (
+    (416, 960), (448, 864), (480, 832), (512, 768), (544, 704), (576, 672), (608, 640),
+    (640, 608), (672, 576), (704, 544), (768, 512), (832, 480), (864, 448), (960, 416),
+)
+
+
+# ----- settings that live in the checkpoint, not (yet) in RunConfig --------------------------------
+@dataclass(frozen=True)
+class FramePackSettings:
+    """How a video is cut into sections. Properties of the checkpoint that RunConfig cannot name yet."""
+
+    sampling: str = VANILLA
+    latent_window_size: int = REAL_LATENT_WINDOW_SIZE
+    temporal: int = 4  # VAE temporal compression
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLING_TYPES:
+            allowed = ", ".join(SAMPLING_TYPES)
+            raise ConfigError("sampling", f"unknown FramePack sampling {self.sampling!r}; allowed: {allowed}")
+
+    @property
+    def frames_per_section(self) -> int:
+        return self.temporal * self.latent_window_size
+
+    def video_frames(self, sections: int) -> int:
+        """Frames of a video of `sections` sections (what the pipeline returns after trimming)."""
+        return self.frames_per_section * sections + 1
+
+    def sections(self, num_frames: int) -> int:
+        return (num_frames - 1) // self.frames_per_section
+
+    def pipeline_num_frames(self, sections: int) -> int:
+        """A `num_frames` argument for which `HunyuanVideoFramepackPipeline` runs `sections` sections."""
+        return sections * ((self.latent_window_size - 1) * self.temporal + 1)
+
+    def check_num_frames(self, field_name: str, num_frames: int) -> None:
+        why = (
+            f"FramePack adds {self.frames_per_section} frames per section of latent_window_size "
+            f"{self.latent_window_size} to the start frame"
+        )
+        if num_frames < self.video_frames(1):
+            smallest = self.video_frames(1)
+            raise ConfigError(field_name, f"{num_frames} is shorter than one section ({why}); smallest valid: {smallest}")
+        check_frames(field_name, num_frames, self.frames_per_section, why)
+
+
+def sampling_type_for(model: str) -> str:
+    """The sampling type a checkpoint was trained for, read from its name (see the module docstring).
+
+    The whole string is searched, so a hub cache snapshot (`.../models--lllyasviel--FramePackI2V_HY/
+    snapshots/<hash>`) or a transformer folder inside a named directory is recognised too.
+    """
+    name = model.lower()
+    return INVERTED if "inverted" in name or "framepacki2v_hy" in name else VANILLA
+
+
+def settings_for(model: str) -> FramePackSettings:
+    temporal, _, _ = _compression(model)
+    window = framepack_builtin.LATENT_WINDOW_SIZE if is_builtin(model) else REAL_LATENT_WINDOW_SIZE
+    return FramePackSettings(sampling_type_for(model), window, temporal)
+
+
+# ----- reading checkpoints before loading ---------------------------------------------------------
+def _layout(model: str) -> str:
+    """"builtin", "pipeline" (a saved FramePack pipeline) or "transformer" (assembled around BASE_MODEL)."""
+    if is_builtin(model):
+        if model not in BUILTIN_MODELS:
+            raise ConfigError("model", f"unknown built-in FramePack model {model!r}; allowed: {', '.join(BUILTIN_MODELS)}")
+        return "builtin"
+    class_name = pipeline_class_name(model)
+    if class_name is not None:
+        if class_name != PIPELINE_CLASS:
+            need = f"{PIPELINE_CLASS} or a {TRANSFORMER_CLASS}"
+            raise ConfigError("model", f"{model} holds a {class_name}; framepack needs a {need}")
+        return "pipeline"
+    transformer = read_checkpoint_json(model, "config.json")
+    if transformer is None and Path(model).expanduser().is_dir():
+        raise ConfigError("model", f"{model} holds neither a saved pipeline (model_index.json) nor a transformer (config.json)")
+    if transformer is not None and transformer.get("_class_name") != TRANSFORMER_CLASS:
+        found = transformer.get("_class_name")
+        raise ConfigError("model", f"{model} holds a {found}; framepack needs a {TRANSFORMER_CLASS}")
+    return "transformer"  # a transformer directory, or a hub id not in the local cache
+
+
+def _compression(model: str) -> tuple[int, int, int]:
+    """(temporal, spatial, patch): from the checkpoint's configs when readable, else HunyuanVideo's."""
+    if is_builtin(model):
+        return 4, 8, 2
+    if _layout(model) == "pipeline":
+        vae = read_checkpoint_json(model, "vae/config.json")
+        transformer = read_checkpoint_json(model, "transformer/config.json")
+    else:
+        vae, transformer = read_checkpoint_json(BASE_MODEL, "vae/config.json"), read_checkpoint_json(model, "config.json")
+    vae, transformer = vae or {}, transformer or {}
+    temporal, spatial = vae.get("temporal_compression_ratio", 4), vae.get("spatial_compression_ratio", 8)
+    return temporal, spatial, transformer.get("patch_size", 2)
+
+
+def nearest_bucket(image_height: int, image_width: int) -> tuple[int, int]:
+    """The 640 bucket whose aspect ratio is nearest the image's (ties go to the later bucket, as FramePack's)."""
+    def mismatch(bucket: tuple[int, int]) -> int:
+        return abs(image_height * bucket[1] - image_width * bucket[0])
+
+    best = BUCKETS_640[0]
+    for bucket in BUCKETS_640:
+        best = bucket if mismatch(bucket) <= mismatch(best) else best
+    return best
+
+
+def _default_size(config: RunConfig, builtin: bool) -> dict[str, int]:
+    """Height/width the config leaves open: fixed for the built-in, from the image's aspect otherwise."""
+    if config.height is not None and config.width is not None:
+        return {}
+    if builtin or config.image is None:
+        return {k: v for k, v in BUILTIN_DEFAULTS.items() if k in ("height", "width") and getattr(config, k) is None}
+    from PIL import Image
+
+    with Image.open(config.image) as image:
+        image_width, image_height = image.size
+    if config.height is None and config.width is None:
+        height, width = nearest_bucket(image_height, image_width)
+        return {"height": height, "width": width}
+    if config.height is None:
+        return {"height": max(16, round(config.width * image_height / image_width / 16) * 16)}
+    return {"width": max(16, round(config.height * image_width / image_height / 16) * 16)}
+
+
+# ----- the job: what one run carries from section to section --------------------------------------
+@dataclass(frozen=True)
+class SectionContext:
+    """What one section is conditioned on besides text and image: frame indices (RoPE positions) and
+    clean history latents. Field names are the transformer's keyword arguments."""
+
+    indices_latents: torch.Tensor
+    latents_clean: torch.Tensor
+    indices_latents_clean: torch.Tensor
+    latents_history_2x: torch.Tensor
+    indices_latents_history_2x: torch.Tensor
+    latents_history_4x: torch.Tensor
+    indices_latents_history_4x: torch.Tensor
+
+    def model_inputs(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: value.to(dtype) if name.startswith("latents") else value for name, value in values.items()}
+
+
+@dataclass
+class FramePackJob:
+    """One run's conditions and the state carried from section to section (history, pieces to decode)."""
+
+    settings: FramePackSettings
+    num_sections: int
+    steps: int
+    prompt: TextConditions
+    negative: TextConditions | None
+    image_embeds: torch.Tensor  # SigLIP tokens of the start image
+    image_latents: torch.Tensor  # VAE latents of the start image (float32)
+    height: int  # pixels
+    width: int
+    channels: int  # latent channels
+    mu: float  # resolution-dependent shift (used by schedulers with dynamic shifting)
+    generator: torch.Generator
+    history: torch.Tensor  # history latents, float32
+    generated: int = 0  # latent frames of `history` that are real (the pipeline's total_generated_latent_frames)
+    pieces: list[torch.Tensor] = field(default_factory=list)  # latents to decode, one per section
+
+
+# ----- the two sampling types ----------------------------------------------------------------------
+class SamplingScheme(Protocol):
+    """Where history sits relative to the new window, and how sections join."""
+
+    def initial_history(self, image_latents: torch.Tensor, zeros: torch.Tensor) -> tuple[torch.Tensor, int]: ...
+    def context(self, job: FramePackJob, index: int) -> SectionContext: ...
+    def extend(self, job: FramePackJob, latents: torch.Tensor, index: int) -> None: ...
+    def join(self, pipe: Any, video: torch.Tensor, current: torch.Tensor, overlap: int) -> torch.Tensor: ...
+
+
+def _positions(sizes: list[int]) -> tuple[torch.Tensor, ...]:
+    """Consecutive frame indices (RoPE positions) cut into blocks of `sizes`, as the pipeline lays them out."""
+    return torch.arange(0, sum(sizes)).split(sizes, dim=0)
+
+
+def _section_context(
+    job: FramePackJob, indices: torch.Tensor, prefix: torch.Tensor,
+    history: tuple[torch.Tensor, ...], history_indices: tuple[torch.Tensor, ...],
+) -> SectionContext:
+    """Both sampling types feed the start image plus the 1x history as "clean" latents."""
+    (h1x, h2x, h4x), (i1x, i2x, i4x) = history, history_indices
+    return SectionContext(
+        indices_latents=indices,
+        latents_clean=torch.cat([job.image_latents, h1x], dim=2),
+        indices_latents_clean=torch.cat([prefix, i1x]),
+        latents_history_2x=h2x,
+        indices_latents_history_2x=i2x,
+        latents_history_4x=h4x,
+        indices_latents_history_4x=i4x,
+    )
+
+
+class ForwardSampling:
+    """FramePack-F1: history = [start image, 16 | 2 | 1 past frames], the new window follows the newest."""
+
+    def initial_history(self, image_latents: torch.Tensor, zeros: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return torch.cat([zeros, image_latents], dim=2), 1
+
+    def context(self, job: FramePackJob, index: int) -> SectionContext:
+        window = job.settings.latent_window_size
+        prefix, i4x, i2x, i1x, latents = _positions([1, HISTORY_4X, HISTORY_2X, HISTORY_1X, window])
+        h4x, h2x, h1x = job.history[:, :, -HISTORY_FRAMES:].split([HISTORY_4X, HISTORY_2X, HISTORY_1X], dim=2)
+        return _section_context(job, latents, prefix, (h1x, h2x, h4x), (i1x, i2x, i4x))
+
+    def extend(self, job: FramePackJob, latents: torch.Tensor, index: int) -> None:
+        job.generated += latents.shape[2]
+        job.history = torch.cat([job.history, latents], dim=2)
+        real = job.history[:, :, -job.generated :]
+        job.pieces.append(real[:, :, -2 * job.settings.latent_window_size :] if job.pieces else real)
+
+    def join(self, pipe: Any, video: torch.Tensor, current: torch.Tensor, overlap: int) -> torch.Tensor:
+        return pipe._soft_append(video, current, overlap)
+
+
+class InvertedAntiDrifting:
+    """Original FramePack: windows are generated end first; history = the already generated future
+    (1 | 2 | 16 frames), the start image stays the prefix, padding indices leave room for the gap."""
+
+    def initial_history(self, image_latents: torch.Tensor, zeros: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return zeros, 0
+
+    @staticmethod
+    def padding(index: int, count: int) -> int:
+        """Windows of gap between the start image and section `index` (as the released checkpoints expect)."""
+        paddings = list(reversed(range(count))) if count <= 4 else [3] + [2] * (count - 3) + [1, 0]
+        return paddings[index]
+
+    def context(self, job: FramePackJob, index: int) -> SectionContext:
+        window = job.settings.latent_window_size
+        pad = self.padding(index, job.num_sections) * window
+        sizes = [1, pad, window, HISTORY_1X, HISTORY_2X, HISTORY_4X]
+        prefix, _, latents, i1x, i2x, i4x = _positions(sizes)
+        h1x, h2x, h4x = job.history[:, :, :HISTORY_FRAMES].split([HISTORY_1X, HISTORY_2X, HISTORY_4X], dim=2)
+        return _section_context(job, latents, prefix, (h1x, h2x, h4x), (i1x, i2x, i4x))
+
+    def extend(self, job: FramePackJob, latents: torch.Tensor, index: int) -> None:
+        last = index == job.num_sections - 1
+        if last:  # the start frame itself opens the video
+            latents = torch.cat([job.image_latents, latents], dim=2)
+        job.generated += latents.shape[2]
+        job.history = torch.cat([latents, job.history], dim=2)
+        real = job.history[:, :, : job.generated]
+        decode_frames = 2 * job.settings.latent_window_size + (1 if last else 0)
+        job.pieces.append(real[:, :, :decode_frames] if job.pieces else real)
+
+    def join(self, pipe: Any, video: torch.Tensor, current: torch.Tensor, overlap: int) -> torch.Tensor:
+        return pipe._soft_append(current, video, overlap)
+
+
+SCHEMES: dict[str, SamplingScheme] = {VANILLA: ForwardSampling(), INVERTED: InvertedAntiDrifting()}
+
+
+# ----- the backbone --------------------------------------------------------------------------------
+class FramePackBackbone(PipelineBackbone):
+    name = "framepack"
+    description = (
+        "FramePack on HunyuanVideo (diffusers HunyuanVideoFramepackTransformer3DModel), image-to-video section by "
+        f"section; F1 forward-only sampling ({F1_MODEL}) or inverted anti-drifting ({INVERTED_MODEL}); "
+        "embedded guidance (default 10) and optional true CFG."
+    )
+    modes = ("i2v",)
+    default_models: ClassVar[Mapping[str, str]] = {"i2v": F1_MODEL}
+    guidance_targets = ("embedded", "cfg")
+
+    @classmethod
+    def resolve(cls, config: RunConfig) -> RunConfig:
+        model = config.model or BUILTIN_F1
+        builtin = _layout(model) == "builtin"
+        if config.image is None and not builtin:
+            raise ConfigError("image", f"framepack is image-to-video: give --image (the start frame) for {model}")
+        if config.image is not None:
+            check_image_file("image", config.image)
+        settings = settings_for(model)
+        defaults = {
+            **(BUILTIN_DEFAULTS if builtin else REAL_DEFAULTS),
+            "num_frames": settings.video_frames(BUILTIN_SECTIONS if builtin else REAL_SECTIONS),
+        }
+        resolved = config.with_defaults(defaults).model_copy(update={**_default_size(config, builtin), "model": model})
+        _, spatial, patch = _compression(model)
+        why = f"VAE {spatial}x spatial compression x patch {patch}"
+        check_multiple("height", resolved.height, spatial * patch, why)
+        check_multiple("width", resolved.width, spatial * patch, why)
+        settings.check_num_frames("num_frames", resolved.num_frames)
+        check_true_cfg(cls.name, resolved)
+        return resolved
+
+    @classmethod
+    def guidance_in_force(cls, config: RunConfig) -> dict[str, float]:
+        # The distilled scale always enters the model; true CFG runs as in the pipeline.
+        cfg = {"cfg": config.guidance_scale} if true_cfg_on(config) else {}
+        return {"embedded": config.embedded_guidance_scale, **cfg}
+
+    @classmethod
+    def total_steps(cls, config: RunConfig) -> int:
+        """Every section runs the full schedule: steps x sections."""
+        return config.steps * settings_for(config.model).sections(config.num_frames)
+
+    @classmethod
+    def load_key(cls, config: RunConfig) -> tuple:
+        # I2V only: the built-in runs without an image, yet loads the same weights.
+        return (cls.name, config.model, "i2v", config.dtype, config.device)
+
+    # ----- loading -----------------------------------------------------------------------------
+    def __init__(self, pipeline: Any, device: torch.device, smoke_test: bool, settings: FramePackSettings):
+        super().__init__(pipeline, device, smoke_test)
+        self.settings = settings
+        self.template = prompt_template(pipeline.tokenizer)
+
+    @classmethod
+    def load(cls, config: RunConfig) -> "FramePackBackbone":
+        model, dtype = config.model, getattr(torch, config.dtype)
+        layout = _layout(model)
+        if layout == "transformer":
+            pipeline = assemble_pipeline(model, dtype)
+        else:
+            pipeline = load_pipeline(builtin_weights() if layout == "builtin" else model, dtype)
+        # Spatial VAE tiling, as diffusers' FramePack example enables it: it acts only above 256 px,
+        # so small videos decode exactly as without it.
+        pipeline.vae.enable_tiling()
+        pipeline.set_progress_bar_config(disable=True)
+        device = torch.device(config.device)
+        pipeline.to(device)
+        return cls(pipeline, device, smoke_test=layout == "builtin", settings=settings_for(model))
+
+    # ----- denoise-step interface ----------------------------------------------------------------
+    def prepare(
+        self, config: RunConfig, generator: torch.Generator, settings: FramePackSettings | None = None
+    ) -> FramePackJob:
+        """Encode text and start image and set up the history; `settings` overrides the model's
+        sampling type / window size (RunConfig has no field for them yet)."""
+        settings = settings or self.settings
+        settings.check_num_frames("num_frames", config.num_frames)
+        pipe, dtype = self.pipe, self.transformer.dtype
+        negative = self._encode_text(config.negative_prompt) if "cfg" in self.guidance_in_force(config) else None
+        pixels = pipe.video_processor.preprocess(self._start_image(config), config.height, config.width)
+        image_embeds = pipe.encode_image(pixels, device=self.device).to(dtype)
+        # The VAE sample draws from `generator` first, then each section's noise: the pipeline's order.
+        image_latents = pipe.prepare_image_latents(pixels, dtype=torch.float32, device=self.device, generator=generator)
+        channels = self.transformer.config.in_channels
+        latent_height, latent_width = (size // pipe.vae_scale_factor_spatial for size in (config.height, config.width))
+        zeros = torch.zeros(
+            1, channels, HISTORY_FRAMES, latent_height, latent_width, device=self.device, dtype=torch.float32
+        )
+        history, generated = SCHEMES[settings.sampling].initial_history(image_latents, zeros)
+        return FramePackJob(
+            settings=settings,
+            num_sections=settings.sections(config.num_frames),
+            steps=config.steps,
+            prompt=self._encode_text(config.prompt),
+            negative=negative,
+            image_embeds=image_embeds,
+            image_latents=image_latents,
+            height=config.height,
+            width=config.width,
+            channels=channels,
+            mu=self._shift(settings.latent_window_size * latent_height * latent_width),
+            generator=generator,
+            history=history,
+            generated=generated,
+        )
+
+    def sections(self, job: FramePackJob) -> Iterator[Section]:
+        scheme = SCHEMES[job.settings.sampling]
+        for index in range(job.num_sections):
+            context = scheme.context(job, index)
+            noise = self.pipe.prepare_latents(
+                1, job.channels, job.height, job.width, job.settings.pipeline_num_frames(1),
+                dtype=torch.float32, device=self.device, generator=job.generator,
+            )
+            timesteps, sigmas = self._schedule(job)
+            section = Section(index, job.num_sections, noise, timesteps, sigmas, state={"context": context})
+            yield section
+            scheme.extend(job, section.latents, index)
+
+    def predict(
+        self, job: FramePackJob, section: Section, step: int, scales: Mapping[str, float], uncond: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        dtype = self.transformer.dtype
+        hidden_states = section.latents.to(dtype)
+        inputs = dict(
+            hidden_states=hidden_states,
+            timestep=section.timesteps[step].expand(hidden_states.shape[0]),
+            image_embeds=job.image_embeds,
+            # The distilled scale enters the model as guidance * 1000, in the transformer's dtype (as the pipeline does).
+            guidance=embedded_guidance(scales["embedded"], hidden_states.shape[0], dtype, self.device),
+            **section.state["context"].model_inputs(dtype),
+        )
+        cond = self.transformer(**inputs, **job.prompt.model_inputs(), return_dict=False)[0]
+        if not uncond:
+            return cond, None
+        if job.negative is None:
+            raise RuntimeError("true CFG requested at a step, but the run encoded no negative prompt")
+        return cond, self.transformer(**inputs, **job.negative.model_inputs(), return_dict=False)[0]
+
+    def scheduler_step(self, job: FramePackJob, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
+        return self.pipe.scheduler.step(prediction.float(), section.timesteps[step], section.latents, return_dict=False)[0]
+
+    def decode(self, job: FramePackJob) -> np.ndarray:
+        """Decode each section's latents and blend the overlaps, in the pipeline's order and arithmetic."""
+        pipe, vae = self.pipe, self.pipe.vae
+        scheme, temporal = SCHEMES[job.settings.sampling], pipe.vae_scale_factor_temporal
+        overlap = (job.settings.latent_window_size - 1) * temporal + 1
+        video = None
+        for piece in job.pieces:
+            current = vae.decode(piece.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+            video = current if video is None else scheme.join(pipe, video, current, overlap)
+        frames = (video.size(2) - 1) // temporal * temporal + 1
+        return pipe.video_processor.postprocess_video(video[:, :, :frames], output_type="np")[0]
+
+    # ----- helpers -------------------------------------------------------------------------------
+    def _encode_text(self, text: str) -> TextConditions:
+        return TextConditions.encode(self.pipe, text, self.template, self.transformer.dtype)
+
+    def _start_image(self, config: RunConfig) -> Any:
+        from diffusers.utils import load_image
+
+        if config.image is not None:
+            return load_image(str(config.image))
+        if not self.smoke_test:
+            raise ConfigError("image", "framepack is image-to-video: give --image (the start frame)")
+        return framepack_builtin.smoke_test_image(config.height, config.width)
+
+    def _shift(self, latent_tokens_unpatched: int) -> float:
+        """The pipeline's resolution-dependent `mu` (capped at log 7); only dynamic-shift schedulers use it."""
+        from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_framepack import calculate_shift
+
+        config = self.pipe.scheduler.config
+        mu = calculate_shift(
+            latent_tokens_unpatched / self.transformer.config.patch_size**2,
+            config.get("base_image_seq_len", 256),
+            config.get("max_image_seq_len", 4096),
+            config.get("base_shift", 0.5),
+            config.get("max_shift", 1.15),
+        )
+        return min(mu, math.log(7.0))
+
+    def _schedule(self, job: FramePackJob) -> tuple[torch.Tensor, list[float]]:
+        """Every section restarts the full schedule from pure noise, as the pipeline's per-section set_timesteps."""
+        scheduler = self.pipe.scheduler
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, job.steps + 1)[:-1], device=self.device, mu=job.mu)
+        scheduler.set_begin_index(0)
+        return scheduler.timesteps, [float(s) for s in scheduler.sigmas[: len(scheduler.timesteps)]]
+
+
+# ----- loading -------------------------------------------------------------------------------------
+def builtin_weights() -> Path:
+    """Both built-in names (F1 and inverted) share one set of tiny weights, built on first use."""
+    return builtin_model_dir(f"framepack-tiny-{framepack_builtin.VERSION}", framepack_builtin.build)
+
+
+def load_pipeline(path: str | Path, dtype: torch.dtype) -> Any:
+    """A saved FramePack pipeline; VAE and SigLIP stay float32 (small, and fp16 VAE decodes are fragile)."""
+    from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoFramepackPipeline
+    from transformers import SiglipVisionModel
+
+    vae = AutoencoderKLHunyuanVideo.from_pretrained(path, subfolder="vae", dtype=torch.float32)
+    image_encoder = SiglipVisionModel.from_pretrained(path, subfolder="image_encoder", dtype=torch.float32)
+    return HunyuanVideoFramepackPipeline.from_pretrained(path, dtype=dtype, vae=vae, image_encoder=image_encoder)
+
+
+def assemble_pipeline(
+    transformer: str, dtype: torch.dtype, base: str | None = None, image_encoder: str | None = None
+) -> Any:
+    """A FramePack transformer checkpoint completed as diffusers' FramePack docs do: VAE, text encoders
+    and scheduler from HunyuanVideo, SigLIP image encoder and processor from FLUX Redux."""
+    from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoFramepackPipeline, HunyuanVideoFramepackTransformer3DModel
+    from transformers import SiglipImageProcessor, SiglipVisionModel
+
+    base, image_repo = base or BASE_MODEL, image_encoder or IMAGE_ENCODER_MODEL
+    return HunyuanVideoFramepackPipeline.from_pretrained(
+        base,
+        dtype=dtype,
+        transformer=HunyuanVideoFramepackTransformer3DModel.from_pretrained(transformer, dtype=dtype),
+        vae=AutoencoderKLHunyuanVideo.from_pretrained(base, subfolder="vae", dtype=torch.float32),
+        feature_extractor=SiglipImageProcessor.from_pretrained(image_repo, subfolder="feature_extractor"),
+        image_encoder=SiglipVisionModel.from_pretrained(image_repo, subfolder="image_encoder", dtype=torch.float32),
+    )

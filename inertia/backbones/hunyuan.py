@@ -1,0 +1,221 @@
+"""HunyuanVideo (text-to-video) behind the denoise-step interface.
+
+The diffusers `HunyuanVideoPipeline` is the container of the real components and does the
+prompt encoding and noise drawing, so conditions and noise are exactly the pipeline's; the
+denoising loop is inertia's (`core.sampling`).
+
+Guidance. HunyuanVideo is guidance-distilled: its main guidance is an *embedded* scale fed to
+the transformer as `guidance * 1000` (the pipeline's `guidance_scale`, our
+`embedded_guidance_scale`). True classifier-free guidance (the pipeline's `true_cfg_scale`, our
+`guidance_scale`) runs a second, negative-prompt forward only when the scale is > 1 and a
+negative prompt is given. A schedule drives "embedded" by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..core.backbone import PipelineBackbone, Section, single_section
+from ..core.builtin_models import checkpoint_path
+from ..core.checkpoints import BUILTIN_PREFIX, is_builtin, pipeline_class_name, read_checkpoint_json
+from ..core.config import ATTENTION_BACKENDS, RunConfig
+from ..core.errors import ConfigError
+from ..core.validation import check_frames, check_multiple
+from . import hunyuan_builtin
+from .hunyuan_text import TextConditions, check_true_cfg, embedded_guidance, prompt_template, true_cfg_on
+
+PIPELINE = "HunyuanVideoPipeline"
+BUILTIN_MODEL = f"{BUILTIN_PREFIX}hunyuan-t2v-tiny-{hunyuan_builtin.VERSION}"
+#: `HunyuanVideoPipeline.__call__`'s defaults; fps 24 is the rate HunyuanVideo generates at (Tencent's
+#: sample_video.py writes fps=24; the diffusers docstring's fps=15 is for a short 61-frame demo).
+REAL_DEFAULTS = dict(height=720, width=1280, num_frames=129, steps=50, guidance_scale=1.0,
+                     embedded_guidance_scale=6.0, fps=24)
+BUILTIN_DEFAULTS = dict(height=64, width=64, num_frames=17, steps=10, guidance_scale=1.0,
+                        embedded_guidance_scale=6.0, fps=24)
+#: Backends that refuse an attention mask; HunyuanVideo always masks the text padding.
+MASKLESS_ATTENTION = ("flash", "flash-attn")
+
+
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """What validation needs from a checkpoint before its weights load."""
+
+    temporal: int  # VAE temporal compression
+    spatial: int  # VAE spatial compression
+    patch: int  # transformer spatial patch size
+    guidance_embeds: bool  # whether the transformer takes the embedded guidance scale
+
+
+#: The published HunyuanVideo values; the built-in keeps them too (see hunyuan_builtin).
+PUBLISHED = CheckpointFacts(temporal=4, spatial=8, patch=2, guidance_embeds=True)
+
+
+def checkpoint_facts(model: str) -> CheckpointFacts:
+    """From the checkpoint's config files when readable, else the published values."""
+    if is_builtin(model):
+        return PUBLISHED
+    vae = read_checkpoint_json(model, "vae/config.json") or {}
+    transformer = read_checkpoint_json(model, "transformer/config.json") or {}
+    return CheckpointFacts(
+        temporal=vae.get("temporal_compression_ratio", PUBLISHED.temporal),
+        spatial=vae.get("spatial_compression_ratio", PUBLISHED.spatial),
+        patch=transformer.get("patch_size", PUBLISHED.patch),
+        guidance_embeds=transformer.get("guidance_embeds", PUBLISHED.guidance_embeds),
+    )
+
+
+# ----- validation helpers (before any model loads) --------------------------------------------------
+def _check_pipeline(model: str) -> None:
+    class_name = None if is_builtin(model) else pipeline_class_name(model)
+    if class_name not in (None, PIPELINE):
+        raise ConfigError("model", f"hunyuan runs {PIPELINE} checkpoints (text-to-video); {model} is a {class_name}")
+
+
+def _check_guidance(config: RunConfig, model: str, facts: CheckpointFacts) -> None:
+    """Reject guidance the model cannot take, before defaults hide what the user asked for."""
+    if not facts.guidance_embeds and config.embedded_guidance_scale is not None:
+        raise ConfigError(
+            "embedded_guidance_scale",
+            f"{model} has no guidance embedding (transformer guidance_embeds=false); leave it unset and use "
+            "guidance_scale > 1 with a negative_prompt (true CFG)",
+        )
+
+
+def _check_attention(config: RunConfig) -> None:
+    """Fail now rather than at the first attention call, after minutes of loading."""
+    if config.attention in MASKLESS_ATTENTION:
+        allowed = ", ".join(name for name in ATTENTION_BACKENDS if name not in MASKLESS_ATTENTION)
+        raise ConfigError(
+            "attention", f"{config.attention} refuses the text-padding mask hunyuan always passes; allowed: {allowed}"
+        )
+
+
+def _check_sizes(config: RunConfig, facts: CheckpointFacts) -> None:
+    why = f"VAE {facts.spatial}x spatial compression x patch {facts.patch}"
+    check_multiple("height", config.height, facts.spatial * facts.patch, why)
+    check_multiple("width", config.width, facts.spatial * facts.patch, why)
+    check_frames("num_frames", config.num_frames, facts.temporal, f"VAE {facts.temporal}x temporal compression")
+
+
+# ----- the job -----------------------------------------------------------------------------------
+@dataclass
+class HunyuanJob:
+    """One run's conditions and latents (the latents are replaced as the loop denoises)."""
+
+    cond: TextConditions
+    uncond: TextConditions | None  # only when true CFG is on, as the pipeline encodes it
+    latents: torch.Tensor
+
+
+class HunyuanVideoBackbone(PipelineBackbone):
+    name = "hunyuan"
+    description = (
+        "HunyuanVideo (diffusers HunyuanVideoTransformer3DModel, flow-matching Euler), text-to-video; "
+        "embedded (distilled) guidance, optional true CFG with a negative prompt."
+    )
+    modes = ("t2v",)
+    default_models: ClassVar[Mapping[str, str]] = {"t2v": "hunyuanvideo-community/HunyuanVideo"}
+    guidance_targets = ("embedded", "cfg")
+
+    @classmethod
+    def resolve(cls, config: RunConfig) -> RunConfig:
+        if config.image is not None:
+            raise ConfigError("image", "hunyuan is text-to-video and takes no conditioning image; drop --image")
+        model = config.model or BUILTIN_MODEL
+        _check_pipeline(model)
+        facts = checkpoint_facts(model)
+        _check_guidance(config, model, facts)
+        defaults = dict(BUILTIN_DEFAULTS if is_builtin(model) else REAL_DEFAULTS)
+        if not facts.guidance_embeds:
+            del defaults["embedded_guidance_scale"]
+        resolved = config.with_defaults(defaults).model_copy(update={"model": model})
+        check_true_cfg(cls.name, resolved)
+        _check_attention(resolved)
+        _check_sizes(resolved, facts)
+        return resolved
+
+    @classmethod
+    def guidance_in_force(cls, config: RunConfig) -> dict[str, float]:
+        # resolve() leaves embedded_guidance_scale None exactly when the model has no guidance embedding.
+        guidance: dict[str, float] = {}
+        if config.embedded_guidance_scale is not None:
+            guidance["embedded"] = config.embedded_guidance_scale
+        if true_cfg_on(config):
+            guidance["cfg"] = config.guidance_scale
+        return guidance
+
+    @classmethod
+    def default_guidance_target(cls, config: RunConfig) -> str:
+        return "embedded" if config.embedded_guidance_scale is not None else "cfg"
+
+    # ----- loading ---------------------------------------------------------------------------
+    def __init__(self, pipeline: Any, device: torch.device, smoke_test: bool):
+        super().__init__(pipeline, device, smoke_test)
+        self.template = prompt_template(pipeline.tokenizer)
+
+    @classmethod
+    def load(cls, config: RunConfig) -> "HunyuanVideoBackbone":
+        from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoPipeline
+
+        builtin = is_builtin(config.model)
+        path = checkpoint_path(config.model, hunyuan_builtin.build)
+        # The VAE stays float32, as Wan's does: decoding is a small share of a run, and half precision
+        # would round the decoded pixels (the pipeline's docs load it in fp16; parity is in float32).
+        vae = AutoencoderKLHunyuanVideo.from_pretrained(path, subfolder="vae", dtype=torch.float32)
+        pipeline = HunyuanVideoPipeline.from_pretrained(path, vae=vae, dtype=getattr(torch, config.dtype))
+        # Spatial tiling, as the pipeline's docstring example enables, bounds decode memory at 720p;
+        # it only acts above 256 px, so smaller videos decode exactly as without it.
+        pipeline.vae.enable_tiling()
+        pipeline.set_progress_bar_config(disable=True)
+        device = torch.device(config.device)
+        pipeline.to(device)
+        return cls(pipeline, device, smoke_test=builtin)
+
+    # ----- denoise-step interface --------------------------------------------------------------
+    def prepare(self, config: RunConfig, generator: torch.Generator) -> HunyuanJob:
+        cond = self._encode(config.prompt)
+        uncond = self._encode(config.negative_prompt) if true_cfg_on(config) else None
+        # The pipeline's schedule: linear sigmas 1 -> 1/steps, which the scheduler then shifts.
+        sigmas = np.linspace(1.0, 0.0, config.steps + 1)[:-1]
+        self.pipe.scheduler.set_timesteps(sigmas=sigmas, device=self.device)
+        latents = self.pipe.prepare_latents(
+            1, self.transformer.config.in_channels, config.height, config.width, config.num_frames,
+            torch.float32, self.device, generator,
+        )
+        return HunyuanJob(cond, uncond, latents)
+
+    def _encode(self, prompt: str) -> TextConditions:
+        return TextConditions.encode(self.pipe, prompt, self.template, self.transformer.dtype)
+
+    def sections(self, job: HunyuanJob) -> Iterator[Section]:
+        return single_section(job, self.pipe.scheduler)
+
+    def predict(
+        self, job: HunyuanJob, section: Section, step: int, scales: Mapping[str, float], uncond: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        latents = section.latents
+        model_input = latents.to(self.transformer.dtype)
+        timestep = section.timesteps[step].expand(latents.shape[0]).to(latents.dtype)
+        scale = scales.get("embedded")
+        guidance = None if scale is None else embedded_guidance(scale, latents.shape[0], model_input.dtype, self.device)
+
+        def forward(text: TextConditions, branch: str) -> torch.Tensor:
+            with self.transformer.cache_context(branch):
+                return self.transformer(
+                    hidden_states=model_input, timestep=timestep, guidance=guidance, **text.model_inputs(),
+                    return_dict=False,
+                )[0]
+
+        cond = forward(job.cond, "cond")
+        return cond, forward(job.uncond, "uncond") if uncond else None
+
+    def decode(self, job: HunyuanJob) -> np.ndarray:
+        vae = self.pipe.vae
+        latents = job.latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
+        video = vae.decode(latents, return_dict=False)[0]
+        return self.pipe.video_processor.postprocess_video(video, output_type="np")[0]

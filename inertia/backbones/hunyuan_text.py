@@ -1,0 +1,79 @@
+"""Text conditioning and guidance rules shared by the HunyuanVideo family (hunyuan, framepack).
+
+Both pipelines encode a prompt with Llama (token states + padding mask) and CLIP (pooled vector),
+feed the distilled guidance to the transformer as `scale * 1000`, and run true CFG only when its
+scale is above 1 and a negative prompt is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..core.config import RunConfig
+from ..core.errors import ConfigError
+
+#: Llama tokens per prompt after the template's system part is cropped (the pipelines' default).
+MAX_SEQUENCE_LENGTH = 256
+#: The prompt template for tokenizers without Llama 3's chat tokens: the prompt alone, nothing cropped.
+BARE_TEMPLATE = {"template": "{}", "crop_start": 0}
+#: The Llama 3 chat tokens the pipelines' default prompt template is written in.
+CHAT_TOKENS = frozenset({"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"})
+
+
+def prompt_template(tokenizer: Any) -> dict[str, Any]:
+    """The Llama prompt template for a checkpoint's tokenizer.
+
+    The default template wraps the prompt in Llama 3 chat turns and crops the system part by a
+    token count (`crop_start` 95) that only holds for Llama 3's tokenizer; a tokenizer without
+    those chat tokens (the built-ins' ByT5) would have the prompt cropped away, so it gets the
+    bare prompt. Decided from the tokenizer diffusers loads, so real checkpoints get the default.
+    """
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+
+    return DEFAULT_PROMPT_TEMPLATE if CHAT_TOKENS.issubset(tokenizer.get_vocab()) else BARE_TEMPLATE
+
+
+@dataclass(frozen=True)
+class TextConditions:
+    """One prompt's encoding: Llama token states with their padding mask, and CLIP's pooled vector."""
+
+    embeds: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+
+    @classmethod
+    def encode(cls, pipe: Any, prompt: str, template: dict[str, Any], dtype: torch.dtype) -> "TextConditions":
+        embeds, pooled, mask = pipe.encode_prompt(
+            prompt=prompt, prompt_template=template, device=pipe.transformer.device, max_sequence_length=MAX_SEQUENCE_LENGTH
+        )
+        return cls(embeds.to(dtype), mask.to(dtype), pooled.to(dtype))
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        return {"encoder_hidden_states": self.embeds, "encoder_attention_mask": self.mask, "pooled_projections": self.pooled}
+
+
+def embedded_guidance(scale: float, batch: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The distilled scale as the pipelines build it: cast to the transformer dtype, then x1000."""
+    return torch.tensor([scale] * batch, dtype=dtype, device=device) * 1000.0
+
+
+def has_negative_prompt(config: RunConfig) -> bool:
+    return bool(config.negative_prompt.strip())
+
+
+def true_cfg_on(config: RunConfig) -> bool:
+    """The pipelines' rule: true CFG runs when its scale is > 1 and there is a negative prompt."""
+    return config.guidance_scale > 1.0 and has_negative_prompt(config)
+
+
+def check_true_cfg(family: str, config: RunConfig) -> None:
+    """guidance_scale > 1 without a negative prompt would be silently ignored: refuse it."""
+    if config.guidance_scale > 1.0 and not has_negative_prompt(config):
+        raise ConfigError(
+            "guidance_scale",
+            f"true CFG (guidance_scale {config.guidance_scale:g} > 1) needs a negative_prompt on {family}; give one, "
+            "or set guidance_scale to 1 and use embedded_guidance_scale (the distilled guidance)",
+        )
