@@ -24,4 +24,6 @@ def inertia_interventions():
 
 @hookimpl
 def inertia_metrics():
-    return []
+    from .metrics import builtin_metrics
+
+    return builtin_metrics()

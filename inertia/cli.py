@@ -1,4 +1,4 @@
-"""Command line: `inertia run`, `inertia plugins`.
+"""Command line: `inertia run`, `inertia score`, `inertia plugins`.
 
 User mistakes print one line (`error: field: what is allowed`) and exit with status 2, before
 any model loads; no Python traceback is shown for them.
@@ -50,7 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--intervention", action="append", default=None, metavar="NAME[:key=value,...]",
         help="intervention, repeatable (e.g. relax:beta=0.75 decay:p=0.7); replaces the config file's list",
     )
+    run.add_argument(
+        "--metric", action="append", default=None, metavar="NAME[:key=value,...]",
+        help="metric scored on the written video, repeatable (e.g. motion, action:labels=somersaulting); "
+             "replaces the config file's list",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    score = commands.add_parser("score", help="score existing videos with metrics (appends to a run's record.json)")
+    score.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="video files (e.g. outputs/*/video.mp4)")
+    score.add_argument("--metric", action="append", default=None, metavar="NAME[:key=value,...]",
+                       help="metric, repeatable (see `inertia plugins`)")
+    score.add_argument("--prompt", default=None, help="prompt the video was made from (default: the run record's prompt)")
+    score.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: a GPU when there is one)")
+    score.add_argument("--out", type=Path, default=None,
+                       help="directory for new records of videos that have no run record (default: beside each video)")
+
 
     plugins = commands.add_parser("plugins", help="list backbones, interventions and metrics with their parameters")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
@@ -65,6 +80,8 @@ def config_from_args(args: argparse.Namespace):
             values[field] = value
     if args.intervention is not None:
         values["interventions"] = [PluginSpec.parse(text) for text in args.intervention]
+    if args.metric is not None:
+        values["metrics"] = [PluginSpec.parse(text) for text in args.metric]
     return build_config(values)
 
 
@@ -81,6 +98,24 @@ def command_run(args: argparse.Namespace) -> int:
           f"{record['wall_time_s']['total']:.1f} s; interventions: {', '.join(record['interventions']) or 'none'}")
     if record["smoke_test"]:
         print(f"note: {record['notice']}")
+    if record.get("metrics"):
+        from .metrics.scoring import format_entries
+
+        for line in format_entries(record["metrics"]):
+            print(f"metric  {line}")
+    return 0
+
+
+def command_score(args: argparse.Namespace) -> int:
+    from .metrics.scoring import format_entries, score_videos
+
+    def report(target, entries) -> None:
+        print(f"{target.video} -> {target.record_path}")
+        for line in format_entries(entries):
+            print(f"  {line}")
+
+    specs = [PluginSpec.parse(text) for text in args.metric or []]
+    score_videos(args.videos, specs, prompt=args.prompt, device=args.device, out_dir=args.out, on_scored=report)
     return 0
 
 
@@ -97,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:
-        return {"run": command_run, "plugins": command_plugins}[args.command](args)
+        commands = {"run": command_run, "score": command_score, "plugins": command_plugins}
+        return commands[args.command](args)
     except NonFiniteLatentsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3

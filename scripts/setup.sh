@@ -13,4 +13,7 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q "$TORCH_SPEC"
 .venv/bin/python -m pip install -q -e ".${extras}"
+# The lpips_temporal metric reads LPIPS's linear heads from the lpips wheel; --no-deps because its
+# declared torchvision requirement would replace the pinned torch (inertia builds AlexNet itself).
+.venv/bin/python -m pip install -q --no-deps lpips==0.1.4
 .venv/bin/python -c "import torch, diffusers, inertia; print(f'inertia {inertia.__version__}: torch {torch.__version__}, diffusers {diffusers.__version__}')"

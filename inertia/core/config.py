@@ -81,6 +81,9 @@ class RunConfig(BaseModel):
     device: str = "auto"
     attention: str = "native"
     interventions: list[PluginSpec] = Field(default_factory=list)
+    metrics: list[PluginSpec] = Field(
+        default_factory=list, description="metrics scored on the written video; not part of the run's identity"
+    )
     out_dir: Path = Path("outputs")
 
     @field_validator("attention")
@@ -108,8 +111,8 @@ class RunConfig(BaseModel):
         return self.model_copy(update={key: value for key, value in defaults.items() if getattr(self, key) is None})
 
     def identity(self) -> dict[str, Any]:
-        """The fields that determine the video (everything but where it is written)."""
-        return self.model_dump(mode="json", exclude={"out_dir"})
+        """The fields that determine the video (everything but where it is written and how it is scored)."""
+        return self.model_dump(mode="json", exclude={"out_dir", "metrics"})
 
     def run_hash(self) -> str:
         """Stable hash of the identity; names the output directory."""

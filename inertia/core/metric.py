@@ -1,4 +1,16 @@
-"""The metric contract: a metric scores a decoded video and returns named numbers."""
+"""The metric contract: a metric scores a decoded video and returns named numbers.
+
+A metric is a class registered through the `inertia_metrics` hook. The life of one metric in a
+process is:
+
+* construction from validated parameters (`from_spec`), before any model loads;
+* `check()`: cheap validation before any model loads (weights given as local paths exist, the
+  run has what the metric needs). Raise `ConfigError` / `InertiaError`;
+* `load(device)`: once per process, before the video model loads, so missing weights fail at
+  start-up. Raise `MissingWeightsError` (see `inertia.metrics.weights`) naming the weights and
+  the parameter that points at a local copy; never fall back to another metric;
+* `score(video)`: any number of times, one call per video; returns named values.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +19,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
+from .errors import InertiaError
 from .params import NoParams, Params, build_params
 
 
@@ -19,18 +32,34 @@ class VideoSample:
     prompt: str = ""
     record: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        frames = self.frames
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            shape = getattr(frames, "shape", None)
+            raise ValueError(f"VideoSample.frames must be uint8 (T, H, W, 3), got {getattr(frames, 'dtype', type(frames))} {shape}")
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
 
 class Metric:
     """Base class for metric plugins (registered through the `inertia_metrics` hook).
 
-    `weights` names the default checkpoint a learned metric needs (None for weight-free ones);
-    `load` is called once per process before the first `score`, so a model is reused.
+    `weights` names, for people, the default checkpoint a learned metric needs (None for
+    weight-free ones); `weight_refs()` says which ones this instance will load. `outputs`
+    documents the names `score` returns. `load` is called once per process before the first
+    `score`, so a model is reused across videos.
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
     Params: ClassVar[type[Params]] = NoParams
     weights: ClassVar[str | None] = None
+    #: True when `score` needs the prompt (e.g. text-video similarity).
+    needs_prompt: ClassVar[bool] = False
+    #: Output name -> meaning, for documentation and listings.
+    outputs: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: Params | None = None):
         self.params = params if params is not None else self.Params()
@@ -39,8 +68,23 @@ class Metric:
     def from_spec(cls, params: Mapping[str, Any], field: str) -> "Metric":
         return cls(build_params(cls.Params, dict(params), field))
 
+    def weight_refs(self) -> dict[str, str]:
+        """The weights this instance loads: parameter name -> hub id or local path."""
+        return {}
+
+    def check(self) -> None:
+        """Validate cheaply, before any model loads (e.g. weights given as local paths exist)."""
+
+    def check_prompt(self, prompt: str) -> None:
+        if self.needs_prompt and not (prompt or "").strip():
+            raise InertiaError(f"metric {self.name} compares the video with its prompt, and the prompt is empty: pass --prompt")
+
     def load(self, device: str) -> None:
         """Load weights; raise InertiaError naming them and how to point at a local copy."""
 
     def score(self, video: VideoSample) -> dict[str, Any]:
         raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+        return f"{self.name}({args})"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ from .backbone import Backbone
 from .builtin_models import SMOKE_TEST_NOTICE
 from .config import PluginSpec, RunConfig, save_config
 from .intervention import InterventionStack
-from .io import frames_to_uint8, write_json, write_mp4
+from .io import frames_to_uint8, read_video, write_json, write_mp4
+from .metric import Metric
 from .records import CONFIG_NAME, RECORD_NAME, VIDEO_NAME, device_description, package_versions, utc_now
 from .runtime import attention_backend, resolve_runtime
 from .sampling import StepRecord, sample
@@ -32,6 +33,7 @@ class PlannedRun:
     backbone: type[Backbone]
     setup: RunSetup
     stack: InterventionStack
+    metrics: list[Metric] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -46,7 +48,7 @@ class RunResult:
 
 
 def plan_run(config: RunConfig, registry: Registry | None = None) -> PlannedRun:
-    """Resolve defaults and check backbone, sizes, device and interventions; raises ConfigError."""
+    """Resolve defaults and check backbone, sizes, device, interventions and metrics; raises ConfigError."""
     registry = registry or default_registry()
     backbone = registry.backbones.get(config.backbone, "backbone")
     resolved = backbone.resolve(resolve_runtime(config))
@@ -56,9 +58,26 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> PlannedRun:
     ]
     # Record every parameter, defaults included, so equal runs hash equally however they were written.
     specs = [PluginSpec(name=i.name, params=i.params.model_dump()) for i in interventions]
-    resolved = resolved.model_copy(update={"interventions": specs})
+    metrics = _plan_metrics(resolved, registry)
+    resolved = resolved.model_copy(update={"interventions": specs, "metrics": _metric_specs(metrics)})
     setup = backbone.setup(resolved)
-    return PlannedRun(config, resolved, backbone, setup, InterventionStack(interventions, setup))
+    return PlannedRun(config, resolved, backbone, setup, InterventionStack(interventions, setup), metrics)
+
+
+def _plan_metrics(config: RunConfig, registry: Registry) -> list[Metric]:
+    """Metric names, parameters, local weight paths and the prompt, checked before any model loads."""
+    from ..metrics.scoring import build_metrics
+
+    metrics = build_metrics(config.metrics, registry)
+    for metric in metrics:
+        metric.check_prompt(config.prompt)
+    return metrics
+
+
+def _metric_specs(metrics: list[Metric]) -> list[PluginSpec]:
+    from ..metrics.scoring import resolved_specs
+
+    return resolved_specs(metrics)
 
 
 class ModelCache:
@@ -103,8 +122,15 @@ def generate(plan: PlannedRun, models: ModelCache | None = None, progress: bool 
 
 
 def execute(plan: PlannedRun, models: ModelCache | None = None, progress: bool = True) -> RunResult:
-    """Generate the planned video and write video.mp4, record.json and config.yaml to its run dir."""
+    """Generate the planned video and write video.mp4, record.json and config.yaml to its run dir.
+
+    Metrics load before the video model (missing weights fail at start-up) and score the written
+    video file, so `inertia score` on it gives the same numbers; their values go under "metrics".
+    """
+    from ..metrics.scoring import MetricSuite
+
     config = plan.config
+    suite = MetricSuite(plan.metrics, config.device).load() if plan.metrics else None
     result = generate(plan, models, progress)
     frames = frames_to_uint8(result.frames)
     run_dir = plan.run_dir
@@ -130,4 +156,8 @@ def execute(plan: PlannedRun, models: ModelCache | None = None, progress: bool =
         "trace": [step.to_dict() for step in result.trace],
     }
     write_json(run_dir / RECORD_NAME, record)
+    if suite is not None:
+        written, fps = read_video(run_dir / VIDEO_NAME)
+        record["metrics"] = suite.score(written, fps, config.prompt, record)
+        write_json(run_dir / RECORD_NAME, record)
     return RunResult(run_dir, run_dir / VIDEO_NAME, record)
