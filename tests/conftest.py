@@ -18,6 +18,16 @@ def _private_model_cache(tmp_path_factory: pytest.TempPathFactory):
     mp.undo()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The test models are tiny: thread start-up dominates, and on a busy 2-core machine two
+    threads were several times slower than one. CPU results are bit-identical across thread counts."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def save_tiny_wan(directory: Path, mode: str, seed: int = 0) -> Path:
     """A tiny Wan checkpoint saved with save_pretrained, as a real one would be on disk."""
     from inertia.backbones.wan_builtin import tiny_pipeline

@@ -31,15 +31,6 @@ PROMPT, NEGATIVE, SEED, GUIDANCE = "a red ball jumps", "blurry", 7, 6.0
 SIZE = dict(height=32, width=48, num_frames=9, steps=4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread (results are identical across thread counts)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def save_tiny(factory: pytest.TempPathFactory, name: str, mode: str, **layout) -> Path:
     torch.manual_seed(0)
     directory = factory.mktemp(name)

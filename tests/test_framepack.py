@@ -34,16 +34,6 @@ PROMPT, NEGATIVE, SEED, STEPS = "a man performs a backflip", "blurry, static", 7
 SIZE = dict(height=32, width=48)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: thread start-up dominates, and on a shared 2-core machine two threads
-    are several times slower than one. CPU results are bit-identical across thread counts."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def framepack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny FramePack pipeline saved with save_pretrained, as a real local checkpoint would be."""
