@@ -266,12 +266,5 @@ def test_cli_run_with_relax_writes_video_and_record(tmp_path):
     assert guidance == sorted(guidance)
 
 
-def test_attention_backends_that_would_do_nothing_are_refused():
-    assert plan_error(attention="math") == (
-        "attention: 'math' has no effect on cogvideox (its attention processor calls PyTorch SDPA directly); "
-        "allowed: native"
-    )
-
-
 def test_more_steps_than_training_timesteps_are_refused():
     assert plan_error(steps=1001) == "steps: 1001 exceeds the scheduler's 1000 training timesteps; largest valid: 1000"

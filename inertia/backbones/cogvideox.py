@@ -14,7 +14,11 @@ What CogVideoX does differently from Wan, and where this module follows the pipe
   generator and needs the previous step's x0 prediction and timestep (kept in `Section.state`);
 * CogVideoX 1.5 (temporal patch 2) pads the latent frames to a multiple of the temporal patch
   by prepending frames that are denoised and then dropped before decoding; image-to-video 1.5
-  also feeds the transformer an `ofs` value of 2.0.
+  also feeds the transformer an `ofs` value of 2.0;
+* self-attention is joint over `[text | video]` (no cross-attention), through the legacy
+  `Attention` module whose stock processor calls PyTorch SDPA directly. While a run is sampled,
+  `HookedCogVideoXAttention` replaces it: the same computation, with inertia's q/k/v hook after
+  the rotary embedding and `dispatch_attention_fn` (the run's diffusers backend) instead of SDPA.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..core.attention import AttentionHooks, Role, TokenLayout, VideoBlock, processors_installed
 from ..core.backbone import PipelineBackbone, Section
 from ..core.builtin_models import checkpoint_path
 from ..core.checkpoints import BUILTIN_PREFIX, checkpoint_mode, is_builtin, read_checkpoint_json
@@ -171,22 +176,84 @@ def _check_rope_table(config: RunConfig, layout: Layout) -> None:
             )
 
 
-def check_attention(attention: str) -> None:
-    """CogVideoXAttnProcessor2_0 calls PyTorch SDPA directly, so a diffusers backend choice would
-    silently do nothing: refuse it rather than record a backend that did not run."""
-    if attention != "native":
-        raise ConfigError(
-            "attention", f"{attention!r} has no effect on {FAMILY} (its attention processor calls PyTorch SDPA "
-            "directly); allowed: native"
-        )
-
-
 def check_steps(steps: int, train_timesteps: int = 1000) -> None:
     """The CogVideoX schedulers refuse more inference steps than training timesteps."""
     if steps > train_timesteps:
         raise ConfigError(
             "steps", f"{steps} exceeds the scheduler's {train_timesteps} training timesteps; largest valid: {train_timesteps}"
         )
+
+
+# ----- the attention interface ---------------------------------------------------------------------
+class HookedCogVideoXAttention:
+    """Self-attention (`attn1`) of one CogVideoX block, with the inertia hook between the rotary
+    embedding and the attention backend.
+
+    Computes what diffusers' `CogVideoXAttnProcessor2_0` computes, operation for operation and in
+    its (batch, heads, sequence, head_dim) layout, up to the attention itself: the joint sequence
+    `[text | video]`, projections, per-head q/k norms and RoPE on the video part of q and k. Then,
+    as (batch, sequence, heads, head_dim) views, q, k and v pass through `AttentionHooks.apply` and
+    go to `dispatch_attention_fn`, so the active diffusers backend (the run's `--attention`) does
+    the work where the stock processor always called SDPA. With no transform, and the native
+    backend, SDPA receives the very tensors (shape and strides) the stock processor gives it, so
+    the output is bit-identical.
+
+    Position embeddings and the hook: RoPE (CogVideoX-5b, 1.5) is applied *before* the hook, so
+    transforms see post-RoPE queries and keys; CogVideoX-2b and learned-position checkpoints add
+    their position embeddings to the tokens at patch embedding, also before it. Values carry none.
+
+    `__call__` declares the exact parameters of the stock processor: the legacy `Attention.forward`
+    drops keyword arguments the processor's signature does not name (e.g. `image_rotary_emb`).
+    """
+
+    #: As for diffusers' dispatching processors: None = the active backend (`attention_backend`).
+    _attention_backend = None
+    _parallel_config = None
+
+    def __init__(self, layer: int, hooks: AttentionHooks):
+        self.layer, self.hooks = layer, hooks
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        text_length = encoder_hidden_states.size(1)
+        hidden_states = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+        batch_size, sequence_length, _ = hidden_states.shape
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+
+        query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+        query, key, value = (t.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2) for t in (query, key, value))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        if image_rotary_emb is not None:  # RoPE on the video tokens only, as the stock processor does
+            query[:, :, text_length:] = apply_rotary_emb(query[:, :, text_length:], image_rotary_emb)
+            if not attn.is_cross_attention:
+                key[:, :, text_length:] = apply_rotary_emb(key[:, :, text_length:], image_rotary_emb)
+
+        # Position embeddings are applied above: transforms see post-RoPE queries and keys.
+        query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # (B, S, heads, head_dim) views
+        query, key, value = self.hooks.apply(query, key, value, self.layer)
+        out = dispatch_attention_fn(
+            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
+            backend=self._attention_backend, parallel_config=self._parallel_config,
+        )
+        out = out.flatten(2, 3)
+        out = attn.to_out[1](attn.to_out[0](out))
+        encoder_hidden_states, hidden_states = out.split([text_length, out.size(1) - text_length], dim=1)
+        return hidden_states, encoder_hidden_states
 
 
 # ----- the backbone ----------------------------------------------------------------------------
@@ -239,8 +306,15 @@ class CogVideoXBackbone(PipelineBackbone):
         reject_embedded_guidance(FAMILY, resolved)
         check_layout(resolved, layout)
         check_steps(resolved.steps)
-        check_attention(resolved.attention)
         return resolved
+
+    supports_attention_hooks = True
+
+    @classmethod
+    def token_roles(cls, config: RunConfig) -> frozenset[Role]:
+        # Image-to-video puts the image latent in extra channels of latent frame 0 (as Wan I2V marks
+        # its latent frame 0): the first token frame is the conditioned one. See `token_layout`.
+        return frozenset({"noisy", "condition"}) if config.image is not None else frozenset({"noisy"})
 
     # ----- loading -------------------------------------------------------------------------------
     @classmethod
@@ -346,6 +420,36 @@ class CogVideoXBackbone(PipelineBackbone):
         else:
             latents = scheduler.step(prediction, timestep, section.latents, **job.step_kwargs, return_dict=False)[0]
         return latents.to(job.prompt_embeds.dtype)
+
+    # ----- attention interface -----------------------------------------------------------------------
+    def token_layout(self, job: CogVideoXJob, section: Section) -> TokenLayout:
+        """The joint self-attention sequence `[text | video]`.
+
+        Text is the T5 prompt embedding as fed (226 tokens, the pipelines' `max_sequence_length`).
+        Video tokens follow frame-major, token (f, h, w) at text + f * H' * W' + h * W' + w, for
+        H' x W' = latent size / patch_size and f over latent frames / patch_size_t: in 1.5 one token
+        frame covers two latent frames, the first pair including the padding frame the backbone
+        prepends. Image-to-video's image latent sits in the extra channels of latent frame 0, so
+        token frame 0 is the "condition" block (latent frames 0-1 in 1.5), the rest "noisy".
+        """
+        text = job.prompt_embeds.shape[1]
+        _, frames, _, height, width = section.latents.shape
+        config = self.transformer.config
+        patch, patch_t = config.patch_size, config.patch_size_t or 1
+        grid = (height // patch, width // patch)
+        token_frames, per_frame = frames // patch_t, grid[0] * grid[1]
+        context = 1 if job.image_latents is not None else 0
+        blocks = [VideoBlock(text, context, *grid, "condition")] if context else []
+        blocks.append(VideoBlock(text + context * per_frame, token_frames - context, *grid, "noisy"))
+        return TokenLayout(text + token_frames * per_frame, tuple(blocks), {"text": (0, text)})
+
+    @property
+    def num_attention_layers(self) -> int:
+        return len(self.transformer.transformer_blocks)
+
+    def hooked_attention(self, hooks: AttentionHooks):
+        modules = [block.attn1 for block in self.transformer.transformer_blocks]
+        return processors_installed(modules, (HookedCogVideoXAttention(i, hooks) for i in range(len(modules))))
 
     def decode(self, job: CogVideoXJob) -> np.ndarray:
         video = self.pipe.decode_latents(job.latents[:, job.padding :])
