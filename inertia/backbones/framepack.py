@@ -31,26 +31,42 @@ Choices that RunConfig cannot express yet (see the report for the fields we want
 Guidance: "embedded" is the distilled scale (`embedded_guidance_scale`, default 10), passed to
 the transformer every step as `scale * 1000` (the pipeline's `guidance_scale`); "cfg" is true CFG
 (`guidance_scale`, the pipeline's `true_cfg_scale`), on only when > 1 and a negative prompt is given.
+
+Attention (the interface in `core.attention`, processors shared with hunyuan in `hunyuan_attention`):
+
+* The joint self-attention sequence of every dual- and single-stream block is
+  `[4x history | 2x history | clean (start image, 1x history) | noisy window | SigLIP image | text]`,
+  each latent block frame-major on its own token grid (`token_layout` has the exact geometry).
+  Roles: the start image is "condition", the 1x/2x/4x history is "history", the window "noisy".
+* The model runs at batch size 1 (true CFG runs the negative prompt as a second forward); at batch
+  size 1 the transformer drops the text padding and passes no attention mask, so every backend can
+  run. The text stream's length is therefore the prompt's own (it differs between the prompt and
+  the negative prompt): `predict` hands the hooks the layout of the branch it runs.
+* Latent-level transforms (`Intervention.transform_history`, e.g. `unlearn:target=history`) get the
+  clean history latents of the section at every step, before they are patch-embedded
+  (`FramePackBackbone.history_context`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 
+from ..core.attention import AttentionHooks, Role, TokenLayout
 from ..core.backbone import PipelineBackbone, Section
 from ..core.builtin_models import builtin_model_dir
 from ..core.checkpoints import BUILTIN_PREFIX, is_builtin, pipeline_class_name, read_checkpoint_json
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.validation import check_frames, check_image_file, check_multiple
-from . import framepack_builtin
+from . import framepack_builtin, hunyuan_attention
 from .hunyuan_text import TextConditions, check_true_cfg, embedded_guidance, prompt_template, true_cfg_on
 
 VANILLA = "vanilla"
@@ -73,6 +89,8 @@ REAL_LATENT_WINDOW_SIZE = 9
 #: History latent frames at 4x, 2x and 1x compression (the released checkpoints' layout).
 HISTORY_4X, HISTORY_2X, HISTORY_1X = 16, 2, 1
 HISTORY_FRAMES = HISTORY_4X + HISTORY_2X + HISTORY_1X
+#: Names of the history latent blocks handed to `Intervention.transform_history`, in sequence order.
+HISTORY_BLOCKS = ("4x", "2x", "1x")
 #: The plain Llama template for tokenizers without Llama-3's chat tokens (the offline built-in).
 
 #: Defaults; the section counts give num_frames: 4 sections ~ FramePack's 5 s default at 30 fps.
@@ -225,6 +243,25 @@ class SectionContext:
     def model_inputs(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return {name: value.to(dtype) if name.startswith("latents") else value for name, value in values.items()}
+
+    def history_blocks(self) -> dict[str, torch.Tensor]:
+        """The history latents by block ("4x", "2x", "1x"), each (B, C, frames, H, W) in time order;
+        the 1x block is the end of `latents_clean` (its start is the start image, not history)."""
+        return {
+            "4x": self.latents_history_4x,
+            "2x": self.latents_history_2x,
+            "1x": self.latents_clean[:, :, -HISTORY_1X:],
+        }
+
+    def with_history(self, blocks: Mapping[str, torch.Tensor]) -> "SectionContext":
+        """This context with the history latents replaced by `blocks` (as `history_blocks` names them)."""
+        start = self.latents_clean[:, :, :-HISTORY_1X]
+        return replace(
+            self,
+            latents_history_4x=blocks["4x"],
+            latents_history_2x=blocks["2x"],
+            latents_clean=torch.cat([start, blocks["1x"]], dim=2),
+        )
 
 
 @dataclass
@@ -380,6 +417,13 @@ class FramePackBackbone(PipelineBackbone):
         cfg = {"cfg": config.guidance_scale} if true_cfg_on(config) else {}
         return {"embedded": config.embedded_guidance_scale, **cfg}
 
+    supports_attention_hooks = True
+
+    @classmethod
+    def token_roles(cls, config: RunConfig) -> frozenset[Role]:
+        # Every section sees the start image (condition) and the 1x/2x/4x history latents.
+        return frozenset({"noisy", "condition", "history"})
+
     @classmethod
     def total_steps(cls, config: RunConfig) -> int:
         """Every section runs the full schedule: steps x sections."""
@@ -395,6 +439,7 @@ class FramePackBackbone(PipelineBackbone):
         super().__init__(pipeline, device, smoke_test)
         self.settings = settings
         self.template = prompt_template(pipeline.tokenizer)
+        self._hooks: AttentionHooks | None = None  # while a run samples (`hooked_attention`)
 
     @classmethod
     def load(cls, config: RunConfig) -> "FramePackBackbone":
@@ -473,14 +518,104 @@ class FramePackBackbone(PipelineBackbone):
             image_embeds=job.image_embeds,
             # The distilled scale enters the model as guidance * 1000, in the transformer's dtype (as the pipeline does).
             guidance=embedded_guidance(scales["embedded"], hidden_states.shape[0], dtype, self.device),
-            **section.state["context"].model_inputs(dtype),
+            **self.history_context(section).model_inputs(dtype),
         )
-        cond = self.transformer(**inputs, **job.prompt.model_inputs(), return_dict=False)[0]
+        cond = self._forward(inputs, job.prompt, section, "cond")
         if not uncond:
             return cond, None
         if job.negative is None:
             raise RuntimeError("true CFG requested at a step, but the run encoded no negative prompt")
-        return cond, self.transformer(**inputs, **job.negative.model_inputs(), return_dict=False)[0]
+        return cond, self._forward(inputs, job.negative, section, "uncond")
+
+    def _forward(self, inputs: dict[str, Any], text: TextConditions, section: Section, branch: str) -> torch.Tensor:
+        """One transformer forward; with hooks installed, they get this branch's token layout first
+        (the text stream's length is the prompt's own at batch size 1, see the module docstring)."""
+        layouts = section.state.get("layouts")
+        if self._hooks is not None and layouts is not None:
+            self._hooks.layout = layouts[branch]
+        return self.transformer(**inputs, **text.model_inputs(), return_dict=False)[0]
+
+    def history_context(self, section: Section) -> SectionContext:
+        """The section's context with the run's latent-level history transforms applied for this step.
+
+        Each intervention of the run's hooks gets the history blocks (`SectionContext.history_blocks`)
+        and the step context, in order, through `Intervention.transform_history`; the start image
+        and the noisy window are not offered. With no transform changing anything, the context is
+        the section's own (bit-identical inputs).
+        """
+        context: SectionContext = section.state["context"]
+        hooks = self._hooks
+        if hooks is None or hooks.step is None:
+            return context
+        transforms = [t.transform_history for t in hooks.transforms if hasattr(t, "transform_history")]
+        if not transforms:
+            return context
+        blocks = context.history_blocks()
+        changed: Mapping[str, torch.Tensor] = blocks
+        for transform in transforms:
+            changed = transform(changed, hooks.step)
+            if changed.keys() != blocks.keys() or any(changed[k].shape != blocks[k].shape for k in blocks):
+                raise RuntimeError(
+                    f"{transform.__qualname__} must return the history blocks {HISTORY_BLOCKS}, shapes unchanged"
+                )
+        if all(changed[name] is blocks[name] for name in blocks):
+            return context
+        return context.with_history(changed)
+
+    # ----- attention interface -----------------------------------------------------------------
+    def token_layout(self, job: FramePackJob, section: Section) -> TokenLayout:
+        """The prompt branch's joint self-attention sequence while `section` is denoised.
+
+        Latent stream, as the transformer packs it (each block frame-major on its own token grid,
+        H x W the latent size): [4x history: ceil(16/4) x ceil(H/8) x ceil(W/8), replicate-padded |
+        2x history: ceil(2/2) x ceil(H/4) x ceil(W/4), replicate-padded | clean: 1 start-image frame
+        ("condition") then 1 1x-history frame, (H/2) x (W/2) | noisy window: L x (H/2) x (W/2)];
+        the kernels are read from the transformer's clean-x embedders and patch size. Text stream:
+        the SigLIP image tokens, then the prompt's tokens without padding. The negative prompt's
+        layout (true CFG) differs only in the text length; both are kept in `section.state`.
+        """
+        layouts = section.state.get("layouts")
+        if layouts is None:
+            layouts = {"cond": self._layout(job, section, job.prompt)}
+            if job.negative is not None:
+                layouts["uncond"] = self._layout(job, section, job.negative)
+            section.state["layouts"] = layouts
+        return layouts["cond"]
+
+    def _layout(self, job: FramePackJob, section: Section, text: TextConditions) -> TokenLayout:
+        context: SectionContext = section.state["context"]
+        embed, config = self.transformer.clean_x_embedder, self.transformer.config
+        grid = hunyuan_attention.patch_grid
+        history_4x = grid(context.latents_history_4x, embed.proj_4x.kernel_size, padded=True)
+        history_2x = grid(context.latents_history_2x, embed.proj_2x.kernel_size, padded=True)
+        clean_frames, clean_h, clean_w = grid(context.latents_clean, embed.proj.kernel_size, padded=False)
+        history_1x = grid(context.history_blocks()["1x"], embed.proj.kernel_size, padded=False)[0]
+        noisy = grid(section.latents, (config.patch_size_t, config.patch_size, config.patch_size), padded=False)
+        blocks = hunyuan_attention.stacked_blocks([
+            (*history_4x, "history"),
+            (*history_2x, "history"),
+            (clean_frames - history_1x, clean_h, clean_w, "condition"),
+            (history_1x, clean_h, clean_w, "history"),
+            (*noisy, "noisy"),
+        ])
+        if text.mask.shape[0] != 1:
+            raise RuntimeError("framepack runs the transformer at batch size 1")
+        # At batch size 1 the transformer keeps only the unmasked text tokens (no attention mask).
+        text_tokens = int(text.mask.sum())
+        return hunyuan_attention.joint_layout(blocks, [("image", job.image_embeds.shape[1]), ("text", text_tokens)])
+
+    @property
+    def num_attention_layers(self) -> int:
+        return hunyuan_attention.num_attention_layers(self.transformer)
+
+    @contextmanager
+    def hooked_attention(self, hooks: AttentionHooks) -> Iterator[None]:
+        with hunyuan_attention.install_processors(self.transformer, hooks):
+            self._hooks = hooks
+            try:
+                yield
+            finally:
+                self._hooks = None
 
     def scheduler_step(self, job: FramePackJob, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
         return self.pipe.scheduler.step(prediction.float(), section.timesteps[step], section.latents, return_dict=False)[0]

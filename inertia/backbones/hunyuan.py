@@ -9,6 +9,10 @@ the transformer as `guidance * 1000` (the pipeline's `guidance_scale`, our
 `embedded_guidance_scale`). True classifier-free guidance (the pipeline's `true_cfg_scale`, our
 `guidance_scale`) runs a second, negative-prompt forward only when the scale is > 1 and a
 negative prompt is given. A schedule drives "embedded" by default.
+
+Attention: every joint self-attention of the transformer (dual- and single-stream blocks) goes
+through inertia's hook while a run samples (`hunyuan_attention`); the sequence is
+`[video | text]`, the text padded to 256 tokens and masked, so mask-refusing backends are refused.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..core.attention import AttentionHooks, TokenLayout
 from ..core.backbone import PipelineBackbone, Section, single_section
 from ..core.builtin_models import checkpoint_path
 from ..core.checkpoints import BUILTIN_PREFIX, is_builtin, pipeline_class_name, read_checkpoint_json
-from ..core.config import ATTENTION_BACKENDS, RunConfig
+from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.validation import check_frames, check_multiple
-from . import hunyuan_builtin
+from . import hunyuan_attention, hunyuan_builtin
 from .hunyuan_text import TextConditions, check_true_cfg, embedded_guidance, prompt_template, true_cfg_on
 
 PIPELINE = "HunyuanVideoPipeline"
@@ -37,8 +42,6 @@ REAL_DEFAULTS = dict(height=720, width=1280, num_frames=129, steps=50, guidance_
                      embedded_guidance_scale=6.0, fps=24)
 BUILTIN_DEFAULTS = dict(height=64, width=64, num_frames=17, steps=10, guidance_scale=1.0,
                         embedded_guidance_scale=6.0, fps=24)
-#: Backends that refuse an attention mask; HunyuanVideo always masks the text padding.
-MASKLESS_ATTENTION = ("flash", "flash-attn")
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,9 @@ def _check_guidance(config: RunConfig, model: str, facts: CheckpointFacts) -> No
 
 
 def _check_attention(config: RunConfig) -> None:
-    """Fail now rather than at the first attention call, after minutes of loading."""
-    if config.attention in MASKLESS_ATTENTION:
-        allowed = ", ".join(name for name in ATTENTION_BACKENDS if name not in MASKLESS_ATTENTION)
-        raise ConfigError(
-            "attention", f"{config.attention} refuses the text-padding mask hunyuan always passes; allowed: {allowed}"
-        )
+    """Fail now rather than at the first attention call, after minutes of loading: HunyuanVideo
+    masks the text padding in every forward."""
+    hunyuan_attention.refuse_mask_refusing_backend(config, "the text-padding mask hunyuan always passes")
 
 
 def _check_sizes(config: RunConfig, facts: CheckpointFacts) -> None:
@@ -213,6 +213,33 @@ class HunyuanVideoBackbone(PipelineBackbone):
 
         cond = forward(job.cond, "cond")
         return cond, forward(job.uncond, "uncond") if uncond else None
+
+    # ----- attention interface -----------------------------------------------------------------
+    supports_attention_hooks = True
+
+    def token_layout(self, job: HunyuanJob, section: Section) -> TokenLayout:
+        """The joint sequence `[video | text]` of every dual- and single-stream block.
+
+        Video tokens are frame-major after the 1 x 2 x 2 patch embedding: token (f, h, w) at
+        f * H' * W' + h * W' + w, H' x W' = latent size / patch_size, f over latent frames /
+        patch_size_t. Text follows: the Llama tokens as fed, padded to the prompt length (256) and
+        masked, the same length for the prompt and the negative prompt.
+        """
+        _, _, frames, height, width = section.latents.shape
+        config = self.transformer.config
+        grid = (frames // config.patch_size_t, height // config.patch_size, width // config.patch_size)
+        texts = {job.cond.embeds.shape[1]} | ({job.uncond.embeds.shape[1]} if job.uncond is not None else set())
+        if len(texts) != 1:
+            raise RuntimeError(f"prompt and negative prompt were encoded to different lengths {sorted(texts)}")
+        blocks = hunyuan_attention.stacked_blocks([(*grid, "noisy")])
+        return hunyuan_attention.joint_layout(blocks, [("text", texts.pop())])
+
+    @property
+    def num_attention_layers(self) -> int:
+        return hunyuan_attention.num_attention_layers(self.transformer)
+
+    def hooked_attention(self, hooks: AttentionHooks):
+        return hunyuan_attention.install_processors(self.transformer, hooks)
 
     def decode(self, job: HunyuanJob) -> np.ndarray:
         vae = self.pipe.vae

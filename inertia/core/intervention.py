@@ -10,6 +10,13 @@ only the hooks it needs; each is called by the sampling loop at a fixed point:
 * `guidance(ctx, scales)`: return the guidance scales for this step, given those set so far.
 * `transform_qkv(q, k, v, call)`: transform one self-attention call's queries, keys and values
   (after position embeddings, right before the attention backend); see `core.attention`.
+* `transform_history(latents_by_block, ctx)`: transform the clean history latents a backbone with
+  history (FramePack; runs whose `setup.token_roles` hold "history") feeds its model at this step,
+  before they are patch-embedded: a mapping of block name (FramePack: "4x", "2x", "1x") to
+  (batch, channels, frames, height, width) latents in time order; return a mapping with the same
+  names and shapes (the input tensors themselves for blocks left unchanged). Called once per
+  model prediction, for the conditional and unconditional branch alike. It reaches the backbone
+  through the run's attention hooks: an intervention that implements it sets `transforms_attention`.
 """
 
 from __future__ import annotations
@@ -61,6 +68,11 @@ class Intervention:
         """Transform post-position-embedding q, k, v (batch, sequence, heads, head_dim) of one
         self-attention call; `call` gives the layer, the token layout and the step."""
         return query, key, value
+
+    def transform_history(self, latents_by_block, ctx):
+        """Transform the history latents, by block name, that the backbone feeds its model at the
+        step `ctx` (see the module docstring); the default leaves them as they are."""
+        return latents_by_block
 
     def guidance(self, ctx: StepContext, scales: dict[str, float]) -> dict[str, float]:
         """The guidance scales to use at this step."""

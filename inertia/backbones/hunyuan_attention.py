@@ -1,0 +1,229 @@
+"""The attention interface shared by the HunyuanVideo family (hunyuan, framepack).
+
+Both transformers (`HunyuanVideoTransformer3DModel`, `HunyuanVideoFramepackTransformer3DModel`)
+run joint self-attention of the latent stream with the text stream, sequence `[latent | text]`,
+through diffusers' `HunyuanVideoAttnProcessor2_0` in two kinds of block:
+
+* dual-stream blocks (`transformer_blocks[i].attn`): the latent and text streams have their own
+  projections (`to_q/k/v` and `add_q/k/v_proj`) and are joined after RoPE;
+* single-stream blocks (`single_transformer_blocks[i].attn`): one projection of the joined sequence.
+
+While a run is sampled, `HookedHunyuanVideoAttention` replaces the stock processor of every one of
+these modules. Layers are numbered for transforms as the model runs them: dual-stream blocks
+0 .. D-1, then single-stream blocks D .. D+S-1. The text refiner's self-attention inside
+`context_embedder` attends over text tokens only (no video token, no position embedding) and keeps
+its stock processor.
+
+Which backends can run: HunyuanVideo masks the text padding in every forward; FramePack drops the
+padding instead at batch size 1 and passes no mask then (a mask only at batch size > 1).
+`MASK_REFUSING_ATTENTION` are the backends that refuse any attention mask: a backbone that always
+passes one refuses them before loading (`refuse_mask_refusing_backend`), and the processor refuses
+them, with the same kind of error, at the first call that does pass a mask.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+
+from ..core.attention import AttentionHooks, TokenLayout, VideoBlock, processors_installed
+from ..core.config import ATTENTION_BACKENDS, RunConfig
+from ..core.errors import ConfigError
+
+#: inertia attention backends (`RunConfig.attention`) whose kernels refuse an attention mask:
+#: PyTorch's flash SDPA kernel and the flash-attn package (its varlen variant takes a mask).
+MASK_REFUSING_ATTENTION: tuple[str, ...] = ("flash", "flash-attn")
+#: The same backends by their diffusers names (what the processor sees at run time).
+_MASK_REFUSING_DIFFUSERS = {ATTENTION_BACKENDS[name]: name for name in MASK_REFUSING_ATTENTION}
+
+
+def mask_capable_backends() -> str:
+    """The inertia attention backends that accept a mask, for error messages."""
+    return ", ".join(name for name in ATTENTION_BACKENDS if name not in MASK_REFUSING_ATTENTION)
+
+
+def refuse_mask_refusing_backend(config: RunConfig, mask: str) -> None:
+    """Before loading: refuse a backend that cannot take the mask the backbone always passes (`mask`
+    says which, e.g. "the text-padding mask hunyuan always passes")."""
+    if config.attention in MASK_REFUSING_ATTENTION:
+        raise ConfigError("attention", f"{config.attention} refuses {mask}; allowed: {mask_capable_backends()}")
+
+
+def _refused_backend(backend: Any) -> str | None:
+    """The inertia name of `backend` (None = the active diffusers backend) if it refuses masks."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    if backend is None:
+        backend, _ = _AttentionBackendRegistry.get_active_backend()
+    return _MASK_REFUSING_DIFFUSERS.get(getattr(backend, "value", backend))
+
+
+class HookedHunyuanVideoAttention:
+    """The joint self-attention of one HunyuanVideo/FramePack block, with inertia's hook between the
+    position embedding and the attention backend.
+
+    Computes exactly what diffusers' `HunyuanVideoAttnProcessor2_0` computes, operation for
+    operation (bit-identical with no transform registered): q/k/v projections, per-head q/k RMS
+    norms, RoPE on the latent part of q and k, the text stream's projections joined after the
+    latent stream, then `dispatch_attention_fn` with the processor's backend (None = the active
+    diffusers backend, i.e. the run's `--attention`) and the attention mask the model passes.
+
+    Position embeddings and the hook: RoPE is applied *before* the hook, so transforms see post-RoPE
+    queries and keys of the latent tokens; text tokens carry no position embedding; values carry
+    none. The hook sees the whole joint sequence `[latent | text]` as (batch, sequence, heads,
+    head_dim), described by the backbone's `TokenLayout`.
+
+    `__call__` declares exactly the stock processor's parameters: the legacy `Attention.forward`
+    drops keyword arguments the processor's signature does not name (e.g. `image_rotary_emb`).
+    """
+
+    #: As for diffusers' dispatching processors: None = the active backend (`attention_backend`).
+    _attention_backend = None
+    _parallel_config = None
+
+    def __init__(self, layer: int, hooks: AttentionHooks, stock: Any = None):
+        self.layer, self.hooks = layer, hooks
+        # Keep a backend / context-parallel setting made on the stock processor (set_attention_backend).
+        if stock is not None:
+            self._attention_backend = getattr(stock, "_attention_backend", None)
+            self._parallel_config = getattr(stock, "_parallel_config", None)
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        single_stream = attn.add_q_proj is None and encoder_hidden_states is not None
+        if single_stream:
+            hidden_states = torch.cat([hidden_states, encoder_hidden_states], dim=1)
+
+        query = attn.to_q(hidden_states)
+        key = attn.to_k(hidden_states)
+        value = attn.to_v(hidden_states)
+        query = query.unflatten(2, (attn.heads, -1))
+        key = key.unflatten(2, (attn.heads, -1))
+        value = value.unflatten(2, (attn.heads, -1))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        if image_rotary_emb is not None:  # RoPE on the latent stream only
+            if single_stream:
+                text = encoder_hidden_states.shape[1]
+                query = torch.cat(
+                    [apply_rotary_emb(query[:, :-text], image_rotary_emb, sequence_dim=1), query[:, -text:]], dim=1
+                )
+                key = torch.cat(
+                    [apply_rotary_emb(key[:, :-text], image_rotary_emb, sequence_dim=1), key[:, -text:]], dim=1
+                )
+            else:
+                query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+                key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+
+        if attn.add_q_proj is not None and encoder_hidden_states is not None:  # dual-stream: the text stream
+            encoder_query = attn.add_q_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+            encoder_key = attn.add_k_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+            encoder_value = attn.add_v_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+            if attn.norm_added_q is not None:
+                encoder_query = attn.norm_added_q(encoder_query)
+            if attn.norm_added_k is not None:
+                encoder_key = attn.norm_added_k(encoder_key)
+            query = torch.cat([query, encoder_query], dim=1)
+            key = torch.cat([key, encoder_key], dim=1)
+            value = torch.cat([value, encoder_value], dim=1)
+
+        # Position embeddings are applied above: transforms see post-RoPE queries and keys.
+        query, key, value = self.hooks.apply(query, key, value, self.layer)
+        if attention_mask is not None:
+            self._check_mask_support()
+        hidden_states = dispatch_attention_fn(
+            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
+            backend=self._attention_backend, parallel_config=self._parallel_config,
+        )
+        hidden_states = hidden_states.flatten(2, 3)
+        hidden_states = hidden_states.to(query.dtype)
+
+        if encoder_hidden_states is not None:
+            text = encoder_hidden_states.shape[1]
+            hidden_states, encoder_hidden_states = hidden_states[:, :-text], hidden_states[:, -text:]
+            if getattr(attn, "to_out", None) is not None:
+                hidden_states = attn.to_out[0](hidden_states)
+                hidden_states = attn.to_out[1](hidden_states)
+            if getattr(attn, "to_add_out", None) is not None:
+                encoder_hidden_states = attn.to_add_out(encoder_hidden_states)
+        return hidden_states, encoder_hidden_states
+
+    def _check_mask_support(self) -> None:
+        refused = _refused_backend(self._attention_backend)
+        if refused is not None:
+            raise ConfigError(
+                "attention",
+                f"{refused} refuses the attention mask this forward passes (text padding at batch size > 1); "
+                f"allowed: {mask_capable_backends()}",
+            )
+
+
+# ----- installing the processors -------------------------------------------------------------------
+def attention_modules(transformer: Any) -> list[Any]:
+    """The joint self-attention modules in the order the model runs them (dual-, then single-stream)."""
+    return [block.attn for block in transformer.transformer_blocks] + [
+        block.attn for block in transformer.single_transformer_blocks
+    ]
+
+
+def num_attention_layers(transformer: Any) -> int:
+    return len(transformer.transformer_blocks) + len(transformer.single_transformer_blocks)
+
+
+def install_processors(transformer: Any, hooks: AttentionHooks) -> AbstractContextManager[None]:
+    """Route every joint self-attention of `transformer` through `hooks` for the duration; the stock
+    processors come back afterwards. Uses each module's `set_processor` (FramePack's transformer
+    lacks diffusers' `AttentionMixin`)."""
+    modules = attention_modules(transformer)
+    processors = [HookedHunyuanVideoAttention(i, hooks, module.processor) for i, module in enumerate(modules)]
+    return processors_installed(modules, processors)
+
+
+# ----- token layouts ---------------------------------------------------------------------------------
+def patch_grid(latents: torch.Tensor, kernel: tuple[int, int, int], padded: bool) -> tuple[int, int, int]:
+    """(frames, rows, columns) of tokens a stride = kernel 3-D patch embedding makes of (B, C, F, H, W)
+    latents; `padded`: the input is first padded up to a multiple of the kernel (FramePack's 2x/4x
+    history embedders replicate-pad), else the remainder is dropped (a plain strided convolution)."""
+    sizes = latents.shape[2:]
+    if padded:
+        return tuple(-(-size // k) for size, k in zip(sizes, kernel))  # type: ignore[return-value]
+    return tuple(size // k for size, k in zip(sizes, kernel))  # type: ignore[return-value]
+
+
+def joint_layout(blocks: list[VideoBlock], text_spans: list[tuple[str, int]]) -> TokenLayout:
+    """The joint sequence: the latent stream's blocks back to back from position 0, then the text
+    stream's named spans (name, length) in order."""
+    position = 0
+    for block in blocks:
+        if block.start != position:
+            raise ValueError(f"latent blocks must be contiguous from 0; {block} does not start at {position}")
+        position = block.stop
+    spans: dict[str, tuple[int, int]] = {}
+    for name, length in text_spans:
+        spans[name] = (position, position + length)
+        position += length
+    return TokenLayout(position, tuple(blocks), spans)
+
+
+def stacked_blocks(grids: list[tuple[int, int, int, str]]) -> list[VideoBlock]:
+    """VideoBlocks for consecutive (frames, rows, columns, role) grids, starting at position 0."""
+    blocks, start = [], 0
+    for frames, rows, columns, role in grids:
+        block = VideoBlock(start, frames, rows, columns, role)  # type: ignore[arg-type]
+        blocks.append(block)
+        start = block.stop
+    return blocks
