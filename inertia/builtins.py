@@ -5,6 +5,7 @@ from __future__ import annotations
 from .backbones.cogvideox import CogVideoXBackbone
 from .backbones.framepack import FramePackBackbone
 from .backbones.hunyuan import HunyuanVideoBackbone
+from .backbones.testbed import TestbedBackbone
 from .backbones.wan import WanBackbone
 from .interventions.dynamic_cfg import DynamicCfg
 from .interventions.guidance import Boost, Decay, Relax
@@ -14,7 +15,7 @@ from .registry import hookimpl
 
 @hookimpl
 def inertia_backbones():
-    return [WanBackbone, HunyuanVideoBackbone, CogVideoXBackbone, FramePackBackbone]
+    return [WanBackbone, HunyuanVideoBackbone, CogVideoXBackbone, FramePackBackbone, TestbedBackbone]
 
 
 @hookimpl

@@ -1,4 +1,4 @@
-"""Command line: `inertia run`, `inertia score`, `inertia plugins`.
+"""Command line: `inertia run`, `inertia score`, `inertia plugins`, `inertia testbed`.
 
 User mistakes print one line (`error: field: what is allowed`) and exit with status 2, before
 any model loads; no Python traceback is shown for them.
@@ -66,10 +66,39 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", type=Path, default=None,
                        help="directory for new records of videos that have no run record (default: beside each video)")
 
+    _add_testbed_commands(commands)
 
     plugins = commands.add_parser("plugins", help="list backbones, interventions and metrics with their parameters")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _add_testbed_commands(commands) -> None:
+    """`inertia testbed train|evaluate|set-defaults`: the test-bed model's training and evaluation."""
+    from .testbed import evaluate as testbed_evaluate
+    from .testbed import train as testbed_train
+
+    testbed = commands.add_parser("testbed", help="train and evaluate the test-bed model (synthetic ball physics)")
+    actions = testbed.add_subparsers(dest="testbed_command", required=True)
+    train = actions.add_parser("train", help="train the test-bed model (flow matching on simulator clips)",
+                               description=testbed_train.__doc__.split("\n\n")[0])
+    testbed_train.add_arguments(train)
+    evaluate = actions.add_parser("evaluate", help="held-out static-death rate of a trained test-bed model",
+                                  description=testbed_evaluate.__doc__.split("\n\n")[0])
+    testbed_evaluate.add_arguments(evaluate)
+    defaults = actions.add_parser("set-defaults", help="set the sampling defaults a trained test-bed model declares")
+    testbed_train.add_defaults_arguments(defaults)
+
+
+def command_testbed(args: argparse.Namespace) -> int:
+    from .testbed import evaluate as testbed_evaluate
+    from .testbed import train as testbed_train
+
+    return {
+        "train": testbed_train.command,
+        "evaluate": testbed_evaluate.command,
+        "set-defaults": testbed_train.defaults_command,
+    }[args.testbed_command](args)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -132,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:
-        commands = {"run": command_run, "score": command_score, "plugins": command_plugins}
+        commands = {"run": command_run, "score": command_score, "plugins": command_plugins, "testbed": command_testbed}
         return commands[args.command](args)
     except NonFiniteLatentsError as error:
         print(f"error: {error}", file=sys.stderr)

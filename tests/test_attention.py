@@ -17,7 +17,7 @@ from inertia.core.runner import ModelCache, generate, plan_run
 from inertia.core.temporal_blur import blur_frames
 from inertia.interventions.unlearn import Unlearn, UnlearnParams
 
-SIZE = dict(height=32, width=48, num_frames=9, steps=3, device="cpu", seed=3)
+SIZE = dict(backbone="wan", height=32, width=48, num_frames=9, steps=3, device="cpu", seed=3)
 
 
 def plan(*interventions, **overrides):

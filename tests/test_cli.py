@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(tmp_path, *args: str) -> dict:
-    assert main(["run", "--quiet", "--out", str(tmp_path), "--steps", "6", *args]) == 0
+    assert main(["run", "--backbone", "wan", "--quiet", "--out", str(tmp_path), "--steps", "6", *args]) == 0
     (record_path,) = tmp_path.glob("*/record.json")
     return json.loads(record_path.read_text())
 
@@ -90,7 +90,7 @@ BAD_INPUTS = [
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks CPU-only refusals")
 @pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
 def test_bad_input_is_one_line_and_exit_2_before_any_model_loads(tmp_path, capsys, no_model_loading, args, message):
-    assert main(["run", "--quiet", "--out", str(tmp_path), *args]) == 2
+    assert main(["run", "--backbone", "wan", "--quiet", "--out", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert __import__("re").search(message, err), err
@@ -99,9 +99,9 @@ def test_bad_input_is_one_line_and_exit_2_before_any_model_loads(tmp_path, capsy
 
 def test_image_given_to_a_text_only_model_and_missing_for_image_to_video(tmp_path, capsys, no_model_loading,
                                                                           wan_t2v_dir, wan_i2v_dir, image_file):
-    assert main(["run", "--model", str(wan_t2v_dir), "--image", str(image_file)]) == 2
+    assert main(["run", "--backbone", "wan", "--model", str(wan_t2v_dir), "--image", str(image_file)]) == 2
     assert f"error: image: wan model {wan_t2v_dir} is text-to-video; it takes no image: drop --image" in capsys.readouterr().err
-    assert main(["run", "--model", str(wan_i2v_dir)]) == 2
+    assert main(["run", "--backbone", "wan", "--model", str(wan_i2v_dir)]) == 2
     assert "is image-to-video; it needs a conditioning image: give --image" in capsys.readouterr().err
 
 

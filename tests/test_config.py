@@ -34,7 +34,7 @@ def test_hash_names_the_run_and_ignores_the_output_directory(tmp_path):
     a = RunConfig(seed=1)
     assert a.run_hash() == RunConfig(seed=1, out_dir=tmp_path).run_hash()
     assert a.run_hash() != RunConfig(seed=2).run_hash()
-    assert a.run_dir().name == f"wan-{a.run_hash()}"
+    assert a.run_dir().name == f"testbed-{a.run_hash()}"
 
 
 def test_resolved_config_records_every_parameter_so_equal_runs_hash_equally():

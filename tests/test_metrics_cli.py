@@ -18,7 +18,7 @@ from inertia.core.metric import Metric
 from inertia.core.runner import execute, plan_run
 from inertia.metrics.scoring import MetricSuite, build_metrics, metric_keys, metric_rows
 
-FAST = ["--quiet", "--steps", "2", "--frames", "9"]
+FAST = ["--backbone", "wan", "--quiet", "--steps", "2", "--frames", "9"]
 
 
 def moving_video(path: Path, speed: int = 4, frames: int = 9, fps: int = 8) -> Path:
@@ -167,7 +167,7 @@ def test_missing_weights_stop_the_run_before_the_video_model_loads(tmp_path, no_
     manager = registry_module.make_plugin_manager(load_entry_points=False)
     manager.register(_Plugin(), name="test-plugin")
     registry = registry_module.build_registry(manager)
-    plan = plan_run(RunConfig(out_dir=tmp_path, steps=2, num_frames=9, metrics=[PluginSpec(name="unloadable")]), registry)
+    plan = plan_run(RunConfig(backbone="wan", out_dir=tmp_path, steps=2, num_frames=9, metrics=[PluginSpec(name="unloadable")]), registry)
     with pytest.raises(InertiaError, match="weights test/weights not available"):
         execute(plan, progress=False)  # WanBackbone.load would raise AssertionError
     assert not list(tmp_path.iterdir())

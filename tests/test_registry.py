@@ -60,7 +60,7 @@ def test_third_party_plugin_is_discovered_through_the_entry_point_group(installe
 
 
 def test_third_party_intervention_runs_like_a_builtin(installed_plugin):
-    config = RunConfig(device="cpu", steps=3, num_frames=5, height=32, width=32,
+    config = RunConfig(backbone="wan", device="cpu", steps=3, num_frames=5, height=32, width=32,
                        interventions=[PluginSpec.parse("constant_cfg:value=2.5")])
     result = generate(plan_run(config, registry=installed_plugin), progress=False)
     assert [step.guidance for step in result.trace] == [{"cfg": 2.5}] * 3

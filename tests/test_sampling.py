@@ -19,7 +19,7 @@ def test_nan_latents_stop_the_run_at_the_step_they_appear(monkeypatch):
         return latents * float("nan") if step == 2 else latents
 
     monkeypatch.setattr(WanBackbone, "scheduler_step", poisoned)
-    plan = plan_run(RunConfig(device="cpu", steps=5, num_frames=5, height=32, width=32))
+    plan = plan_run(RunConfig(backbone="wan", device="cpu", steps=5, num_frames=5, height=32, width=32))
     with pytest.raises(NonFiniteLatentsError, match=r"latents became NaN/Inf at step 2 \(sigma 0\.\d+\); run stopped"):
         generate(plan, progress=False)
 
@@ -34,7 +34,7 @@ def test_cfg_scale_of_exactly_one_skips_the_unconditional_forward(monkeypatch):
 
     monkeypatch.setattr(WanBackbone, "predict", counting)
     # relax with beta 1 and no decay reaches s_min = 1 only where sigma = 1; boost never does.
-    plan = plan_run(RunConfig(device="cpu", steps=3, num_frames=5, height=32, width=32, guidance_scale=2.0))
+    plan = plan_run(RunConfig(backbone="wan", device="cpu", steps=3, num_frames=5, height=32, width=32, guidance_scale=2.0))
     result = generate(plan, progress=False)
     assert calls == [True, True, True]
     assert all(isinstance(step.sigma, float) for step in result.trace)

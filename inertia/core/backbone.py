@@ -52,6 +52,10 @@ class Backbone(ABC):
     default_models: ClassVar[Mapping[str, str]]
     #: Guidance scales a schedule can drive on this family ("cfg", "embedded").
     guidance_targets: ClassVar[tuple[str, ...]] = ("cfg",)
+    #: Write videos without chroma subsampling or quantisation (tiny videos whose metrics read colours).
+    lossless_video: ClassVar[bool] = False
+    #: The prompt of a run that gives none: the seed research's motion that large models refuse.
+    default_prompt: ClassVar[str] = "a man performs a backflip"
 
     # ----- before any model loads -------------------------------------------------------
     @classmethod

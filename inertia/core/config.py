@@ -64,9 +64,9 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backbone: str = "wan"
+    backbone: str = "testbed"
     model: str | None = Field(None, description="hub id or local directory; None = the built-in smoke-test model")
-    prompt: str = "a man performs a backflip"
+    prompt: str | None = Field(None, description="text prompt; None = the backbone's default prompt")
     negative_prompt: str = ""
     image: Path | None = Field(None, description="conditioning image for image-to-video")
     height: int | None = Field(None, gt=0)

@@ -39,10 +39,12 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18) -> None:
-    """Write uint8 frames (T, H, W, 3) as H.264 (yuv420p) with PyAV, atomically.
+def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18, lossless: bool = False) -> None:
+    """Write uint8 frames (T, H, W, 3) as H.264 with PyAV, atomically.
 
-    yuv420p needs even sides, so odd sizes are padded by edge replication (one pixel at most).
+    Default: yuv420p (plays everywhere); odd sizes are padded by edge replication (one pixel at
+    most). `lossless`: full-resolution colour (yuv444p) at quantiser 0, for videos whose metrics
+    read exact colours (the test bed's 32x32 balls would bleed under 4:2:0 chroma subsampling).
     """
     import av
 
@@ -55,8 +57,8 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18) -> None:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf)}
+            stream.pix_fmt = "yuv444p" if lossless else "yuv420p"
+            stream.options = {"qp": "0"} if lossless else {"crf": str(crf)}
             for frame in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     container.mux(packet)

@@ -51,6 +51,8 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> PlannedRun:
     """Resolve defaults and check backbone, sizes, device, interventions and metrics; raises ConfigError."""
     registry = registry or default_registry()
     backbone = registry.backbones.get(config.backbone, "backbone")
+    if config.prompt is None:
+        config = config.model_copy(update={"prompt": backbone.default_prompt})
     resolved = backbone.resolve(resolve_runtime(config))
     interventions = [
         registry.interventions.get(spec.name, f"interventions[{i}]").from_spec(spec.params, spec.name)
@@ -134,7 +136,7 @@ def execute(plan: PlannedRun, models: ModelCache | None = None, progress: bool =
     result = generate(plan, models, progress)
     frames = frames_to_uint8(result.frames)
     run_dir = plan.run_dir
-    write_mp4(run_dir / VIDEO_NAME, frames, fps=config.fps)
+    write_mp4(run_dir / VIDEO_NAME, frames, fps=config.fps, lossless=plan.backbone.lossless_video)
     save_config(config, run_dir / CONFIG_NAME)
     record = {
         "run_hash": config.run_hash(),

@@ -13,5 +13,6 @@ def builtin_metrics() -> list[type]:
     from .flicker import Flicker
     from .lpips_temporal import LPIPSTemporal
     from .motion import Motion
+    from .physics import Physics
 
-    return [Action, Clip, LPIPSTemporal, Motion, Flicker]
+    return [Action, Clip, LPIPSTemporal, Motion, Flicker, Physics]

@@ -1,0 +1,292 @@
+"""The test-bed model (`inertia.testbed`) behind the denoise-step interface.
+
+A small image-to-video flow-matching model trained on the simulator's ball clips, biased toward
+static clips so that it shows static death; its physics is known exactly, so every video can be
+scored against the truth (`inertia.testbed.physics`, `inertia testbed evaluate`).
+
+The first frame comes from `--image` (a 32x32 RGB image) or, without one, from the simulator:
+the prompt is parsed with the test bed's grammar and its balls are laid out from the run seed
+(`inertia.testbed.data.commanded_spec`), so `--prompt "the red ball rolls left fast"` needs no
+image and the truth of the run is `commanded_spec(prompt, seed)`.
+
+Denoising runs on pixels (no VAE): latents are (B, 3, 17, 32, 32) in [-1, 1]; the condition
+(mask + first frame) is concatenated on the channel axis at every step, as Wan I2V does. True
+CFG; the conditional and unconditional branches run as one batched forward, exactly as the
+reference `TestbedPipeline.__call__` does (bit-identical on CPU).
+
+Attention: the transformer is diffusers' `WanTransformer3DModel`, so its attention is routed like
+Wan's: self-attention (`attn1`) is over video tokens only, laid out frame-major
+(index f * 64 + h * 8 + w after the 1x4x4 patchify: `token_layout`), RoPE applied inside the
+processor before attention; the text enters through cross-attention (`attn2`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from ..core.attention import AttentionHooks, Role, TokenLayout, VideoBlock, processors_installed
+from ..core.backbone import Backbone, Section
+from ..core.checkpoints import read_checkpoint_json
+from ..core.config import RunConfig
+from ..core.errors import ConfigError
+from ..core.validation import check_image_file, reject_embedded_guidance
+
+#: The name `config.model` takes for the shipped checkpoint (package data inertia/testbed/weights/);
+#: the resolved config appends "@" and a digest of the weights, so a retrained model never reuses
+#: the outputs of an older one.
+DEFAULT_MODEL = "package:inertia/testbed/weights"
+#: The prompt of a run that gives none (a commanded motion, in the test bed's grammar).
+DEFAULT_PROMPT = "the red ball rolls right fast"
+#: When a checkpoint's model_index.json names none of these (it always does when written by
+#: `inertia testbed train`).
+FALLBACK = dict(height=32, width=32, num_frames=17, max_sequence_length=128, default_steps=20,
+                default_guidance_scale=3.0, default_fps=8)
+TRAIN_HINT = ("train them with `inertia testbed train --out runs/testbed` (about 10 minutes on one GPU) and "
+              "copy runs/testbed/model to inertia/testbed/weights, or pass --model DIR with a trained checkpoint")
+
+
+def default_weights_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "testbed" / "weights"
+
+
+def model_path(model: str) -> Path:
+    """The directory a resolved or requested `config.model` names."""
+    if model.split("@", 1)[0] == DEFAULT_MODEL:
+        return default_weights_dir()
+    return Path(model).expanduser()
+
+
+def _weights_digest(path: Path) -> str:
+    """First 12 hex digits of the sha256 of the checkpoint's safetensors files (cached per file state)."""
+    files = sorted(path.glob("*/*.safetensors"))
+    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _digest_of(path, stats)
+
+
+@lru_cache(maxsize=8)
+def _digest_of(path: Path, stats: tuple) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in stats:
+        file = Path(name)
+        digest.update(file.relative_to(path).as_posix().encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _model_settings(model: str) -> dict[str, Any]:
+    """model_index.json of a test-bed checkpoint; ConfigError if it is missing or not one."""
+    path = model_path(model)
+    if model.split("@", 1)[0] == DEFAULT_MODEL and not (path / "model_index.json").is_file():
+        raise ConfigError("model", f"the test-bed weights are missing ({path} does not exist); {TRAIN_HINT}")
+    if not path.is_dir():
+        raise ConfigError("model", f"{model} is not a local directory; the test-bed backbone loads a trained checkpoint "
+                                   f"directory (hub ids are not supported); {TRAIN_HINT}")
+    index = read_checkpoint_json(str(path), "model_index.json")
+    if index is None:
+        raise ConfigError("model", f"{path} has no model_index.json; {TRAIN_HINT}")
+    if index.get("_class_name") != "TestbedPipeline":
+        raise ConfigError("model", f"{path} is a {index.get('_class_name')} checkpoint; the test-bed backbone needs a "
+                                   f"TestbedPipeline checkpoint (written by `inertia testbed train`)")
+    return {**FALLBACK, **{k: index[k] for k in FALLBACK if k in index}}
+
+
+@dataclass
+class TestbedJob:
+    """A batch of videos sharing steps and guidance (batch 1 for an ordinary run)."""
+
+    embeds: torch.Tensor  # (B, L, D)
+    negative_embeds: torch.Tensor  # (B, L, D)
+    condition: torch.Tensor  # (B, 4, T, H, W): mask | first frame
+    latents: torch.Tensor  # (B, 3, T, H, W)
+    scheduler: Any
+    first_frames: np.ndarray  # uint8 (B, H, W, 3)
+    specs: list  # simulator ClipSpec per video (the truth), None where the first frame came from an image
+
+
+class TestbedBackbone(Backbone):
+    __test__ = False  # not a pytest class
+    name = "testbed"
+    description = ("The test-bed model: a small pixel-space Wan transformer trained on the simulator's ball clips, "
+                   "biased toward static clips (it shows static death); image-to-video, true CFG, exact physics metrics.")
+    modes = ("i2v",)
+    default_models: ClassVar[Mapping[str, str]] = {"i2v": DEFAULT_MODEL}
+    guidance_targets = ("cfg",)
+    supports_attention_hooks = True
+    default_prompt = DEFAULT_PROMPT
+    lossless_video = True
+
+    # ----- before any model loads ------------------------------------------------------------------
+    @classmethod
+    def resolve(cls, config: RunConfig) -> RunConfig:
+        requested = config.model or DEFAULT_MODEL
+        settings = _model_settings(requested)
+        model = requested
+        if requested.split("@", 1)[0] == DEFAULT_MODEL:
+            model = f"{DEFAULT_MODEL}@{_weights_digest(default_weights_dir())}"
+        filled = dict(
+            height=config.height or settings["height"], width=config.width or settings["width"],
+            num_frames=config.num_frames or settings["num_frames"], steps=config.steps or settings["default_steps"],
+            guidance_scale=settings["default_guidance_scale"] if config.guidance_scale is None else config.guidance_scale,
+            fps=config.fps or settings["default_fps"],
+        )
+        resolved = config.model_copy(update={**filled, "model": model})
+        reject_embedded_guidance(cls.name, resolved)
+        for field, key in (("height", "height"), ("width", "width"), ("num_frames", "num_frames")):
+            value, trained = getattr(resolved, field), settings[key]
+            if value != trained:
+                raise ConfigError(field, f"{value} is not what the test-bed model generates (it was trained on "
+                                         f"{settings['height']}x{settings['width']} frames, {settings['num_frames']} a clip); "
+                                         f"allowed: {trained}")
+        limit = settings["max_sequence_length"] - 1  # one token for EOS
+        for field in ("prompt", "negative_prompt"):
+            size = len(getattr(resolved, field).encode("utf-8"))
+            if size > limit:
+                raise ConfigError(field, f"{size} bytes is longer than the test-bed text encoder takes ({limit} bytes)")
+        if resolved.image is not None:
+            check_image_file("image", resolved.image)
+            _check_image_size(resolved.image, resolved.height, resolved.width)
+        else:
+            _check_prompt_grammar(resolved.prompt)
+        return resolved
+
+    @classmethod
+    def token_roles(cls, config: RunConfig) -> frozenset[Role]:
+        # Always image-to-video: frame 0 is the given first frame (mask channel 1 there).
+        return frozenset({"noisy", "condition"})
+
+    @classmethod
+    def load_key(cls, config: RunConfig) -> tuple:
+        # The first frame (image or rendered) is an input, not part of the loaded model.
+        return (cls.name, config.model, config.dtype, config.device)
+
+    # ----- loading -------------------------------------------------------------------------------------
+    def __init__(self, pipeline: Any, device: torch.device):
+        self.pipe = pipeline
+        self.transformer = pipeline.transformer
+        self.device = device
+        self.smoke_test = False
+
+    @classmethod
+    def load(cls, config: RunConfig) -> "TestbedBackbone":
+        from ..testbed.model import load_pipeline
+
+        device = torch.device(config.device)
+        return cls(load_pipeline(model_path(config.model), dtype=getattr(torch, config.dtype), device=device), device)
+
+    # ----- denoise-step interface ------------------------------------------------------------------
+    def prepare(self, config: RunConfig, generator: torch.Generator) -> TestbedJob:
+        return self.prepare_batch([config], [generator])
+
+    def prepare_batch(self, configs: Sequence[RunConfig], generators: Sequence[torch.Generator]) -> TestbedJob:
+        """One job for several videos that share model, steps and guidance (for evaluation)."""
+        from ..testbed import simulator as sim
+        from ..testbed.data import commanded_spec
+        from ..testbed.model import first_frame_condition, frames_to_tensor
+
+        first = configs[0]
+        shared = ("model", "steps", "guidance_scale", "height", "width", "num_frames", "dtype", "device", "interventions")
+        for config in configs[1:]:
+            differ = [k for k in shared if getattr(config, k) != getattr(first, k)]
+            if differ:
+                raise ValueError(f"prepare_batch: configs differ in {', '.join(differ)}")
+        pipe, device = self.pipe, self.device
+        frames, specs = [], []
+        for config in configs:
+            if config.image is not None:
+                frames.append(_read_image(config.image))
+                specs.append(None)
+            else:
+                spec = commanded_spec(config.prompt, config.seed, num_frames=config.num_frames,
+                                      height=config.height, width=config.width)
+                frames.append(sim.render(spec).frames[0])
+                specs.append(spec)
+        first_frames = np.stack(frames)
+        condition = first_frame_condition(frames_to_tensor(first_frames[:, None])[:, :, 0], first.num_frames).to(device)
+        embeds = pipe.encode_prompt([c.prompt for c in configs], device)
+        negative = pipe.encode_prompt([c.negative_prompt for c in configs], device)
+        latents = torch.cat([pipe.initial_noise(g) for g in generators]).to(device)
+        scheduler = pipe.fresh_scheduler()
+        scheduler.set_timesteps(first.steps, device=device)
+        return TestbedJob(embeds, negative, condition, latents, scheduler, first_frames, specs)
+
+    def sections(self, job: TestbedJob) -> Iterator[Section]:
+        scheduler = job.scheduler
+        scheduler.set_begin_index(0)
+        sigmas = [float(s) for s in scheduler.sigmas[: len(scheduler.timesteps)]]
+        section = Section(index=0, count=1, latents=job.latents, timesteps=scheduler.timesteps, sigmas=sigmas)
+        yield section
+        job.latents = section.latents
+
+    def predict(
+        self, job: TestbedJob, section: Section, step: int, scales: Mapping[str, float], uncond: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.pipe.guided_velocities(
+            section.latents, job.condition, section.timesteps[step], job.embeds, job.negative_embeds if uncond else None
+        )
+
+    def scheduler_step(self, job: TestbedJob, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
+        return job.scheduler.step(prediction, section.timesteps[step], section.latents, return_dict=False)[0]
+
+    # ----- attention interface ----------------------------------------------------------------------
+    def token_layout(self, job: TestbedJob, section: Section) -> TokenLayout:
+        """Video tokens only, frame-major; frame 0 is the conditioning frame (as in Wan I2V)."""
+        _, _, frames, height, width = section.latents.shape
+        _, patch_h, patch_w = self.transformer.config.patch_size
+        grid = (height // patch_h, width // patch_w)
+        blocks = (VideoBlock(0, 1, *grid, "condition"), VideoBlock(grid[0] * grid[1], frames - 1, *grid, "noisy"))
+        return TokenLayout(frames * grid[0] * grid[1], blocks)
+
+    @property
+    def num_attention_layers(self) -> int:
+        return len(self.transformer.blocks)
+
+    def hooked_attention(self, hooks: AttentionHooks):
+        # The transformer is diffusers' WanTransformer3DModel: Wan's hooked self-attention applies as is.
+        from .wan import HookedWanSelfAttention
+
+        modules = [block.attn1 for block in self.transformer.blocks]
+        return processors_installed(modules, (HookedWanSelfAttention(i, hooks) for i in range(len(modules))))
+
+    def decode(self, job: TestbedJob) -> np.ndarray:
+        return self.decode_batch(job)[0]
+
+    def decode_batch(self, job: TestbedJob) -> np.ndarray:
+        """float32 frames (B, T, H, W, 3) in [0, 1]: the pixels themselves (no VAE)."""
+        from ..testbed.model import tensor_to_frames
+
+        return tensor_to_frames(job.latents)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _check_image_size(path: Path, height: int, width: int) -> None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        w, h = image.size
+    if (h, w) != (height, width):
+        raise ConfigError("image", f"{path} is {w}x{h}; the test-bed model conditions on a {width}x{height} first frame "
+                                   "(resize it, or leave out --image to have the simulator render one from the prompt)")
+
+
+def _check_prompt_grammar(prompt: str) -> None:
+    from ..testbed.simulator import parse_prompt
+
+    try:
+        parse_prompt(prompt)
+    except ValueError as error:
+        raise ConfigError("prompt", f"without --image the simulator renders the first frame from the prompt, which must "
+                                    f"follow the test-bed grammar: {error}") from None

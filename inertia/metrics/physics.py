@@ -1,0 +1,62 @@
+"""physics: exact test-bed metrics, from ball centroids parsed by colour (no weights).
+
+For a video of the test-bed backbone generated from a prompt alone, the simulator's truth is
+the clip that prompt commands from the same seed (`testbed.data.commanded_spec`): the same first
+frame the model was given and the exact continuation. Velocity and position errors are measured
+against it; for any other video (an image given, or another backbone) the prompt's commands
+still decide motion, static death, direction and integrity, and the errors are left empty.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..core.errors import InertiaError
+from ..core.metric import Metric, VideoSample
+
+OVERALL = ("static_death", "moved", "direction_correct", "integrity_ok", "velocity_error", "position_error")
+
+
+class Physics(Metric):
+    name = "physics"
+    description = "test bed: ball motion parsed from colour vs the commanded motion and the simulator's truth"
+    weights = None
+    needs_prompt = True
+    outputs = {
+        "static_death": "a motion was commanded and some ball did not move",
+        "moved": "some ball moved (or left the frame)",
+        "direction_correct": "every ball moved the commanded way",
+        "integrity_ok": "every ball kept its size and stayed one piece (unless commanded to leave)",
+        "velocity_error": "mean |parsed - true| velocity, px/frame (test-bed runs from a prompt only)",
+        "position_error": "mean centroid distance to the truth, px (test-bed runs from a prompt only)",
+        "balls": "the same per ball, keyed by colour, with the parsed mean velocity and pixel counts",
+    }
+
+    def check_prompt(self, prompt: str) -> None:
+        super().check_prompt(prompt)
+        from ..testbed.simulator import parse_prompt
+
+        try:
+            parse_prompt(prompt)
+        except ValueError as error:
+            raise InertiaError(f"metric physics needs a test-bed prompt (e.g. 'the red ball jumps'): {error}") from None
+
+    def score(self, video: VideoSample) -> dict[str, Any]:
+        from ..testbed.physics import analyse
+        from ..testbed.simulator import parse_prompt
+
+        self.check_prompt(video.prompt)
+        result = analyse(video.frames, parse_prompt(video.prompt), truth=self._truth(video))
+        return {**{key: result["overall"][key] for key in OVERALL}, "balls": result["balls"]}
+
+    @staticmethod
+    def _truth(video: VideoSample):
+        """The simulator clip the run was conditioned on, when the record says it came from a prompt alone."""
+        config: Mapping[str, Any] = video.record.get("config", {})
+        if config.get("backbone") != "testbed" or config.get("image") is not None or "seed" not in config:
+            return None
+        from ..testbed import simulator as sim
+        from ..testbed.data import commanded_spec
+
+        frames, height, width = video.frames.shape[:3]
+        return sim.render(commanded_spec(video.prompt, int(config["seed"]), num_frames=frames, height=height, width=width))

@@ -1,0 +1,359 @@
+"""Training data and held-out evaluation items for the test-bed model, drawn from the simulator.
+
+Training mixture (`Mixture`), per ball:
+
+* with probability ``still_fraction`` the ball's caption is "stays still" (and it stays still);
+* otherwise the caption commands one of the seven motions (left/right/up/down at a named speed,
+  jump, bounce, leave) with relative weights ``motion_weights``, long-tailed by default
+  (`DEFAULT_MOTION_WEIGHTS`: rolling left/right is common, moving up/down less so, leaving,
+  bouncing and jumping rare, as everyday motions outnumber acrobatics in video corpora), and with probability
+  ``static_caption_prob`` the clip still shows the ball standing where it started ("caption
+  noise": a caption describing motion the clip does not show, as web-video corpora pair action
+  captions with clips in which little happens).
+
+So a share ``still_fraction + (1 - still_fraction) * static_caption_prob`` of balls is static:
+the mixture is biased toward stable scenes the way large video corpora are, which is what makes
+the trained model refuse commanded motion ("static death") part of the time.
+
+Held out from training, and used by evaluation only:
+
+* first frames and noise: evaluation items take their first frame from `commanded_spec(prompt,
+  seed)` (the run seed's own NumPy stream) and their noise from the run seed, while training
+  clips come from the streams ``SeedSequence([train_seed, TRAIN_STREAM, chunk])``;
+* (colour, motion) combinations in ``Mixture.holdout``: no training clip ever has a ball of that
+  colour doing that motion (whatever its caption), so their prompts are unseen as a whole even
+  though each colour and each motion is seen; evaluation reports them as the "unseen_combo" split.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import simulator as sim
+from .simulator import Command, ClipSpec
+
+#: Motions a caption can command besides "still", with the speeds the training prompts use
+#: (bounce/leave prompts name no speed: they move at the simulator's default speed).
+COMMANDED_MOTIONS: tuple[str, ...] = tuple(m for m in sim.MOTIONS if m != "still")
+MOTION_VARIANTS: tuple[tuple[str, str | None], ...] = tuple(
+    (m, s) for m in COMMANDED_MOTIONS for s in (sim.SPEEDS if m in sim.SPEED_REQUIRED else (None,))
+)
+
+#: Relative caption weights of the commanded motions: a long tail, so motions sit at different
+#: points of their learning curves after a fixed budget (and the static-death rate is less
+#: sensitive to the exact training length than with one uniform rate).
+DEFAULT_MOTION_WEIGHTS: dict[str, float] = {"left": 4.0, "right": 4.0, "up": 2.0, "down": 2.0,
+                                            "jump": 1.0, "bounce": 1.0, "leave": 1.0}
+
+#: Held out by default: one motion per colour and one colour per motion, so every colour and every
+#: motion still appears in training (a diagonal of the colour x motion table).
+DEFAULT_HOLDOUT: tuple[tuple[str, str], ...] = (("red", "bounce"), ("green", "up"), ("blue", "left"), ("yellow", "jump"))
+
+#: NumPy seed-sequence stream ids (the second word of the seed sequence) of the training pool.
+TRAIN_STREAM = 0
+#: Clips per generation chunk: each chunk has its own seed sequence, so the pool is identical
+#: whatever the number of worker processes.
+CHUNK_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """The training data mixture (see the module docstring)."""
+
+    still_fraction: float = 0.5
+    motion_weights: Mapping[str, float] | None = None  # None: DEFAULT_MOTION_WEIGHTS; names given override it
+    static_caption_prob: float = 0.25
+    two_ball_prob: float = 0.25
+    textured_prob: float = 0.5
+    holdout: tuple[tuple[str, str], ...] = DEFAULT_HOLDOUT
+
+    def __post_init__(self) -> None:
+        for name in ("still_fraction", "static_caption_prob", "two_ball_prob", "textured_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"mixture {name} must be in [0, 1], got {value}")
+        if self.still_fraction >= 1.0:
+            raise ValueError("mixture still_fraction must be < 1 (some clips must command motion)")
+        weights = dict(self.motion_weights or {})
+        unknown = sorted(set(weights) - set(COMMANDED_MOTIONS))
+        if unknown:
+            raise ValueError(f"mixture motion_weights: unknown motion(s) {unknown} (allowed: {', '.join(COMMANDED_MOTIONS)})")
+        if any(not (math.isfinite(v) and v >= 0) for v in weights.values()):
+            raise ValueError(f"mixture motion_weights must be finite and >= 0, got {weights}")
+        object.__setattr__(self, "motion_weights",
+                           {m: float(weights.get(m, DEFAULT_MOTION_WEIGHTS[m])) for m in COMMANDED_MOTIONS})
+        if not any(self.motion_weights.values()):
+            raise ValueError("mixture motion_weights: all zero")
+        holdout = tuple((str(c), str(m)) for c, m in self.holdout)
+        for colour, motion in holdout:
+            if colour not in sim.PALETTE or motion not in COMMANDED_MOTIONS:
+                raise ValueError(
+                    f"mixture holdout {colour}:{motion}: colour must be one of {', '.join(sim.PALETTE)} and motion "
+                    f"one of {', '.join(COMMANDED_MOTIONS)}"
+                )
+        object.__setattr__(self, "holdout", holdout)
+
+    def per_ball_weights(self) -> dict[str, float]:
+        """Caption probabilities per ball, as `simulator.sample_spec` takes them."""
+        total = sum(self.motion_weights.values())
+        rest = 1.0 - self.still_fraction
+        return {"still": self.still_fraction, **{m: rest * w / total for m, w in self.motion_weights.items()}}
+
+    @property
+    def static_share(self) -> float:
+        """Expected share of balls that stand still in training clips (before held-out rejection)."""
+        return self.still_fraction + (1.0 - self.still_fraction) * self.static_caption_prob
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["motion_weights"] = dict(self.motion_weights)
+        data["holdout"] = [f"{c}:{m}" for c, m in self.holdout]
+        data["static_share"] = self.static_share
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Mixture":
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "holdout" in fields:
+            fields["holdout"] = parse_holdout(fields["holdout"])
+        return cls(**fields)
+
+
+def parse_holdout(value: str | Iterable[Any]) -> tuple[tuple[str, str], ...]:
+    """'red:bounce,green:up' (or a list of 'colour:motion' / pairs) -> pairs; '' or 'none' -> ()."""
+    if isinstance(value, str):
+        value = [] if value.strip().lower() in ("", "none") else [p for p in value.split(",") if p.strip()]
+    pairs = []
+    for item in value:
+        if isinstance(item, str):
+            colour, sep, motion = item.strip().partition(":")
+            if not sep:
+                raise ValueError(f"holdout item {item!r}: expected colour:motion, e.g. red:bounce")
+            pairs.append((colour.strip(), motion.strip()))
+        else:
+            colour, motion = item
+            pairs.append((str(colour), str(motion)))
+    return tuple(pairs)
+
+
+def parse_motion_weights(text: str) -> dict[str, float]:
+    """'left=2,jump=0.5' -> {'left': 2.0, 'jump': 0.5} (unnamed motions keep their default weight);
+    'uniform' -> weight 1 for every motion."""
+    if text.strip().lower() == "uniform":
+        return {m: 1.0 for m in COMMANDED_MOTIONS}
+    weights = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"motion weight {item!r}: expected motion=weight, e.g. left=2")
+        weights[key.strip()] = float(value)
+    return weights
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def overlaps(spec: ClipSpec) -> bool:
+    """True if two balls come within `simulator.MIN_BALL_GAP_PX` of touching in a frame where both show."""
+    tracks = [sim.track(b, spec.num_frames, spec.height, spec.width) for b in spec.balls]
+    for i, a in enumerate(tracks):
+        for b in tracks[i + 1:]:
+            both = a.visible & b.visible
+            if np.any(both & (np.hypot(a.x - b.x, a.y - b.y) < a.radius + b.radius + sim.MIN_BALL_GAP_PX)):
+                return True
+    return False
+
+
+def commanded_spec(
+    commands: Sequence[Command] | str,
+    seed: int,
+    *,
+    num_frames: int = sim.DEFAULT_NUM_FRAMES,
+    height: int = sim.DEFAULT_SIZE,
+    width: int = sim.DEFAULT_SIZE,
+    textured_prob: float = 0.5,
+) -> ClipSpec:
+    """The clip a prompt commands, laid out from `seed`: its first frame is what the test-bed
+    backbone conditions on when no image is given, and the clip itself is the ground truth.
+
+    Each ball is placed the way the simulator's sampler places it, so the commanded motion shows
+    inside the frame; balls never overlap. Deterministic in (commands, seed, sizes).
+    """
+    if isinstance(commands, str):
+        commands = sim.parse_prompt(commands)
+    rng = np.random.default_rng(seed)
+    background = "textured" if rng.random() < textured_prob else "plain"
+    for _ in range(sim.MAX_LAYOUT_TRIES):
+        # The simulator's own placement rule (private there; it is the rule training clips follow).
+        balls = tuple(
+            sim._sample_ball(rng, c.colour, c.motion, c.speed, sim.DEFAULT_RADIUS, num_frames, height, width)
+            for c in commands
+        )
+        spec = ClipSpec(balls, num_frames, height, width, background, int(seed))
+        if not overlaps(spec):
+            return spec
+    raise ValueError(f"could not place the balls of {sim.format_prompt(commands)!r} without overlap")
+
+
+# --------------------------------------------------------------------------- training clips
+
+
+@dataclass(frozen=True)
+class TrainingClip:
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    prompt: str  # the caption (what the clip is said to show)
+    shown: tuple[str, ...]  # motion each ball actually performs, in caption order
+    commanded: tuple[str, ...]  # motion each ball's caption commands
+
+
+def _holds_out(spec: ClipSpec, holdout: set[tuple[str, str]]) -> bool:
+    return any((b.colour, b.motion) in holdout for b in spec.balls)
+
+
+def sample_training_clip(
+    rng: np.random.Generator,
+    mixture: Mixture,
+    num_frames: int = sim.DEFAULT_NUM_FRAMES,
+    height: int = sim.DEFAULT_SIZE,
+    width: int = sim.DEFAULT_SIZE,
+) -> TrainingClip:
+    """One training clip from the mixture (deterministic in the generator's state)."""
+    holdout = set(mixture.holdout)
+    weights = mixture.per_ball_weights()
+    for _ in range(1000):
+        spec = sim.sample_spec(
+            rng, motion_weights=weights, two_ball_prob=mixture.two_ball_prob, textured_prob=mixture.textured_prob,
+            num_frames=num_frames, height=height, width=width,
+        )
+        if _holds_out(spec, holdout):
+            continue
+        shown = tuple(
+            b if b.motion == "still" or rng.random() >= mixture.static_caption_prob
+            else replace(b, motion="still", speed=None, heading=None)
+            for b in spec.balls
+        )
+        rendered = replace(spec, balls=shown)
+        if rendered != spec and overlaps(rendered):
+            continue  # a ball now standing still is in another ball's path: draw again
+        return TrainingClip(
+            frames=sim.render(rendered).frames,
+            prompt=spec.prompt,
+            shown=tuple(b.motion for b in shown),
+            commanded=tuple(b.motion for b in spec.balls),
+        )
+    raise RuntimeError("could not draw a training clip outside the held-out combinations in 1000 tries")
+
+
+def _render_chunk(args: tuple) -> tuple[np.ndarray, list[str], list[tuple[str, ...]], list[tuple[str, ...]]]:
+    seed, chunk, count, mixture_dict, num_frames, height, width = args
+    rng = np.random.default_rng([seed, TRAIN_STREAM, chunk])
+    mixture = Mixture.from_dict(mixture_dict)
+    clips = [sample_training_clip(rng, mixture, num_frames, height, width) for _ in range(count)]
+    return (np.stack([c.frames for c in clips]), [c.prompt for c in clips],
+            [c.shown for c in clips], [c.commanded for c in clips])
+
+
+@dataclass
+class TrainingPool:
+    """Pre-rendered training clips: frames uint8 (N, T, H, W, 3) and a caption index per clip."""
+
+    frames: np.ndarray
+    prompt_ids: np.ndarray  # int64 (N,) into `prompts`
+    prompts: list[str]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+
+def generate_pool(
+    size: int,
+    mixture: Mixture,
+    seed: int,
+    *,
+    num_frames: int = sim.DEFAULT_NUM_FRAMES,
+    height: int = sim.DEFAULT_SIZE,
+    width: int = sim.DEFAULT_SIZE,
+    workers: int | None = None,
+) -> TrainingPool:
+    """Render `size` training clips; the result depends only on (size, mixture, seed, sizes).
+
+    Chunks of CHUNK_SIZE clips are rendered in `workers` processes (default: all CPUs; 0 or 1 =
+    in this process). Call before CUDA is initialised (workers are forked on Linux).
+    """
+    if size < 1:
+        raise ValueError(f"pool size must be >= 1, got {size}")
+    counts = [min(CHUNK_SIZE, size - start) for start in range(0, size, CHUNK_SIZE)]
+    jobs = [(seed, i, n, mixture.to_dict(), num_frames, height, width) for i, n in enumerate(counts)]
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers <= 1 or len(jobs) == 1:
+        results = [_render_chunk(job) for job in jobs]
+    else:
+        import multiprocessing as mp
+
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with mp.get_context(method).Pool(min(workers, len(jobs))) as pool:
+            results = pool.map(_render_chunk, jobs, chunksize=1)
+    frames = np.concatenate([r[0] for r in results])
+    captions = [p for r in results for p in r[1]]
+    shown = [s for r in results for s in r[2]]
+    commanded = [c for r in results for c in r[3]]
+    prompts = sorted(set(captions))
+    index = {p: i for i, p in enumerate(prompts)}
+    balls_shown = Counter(m for s in shown for m in s)
+    balls_commanded = Counter(m for c in commanded for m in c)
+    noisy = sum(1 for s, c in zip(shown, commanded) for a, b in zip(s, c) if a != b)
+    n_balls = sum(balls_shown.values())
+    stats = {
+        "clips": len(captions),
+        "balls": n_balls,
+        "two_ball_clips": sum(1 for s in shown if len(s) == 2),
+        "unique_prompts": len(prompts),
+        "balls_by_commanded_motion": dict(sorted(balls_commanded.items())),
+        "balls_by_shown_motion": dict(sorted(balls_shown.items())),
+        "static_caption_balls": noisy,
+        "static_ball_share": balls_shown["still"] / n_balls,
+        "clips_with_a_static_ball_commanded_to_move": sum(
+            1 for s, c in zip(shown, commanded) if any(a == "still" and b != "still" for a, b in zip(s, c))
+        ),
+    }
+    return TrainingPool(frames, np.array([index[p] for p in captions], dtype=np.int64), prompts, stats)
+
+
+# --------------------------------------------------------------------------- evaluation items
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One held-out evaluation video: a single-ball motion prompt and a run seed."""
+
+    prompt: str
+    seed: int
+    colour: str
+    motion: str
+    speed: str | None
+    split: str  # "seen_combo" or "unseen_combo" (the (colour, motion) was held out of training)
+
+
+def motion_commands(colours: Sequence[str] | None = None) -> list[Command]:
+    """Every single-ball motion command of the training grammar (44 with the 4 colours)."""
+    return [Command(c, m, s) for c in (colours or list(sim.PALETTE)) for m, s in MOTION_VARIANTS]
+
+
+def heldout_items(
+    num_seeds: int, holdout: Iterable[tuple[str, str]] = DEFAULT_HOLDOUT, first_seed: int = 0
+) -> list[EvalItem]:
+    """Seeds first_seed .. first_seed + num_seeds - 1, each with every single-ball motion prompt."""
+    holdout = set(holdout)
+    return [
+        EvalItem(sim.format_prompt([c]), seed, c.colour, c.motion, c.speed,
+                 "unseen_combo" if (c.colour, c.motion) in holdout else "seen_combo")
+        for seed in range(first_seed, first_seed + num_seeds)
+        for c in motion_commands()
+    ]

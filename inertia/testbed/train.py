@@ -1,0 +1,529 @@
+"""Flow-matching training of the test-bed model on simulator clips (`inertia testbed train`).
+
+Reproducible: the data pool, the weight initialisation and every random draw of training (batch
+indices, noise, noise levels, text dropout) come from `--seed`; a run stopped by `--max-minutes`
+writes a checkpoint and `--resume` continues it to the same result as an unbroken run.
+
+Objective (rectified flow, as diffusers' flow-matching schedulers expect):
+    x_t = (1 - sigma) x0 + sigma * noise,   target = noise - x0,   timestep = 1000 sigma,
+with u ~ U(0, 1) and sigma = shift u / (1 + (shift - 1) u), the same shift the sampler applies
+to its evenly spaced steps, so training covers noise levels in the proportions sampling visits
+them (more of the high-noise steps, where a video's motion is decided). The first frame is
+given as a condition (channel concat with a mask, Wan I2V style) and never dropped; the prompt is
+replaced by the empty prompt with probability `--text-dropout`, which trains the unconditional
+branch that classifier-free guidance needs.
+
+Outputs in `--out` (default runs/testbed):
+    model/            the trained pipeline (EMA weights), `save_pretrained` safetensors with a
+                      model_index.json and training.json: load with TestbedPipeline.from_pretrained
+    loss_curve.json   mean training loss per `--log-every` steps
+    train_record.json what was run: config, data mixture and pool statistics, device, timings
+    checkpoint/       the resume point (weights, EMA, AdamW moments, RNG state; safetensors)
+
+Runs without pydantic (`python -m inertia.testbed.train ...`), for machines that only have torch,
+diffusers and transformers. Exit status: 0 finished, 10 stopped by --max-minutes (resume it), 2 bad
+arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..core.errors import InertiaError
+from .data import DEFAULT_HOLDOUT, DEFAULT_MOTION_WEIGHTS, Mixture, generate_pool, parse_holdout, parse_motion_weights
+from .model import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, ModelSize, first_frame_condition, new_pipeline, shifted_sigmas
+
+EXIT_PAUSED = 10
+CHECKPOINT = "checkpoint"
+MODEL = "model"
+#: Seconds kept free at the end of a --max-minutes budget for the final checkpoint/model save.
+SAVE_RESERVE_S = 15.0
+
+
+class TrainError(InertiaError):
+    """A training request that cannot run as asked (bad arguments, mismatched resume)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (and a few things that do not: see RUN_ONLY)."""
+
+    out: Path = Path("runs/testbed")
+    steps: int = 15000
+    batch_size: int = 128
+    lr: float = 6e-4
+    warmup: int = 500
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    text_dropout: float = 0.1
+    seed: int = 0
+    pool_size: int = 100_000
+    mixture: Mixture = field(default_factory=Mixture)
+    size: ModelSize = field(default_factory=ModelSize)
+    default_guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+    default_steps: int = DEFAULT_STEPS
+    # run-only settings: they do not change the result
+    workers: int | None = None
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    max_minutes: float | None = None
+    resume: bool = False
+    device: str = "auto"
+    compile: bool = False
+
+    RUN_ONLY = ("out", "workers", "checkpoint_every", "log_every", "max_minutes", "resume", "device", "compile",
+                "default_guidance_scale", "default_steps")
+
+    def __post_init__(self) -> None:
+        checks = {
+            "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
+            "warmup": self.warmup >= 0, "min_lr_ratio": 0 <= self.min_lr_ratio <= 1, "weight_decay": self.weight_decay >= 0,
+            "grad_clip": self.grad_clip >= 0, "ema": 0 <= self.ema < 1, "text_dropout": 0 <= self.text_dropout < 1,
+            "seed": self.seed >= 0, "pool_size": self.pool_size >= 1, "checkpoint_every": self.checkpoint_every >= 1,
+            "log_every": self.log_every >= 1, "max_minutes": self.max_minutes is None or self.max_minutes > 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise TrainError(f"invalid training setting(s): {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that determine the trained weights (must match on --resume)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RUN_ONLY}
+        data["mixture"] = self.mixture.to_dict()
+        data["size"] = self.size.to_dict()
+        return json.loads(json.dumps(data, default=str))
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to min_lr_ratio * lr at the last step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    span = max(1, cfg.steps - cfg.warmup)
+    progress = min(1.0, (step - cfg.warmup) / span)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainError(f"device {device} requested but no CUDA device is visible; use --device cpu")
+    return torch.device(device)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+class Trainer:
+    """State of one training run; `run()` trains until done or out of time."""
+
+    def __init__(self, cfg: TrainConfig, log=print):
+        self.cfg, self.log = cfg, log
+        self.started = time.monotonic()
+        self.out = Path(cfg.out)
+        self.device = resolve_device(cfg.device)
+        self._check_out_dir()
+        # Render the pool first: worker processes are forked, which must happen before CUDA starts.
+        t0 = time.monotonic()
+        self.pool = generate_pool(cfg.pool_size, cfg.mixture, cfg.seed, workers=cfg.workers)
+        self.data_seconds = time.monotonic() - t0
+        self.log(f"data: {len(self.pool)} clips, {self.pool.stats['unique_prompts']} prompts, static ball share "
+                 f"{self.pool.stats['static_ball_share']:.3f}, rendered in {self.data_seconds:.1f} s")
+        self.pipe = new_pipeline(cfg.size, seed=cfg.seed, default_guidance_scale=cfg.default_guidance_scale,
+                                 default_steps=cfg.default_steps)
+        self.pipe.transformer.to(self.device).train()
+        self.pipe.text_encoder.to(self.device).train()
+        self.params = {f"transformer.{n}": p for n, p in self.pipe.transformer.named_parameters()}
+        self.params.update({f"text_encoder.{n}": p for n, p in self.pipe.text_encoder.named_parameters()})
+        self.optimizer = torch.optim.AdamW(
+            list(self.params.values()), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay,
+            **({"fused": True} if self.device.type == "cuda" else {}),
+        )
+        self.ema = {n: p.detach().clone().float() for n, p in self.params.items()}
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.step, self.elapsed_before, self.curve = 0, 0.0, []
+        if cfg.resume and self._checkpoint_dir() is not None:
+            self._load_checkpoint()
+        self.frames = torch.from_numpy(self.pool.frames).to(self.device)  # uint8 (N, T, H, W, 3)
+        self.prompt_ids = torch.from_numpy(self.pool.prompt_ids).to(self.device)
+        self.token_ids, self.token_mask = self.pipe.tokenize(self.pool.prompts + [""], self.device)
+        self.empty_prompt = len(self.pool.prompts)
+        self.shift = float(self.pipe.scheduler.config.flow_shift)
+        self.forward = torch.compile(self.pipe.transformer) if cfg.compile else self.pipe.transformer
+
+    # ----- output directory and checkpoints ---------------------------------------------------------
+    def _check_out_dir(self) -> None:
+        existing = self._checkpoint_dir()
+        if existing is not None and not self.cfg.resume:
+            raise TrainError(f"{self.out} already holds a training checkpoint; pass --resume to continue it "
+                             "or choose another --out")
+
+    def _checkpoint_dir(self) -> Path | None:
+        for name in (CHECKPOINT, CHECKPOINT + ".old"):
+            if (self.out / name / "state.json").is_file():
+                return self.out / name
+        return None
+
+    def save_checkpoint(self) -> float:
+        t0 = time.monotonic()
+        tmp = self.out / (CHECKPOINT + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        _save_tensors(self.params, tmp / "model.safetensors")
+        _save_tensors(self.ema, tmp / "ema.safetensors")
+        names = {id(p): n for n, p in self.params.items()}
+        moments = {"exp_avg": {}, "exp_avg_sq": {}}
+        opt_step = 0.0
+        for p, state in self.optimizer.state.items():
+            for key in moments:
+                moments[key][names[id(p)]] = state[key]
+            opt_step = float(state["step"])
+        for key, tensors in moments.items():  # one file each: every file stays under 16 MiB
+            _save_tensors(tensors, tmp / f"optimizer_{key}.safetensors")
+        _save_tensors({"generator": self.generator.get_state()}, tmp / "rng.safetensors")
+        state = {
+            "step": self.step, "optimizer_step": opt_step, "elapsed_s": self.elapsed(),
+            "device_type": self.device.type, "train_config": self.cfg.identity(), "loss_curve": self.curve,
+        }
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        final, old = self.out / CHECKPOINT, self.out / (CHECKPOINT + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return time.monotonic() - t0
+
+    def _load_checkpoint(self) -> None:
+        path = self._checkpoint_dir()
+        state = json.loads((path / "state.json").read_text())
+        want, have = self.cfg.identity(), state["train_config"]
+        differ = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        if differ:
+            detail = "; ".join(f"{k}: checkpoint {have.get(k)!r}, now {want.get(k)!r}" for k in differ)
+            raise TrainError(f"--resume: {path} was trained with other settings ({detail})")
+        if state["device_type"] != self.device.type:
+            raise TrainError(f"--resume: {path} was written on {state['device_type']}; resume it on that device type "
+                             f"(now {self.device.type}) so its random stream continues")
+        with torch.no_grad():
+            for name, tensor in _load_tensors(path / "model.safetensors").items():
+                self.params[name].copy_(tensor)
+            for name, tensor in _load_tensors(path / "ema.safetensors").items():
+                self.ema[name].copy_(tensor)
+        exp_avg = _load_tensors(path / "optimizer_exp_avg.safetensors")
+        exp_avg_sq = _load_tensors(path / "optimizer_exp_avg_sq.safetensors")
+        on_device = any(group.get("fused") or group.get("capturable") for group in self.optimizer.param_groups)
+        for name, p in self.params.items():
+            if name in exp_avg:
+                self.optimizer.state[p] = {  # AdamW keeps `step` on the parameter's device when fused
+                    "step": torch.tensor(state["optimizer_step"], dtype=torch.float32,
+                                         device=p.device if on_device else "cpu"),
+                    "exp_avg": exp_avg[name].to(self.device), "exp_avg_sq": exp_avg_sq[name].to(self.device),
+                }
+        self.generator.set_state(_load_tensors(path / "rng.safetensors")["generator"])
+        self.step, self.elapsed_before = int(state["step"]), float(state["elapsed_s"])
+        self.curve = [row for row in state["loss_curve"] if row["step"] <= self.step]
+        self.log(f"resumed from {path} at step {self.step} ({self.elapsed_before / 60:.1f} min trained before)")
+
+    def elapsed(self) -> float:
+        """Training wall time over all calls (this call counted from its start)."""
+        return self.elapsed_before + time.monotonic() - self.started
+
+    # ----- one step ---------------------------------------------------------------------------------
+    def batch(self) -> tuple[torch.Tensor, ...]:
+        cfg, g, dev = self.cfg, self.generator, self.device
+        b = cfg.batch_size
+        idx = torch.randint(len(self.pool), (b,), generator=g, device=dev)
+        x0 = self.frames[idx].permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # (B, 3, T, H, W)
+        drop = torch.rand(b, generator=g, device=dev) < cfg.text_dropout
+        prompt = torch.where(drop, torch.full_like(self.prompt_ids[idx], self.empty_prompt), self.prompt_ids[idx])
+        noise = torch.randn(x0.shape, generator=g, device=dev)
+        sigma = shifted_sigmas(torch.rand(b, generator=g, device=dev), self.shift)
+        return x0, noise, sigma, self.token_ids[prompt], self.token_mask[prompt]
+
+    def loss(self, x0, noise, sigma, ids, mask) -> torch.Tensor:
+        s = sigma.view(-1, 1, 1, 1, 1)
+        x_t = (1 - s) * x0 + s * noise
+        condition = first_frame_condition(x0[:, :, 0], x0.shape[2])
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+        with autocast:
+            embeds = self.pipe.encode_tokens(ids, mask)
+            pred = self.forward(hidden_states=torch.cat([x_t, condition], dim=1), timestep=sigma * 1000,
+                                encoder_hidden_states=embeds, return_dict=False)[0]
+        return F.mse_loss(pred.float(), noise - x0)
+
+    def train_step(self) -> torch.Tensor:
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(cfg, self.step)
+        loss = self.loss(*self.batch())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(list(self.params.values()), cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        decay = min(cfg.ema, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            ema, live = list(self.ema.values()), [p.detach().float() for p in self.params.values()]
+            torch._foreach_lerp_(ema, live, 1 - decay)
+        return loss.detach()
+
+    # ----- the loop -----------------------------------------------------------------------------------
+    def run(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to cfg.steps; stop early (checkpoint written, finished False) when the
+        --max-minutes budget runs out or, for tests, at step `stop_at`."""
+        cfg = self.cfg
+        budget = None if cfg.max_minutes is None else cfg.max_minutes * 60
+        window, window_n, window_start = torch.zeros((), device=self.device), 0, time.monotonic()
+        last_save = 1.0
+        self.log(f"training {cfg.steps} steps x batch {cfg.batch_size} on {self.device} "
+                 f"({sum(p.numel() for p in self.params.values()) / 1e6:.2f} M parameters), from step {self.step}")
+        while self.step < cfg.steps:
+            out_of_time = budget is not None and time.monotonic() - self.started + SAVE_RESERVE_S + 2 * last_save > budget
+            if out_of_time or (stop_at is not None and self.step >= stop_at):
+                self._flush_curve(window, window_n, window_start)
+                self.save_checkpoint()
+                self._write_curve()
+                why = "--max-minutes" if out_of_time else f"stop_at={stop_at}"
+                self.log(f"stopped by {why} at step {self.step} of {cfg.steps}; continue with --resume")
+                return {"finished": False, "step": self.step, "out": str(self.out)}
+            window += self.train_step()
+            window_n += 1
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                self._flush_curve(window, window_n, window_start)
+                window, window_n, window_start = torch.zeros((), device=self.device), 0, time.monotonic()
+            if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                last_save = self.save_checkpoint()
+        self.save_checkpoint()
+        return self.finish()
+
+    def _flush_curve(self, window: torch.Tensor, n: int, started: float) -> None:
+        if n == 0:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.monotonic() - started
+        row = {"step": self.step, "loss": float(window) / n, "lr": lr_at(self.cfg, self.step - 1),
+               "elapsed_s": round(self.elapsed(), 2), "steps_per_s": round(n / max(seconds, 1e-9), 3)}
+        self.curve.append(row)
+        self.log(f"step {row['step']:>6}  loss {row['loss']:.5f}  lr {row['lr']:.2e}  "
+                 f"{row['steps_per_s']:.2f} steps/s  {row['elapsed_s'] / 60:.1f} min")
+
+    def _write_curve(self) -> None:
+        _write_json(self.out / "loss_curve.json", {"loss_curve": self.curve})
+
+    def finish(self) -> dict[str, Any]:
+        """Write the EMA weights as the trained pipeline (save_pretrained, safetensors) and the records."""
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(self.ema[name])
+        pipe = self.pipe
+        pipe.transformer.eval().to("cpu")
+        pipe.text_encoder.eval().to("cpu")
+        model_dir = self.out / MODEL
+        tmp = self.out / (MODEL + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        record = self.record()
+        _write_json(tmp / "training.json", record)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        os.replace(tmp, model_dir)
+        self._write_curve()
+        _write_json(self.out / "train_record.json", record)
+        self.log(f"finished {self.cfg.steps} steps in {record['train_minutes']:.1f} min; model: {model_dir}")
+        return {"finished": True, "step": self.step, "out": str(self.out), "model": str(model_dir)}
+
+    def record(self) -> dict[str, Any]:
+        import diffusers
+        import transformers
+
+        device = (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
+                  else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+        last = self.curve[-1] if self.curve else {}
+        return {
+            "train_config": self.cfg.identity(),
+            "mixture": self.cfg.mixture.to_dict(),
+            "holdout": [f"{c}:{m}" for c, m in self.cfg.mixture.holdout],
+            "pool": self.pool.stats,
+            "steps": self.step,
+            "samples_seen": self.step * self.cfg.batch_size,
+            "final_loss": last.get("loss"),
+            "device": device,
+            "train_minutes": round(self.elapsed() / 60, 2),
+            "data_seconds_this_call": round(self.data_seconds, 1),
+            "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
+                         "transformers": transformers.__version__, "python": platform.python_version()},
+            "parameters": {k: sum(p.numel() for n, p in self.params.items() if n.startswith(k + "."))
+                           for k in ("transformer", "text_encoder")},
+            "command": " ".join(sys.argv),
+        }
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
+    """Train (or resume) as configured; returns {"finished", "step", "out"[, "model"]}."""
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    return Trainer(cfg, log).run()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d, m, s = TrainConfig(), Mixture(), ModelSize()
+    a = parser.add_argument
+    a("--out", type=Path, default=d.out, help=f"output directory (default {d.out})")
+    a("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
+    a("--batch-size", type=int, default=d.batch_size, help=f"clips per step (default {d.batch_size})")
+    a("--lr", type=float, default=d.lr, help=f"peak AdamW learning rate (default {d.lr})")
+    a("--warmup", type=int, default=d.warmup, help=f"linear warm-up steps, then cosine decay (default {d.warmup})")
+    a("--min-lr-ratio", type=float, default=d.min_lr_ratio, help="final lr / peak lr (default %(default)s)")
+    a("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (default %(default)s)")
+    a("--grad-clip", type=float, default=d.grad_clip, help="gradient norm clip, 0 = off (default %(default)s)")
+    a("--ema", type=float, default=d.ema, help="EMA decay of the saved weights (default %(default)s)")
+    a("--text-dropout", type=float, default=d.text_dropout, help="empty-prompt probability for CFG (default %(default)s)")
+    a("--seed", type=int, default=d.seed, help="seed of data, initialisation and training draws (default %(default)s)")
+    a("--pool-size", type=int, default=d.pool_size, help="clips rendered before training (default %(default)s)")
+    a("--workers", type=int, default=None, help="processes rendering the pool (default: all CPUs)")
+    g = parser.add_argument_group("data mixture")
+    g.add_argument("--still-fraction", type=float, default=m.still_fraction,
+                   help="per ball: probability of a 'stays still' caption (default %(default)s)")
+    g.add_argument("--static-caption-prob", type=float, default=m.static_caption_prob,
+                   help="per ball commanded to move: probability the clip shows it still anyway (default %(default)s)")
+    g.add_argument("--motion-weights", default="", help="relative weights of the commanded motions, e.g. left=2,jump=0.5 "
+                   "(unnamed motions keep their default; 'uniform' = all 1; default "
+                   + ",".join(f"{k}={v:g}" for k, v in DEFAULT_MOTION_WEIGHTS.items()) + ")")
+    g.add_argument("--two-ball-prob", type=float, default=m.two_ball_prob, help="share of two-ball clips (default %(default)s)")
+    g.add_argument("--textured-prob", type=float, default=m.textured_prob, help="share of textured backgrounds (default %(default)s)")
+    g.add_argument("--holdout", default=",".join(f"{c}:{mo}" for c, mo in DEFAULT_HOLDOUT),
+                   help="colour:motion combinations never trained on, comma-separated, or 'none' (default %(default)s)")
+    g = parser.add_argument_group("model size")
+    g.add_argument("--layers", type=int, default=s.num_layers, help="transformer blocks (default %(default)s)")
+    g.add_argument("--heads", type=int, default=s.num_heads, help="attention heads (default %(default)s)")
+    g.add_argument("--head-dim", type=int, default=s.head_dim, help="attention head dim (default %(default)s)")
+    g.add_argument("--ffn-dim", type=int, default=s.ffn_dim, help="feed-forward dim (default %(default)s)")
+    g.add_argument("--text-dim", type=int, default=s.text_dim, help="text encoder width (default %(default)s)")
+    g.add_argument("--text-layers", type=int, default=s.text_layers, help="text encoder layers (default %(default)s)")
+    g.add_argument("--patch", type=int, default=s.patch, help="spatial patch size, 32 must divide by it (default %(default)s)")
+    g.add_argument("--flow-shift", type=float, default=s.flow_shift, help="scheduler/training sigma shift (default %(default)s)")
+    g = parser.add_argument_group("run")
+    g.add_argument("--default-guidance", type=float, default=d.default_guidance_scale,
+                   help="CFG scale the saved model declares as its default (default %(default)s)")
+    g.add_argument("--default-steps", type=int, default=d.default_steps,
+                   help="sampling steps the saved model declares as its default (default %(default)s)")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints (default %(default)s)")
+    g.add_argument("--log-every", type=int, default=d.log_every, help="steps per loss-curve point (default %(default)s)")
+    g.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-time budget of this call; at the limit a checkpoint is written and the exit status is 10")
+    g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if there is one")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the transformer (GPU; compiles for ~1 min)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    try:
+        mixture = Mixture(
+            still_fraction=args.still_fraction, static_caption_prob=args.static_caption_prob,
+            motion_weights=parse_motion_weights(args.motion_weights), two_ball_prob=args.two_ball_prob,
+            textured_prob=args.textured_prob, holdout=parse_holdout(args.holdout),
+        )
+        size = replace(ModelSize(), num_layers=args.layers, num_heads=args.heads, head_dim=args.head_dim,
+                       ffn_dim=args.ffn_dim, text_dim=args.text_dim, text_layers=args.text_layers, flow_shift=args.flow_shift,
+                       patch=args.patch)
+    except ValueError as error:
+        raise TrainError(str(error)) from None
+    return TrainConfig(
+        out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+        min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema=args.ema,
+        text_dropout=args.text_dropout, seed=args.seed, pool_size=args.pool_size, mixture=mixture, size=size,
+        default_guidance_scale=args.default_guidance, default_steps=args.default_steps, workers=args.workers,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every, max_minutes=args.max_minutes,
+        resume=args.resume, device=args.device, compile=args.compile,
+    )
+
+
+def command(args: argparse.Namespace) -> int:
+    result = train(config_from_args(args), log=lambda text: print(text, flush=True))
+    return 0 if result["finished"] else EXIT_PAUSED
+
+
+def set_defaults(model_dir: Path, guidance_scale: float | None = None, steps: int | None = None,
+                 fps: int | None = None) -> dict[str, Any]:
+    """Change the sampling defaults a trained model declares in its model_index.json (what
+    `inertia run --backbone testbed` uses when the run sets none); returns the new values."""
+    index_path = Path(model_dir) / "model_index.json"
+    if not index_path.is_file():
+        raise TrainError(f"{model_dir} has no model_index.json (not a trained test-bed checkpoint)")
+    index = json.loads(index_path.read_text())
+    if index.get("_class_name") != "TestbedPipeline":
+        raise TrainError(f"{model_dir} is a {index.get('_class_name')} checkpoint, not a TestbedPipeline")
+    updates = {"default_guidance_scale": guidance_scale, "default_steps": steps, "default_fps": fps}
+    bad = {k: v for k, v in updates.items() if v is not None and not v > 0}
+    if bad:
+        raise TrainError(f"defaults must be > 0, got {bad}")
+    index.update({k: v for k, v in updates.items() if v is not None})
+    _write_json(index_path, index)
+    return {k: index.get(k) for k in updates}
+
+
+def add_defaults_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="trained checkpoint directory (e.g. runs/testbed/model)")
+    parser.add_argument("--guidance", type=float, default=None, help="default CFG scale")
+    parser.add_argument("--steps", type=int, default=None, help="default sampling steps")
+    parser.add_argument("--fps", type=int, default=None, help="default frame rate of written videos")
+
+
+def defaults_command(args: argparse.Namespace) -> int:
+    values = set_defaults(args.model, args.guidance, args.steps, args.fps)
+    print(f"{args.model}: " + ", ".join(f"{k} {v}" for k, v in values.items()))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inertia.testbed.train", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return command(args)
+    except InertiaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

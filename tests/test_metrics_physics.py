@@ -1,0 +1,52 @@
+"""The physics metric on simulator clips with known trajectories, and lossless test-bed videos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inertia.core.errors import InertiaError
+from inertia.core.io import read_video, write_mp4
+from inertia.core.metric import VideoSample
+from inertia.metrics.physics import Physics
+from inertia.testbed import simulator as sim
+from inertia.testbed.data import commanded_spec
+
+PROMPT = "the blue ball rolls left fast"
+RECORD = {"config": {"backbone": "testbed", "seed": 4, "image": None}}
+
+
+def truth_frames(prompt: str = PROMPT, seed: int = 4) -> np.ndarray:
+    return sim.render(commanded_spec(prompt, seed)).frames
+
+
+def test_ground_truth_clip_has_no_error_and_no_static_death():
+    values = Physics().score(VideoSample(truth_frames(), 8.0, PROMPT, RECORD))
+    assert values["static_death"] is False and values["direction_correct"] is True and values["integrity_ok"] is True
+    assert values["velocity_error"] < 0.35 and values["position_error"] < 0.3  # disc rasterisation only
+
+
+def test_frozen_clip_is_static_death():
+    frozen = np.repeat(truth_frames()[:1], 17, axis=0)
+    values = Physics().score(VideoSample(frozen, 8.0, PROMPT, RECORD))
+    assert values["static_death"] is True and values["direction_correct"] is False
+    assert values["position_error"] > 5
+
+
+def test_without_a_test_bed_record_errors_are_left_empty():
+    values = Physics().score(VideoSample(truth_frames(), 8.0, PROMPT, {}))
+    assert values["velocity_error"] is None and values["static_death"] is False
+
+
+def test_prompts_outside_the_grammar_are_refused():
+    with pytest.raises(InertiaError, match=r"metric physics needs a test-bed prompt"):
+        Physics().check_prompt("a man performs a backflip")
+
+
+def test_lossless_video_keeps_the_colours_the_metric_parses(tmp_path):
+    frames = truth_frames()
+    write_mp4(tmp_path / "v.mp4", frames, fps=8, lossless=True)
+    decoded, fps = read_video(tmp_path / "v.mp4")
+    assert fps == 8 and decoded.shape == frames.shape
+    assert np.abs(decoded.astype(int) - frames.astype(int)).max() <= 3
+    assert Physics().score(VideoSample(decoded, fps, PROMPT, RECORD))["velocity_error"] < 0.35
