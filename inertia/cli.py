@@ -1,4 +1,4 @@
-"""Command line: `inertia run`, `inertia score`, `inertia plugins`, `inertia testbed`.
+"""Command line: `inertia run`, `inertia score`, `inertia plugins`, `inertia testbed`, `inertia sweep`, `inertia report`.
 
 User mistakes print one line (`error: field: what is allowed`) and exit with status 2, before
 any model loads; no Python traceback is shown for them.
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="directory for new records of videos that have no run record (default: beside each video)")
 
     _add_testbed_commands(commands)
+    _add_sweep_commands(commands)
 
     plugins = commands.add_parser("plugins", help="list backbones, interventions and metrics with their parameters")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
@@ -99,6 +100,19 @@ def command_testbed(args: argparse.Namespace) -> int:
         "evaluate": testbed_evaluate.command,
         "set-defaults": testbed_train.defaults_command,
     }[args.testbed_command](args)
+
+
+def _add_sweep_commands(commands) -> None:
+    """`inertia sweep FILE` and `inertia report DIR` (inertia/sweep/cli.py)."""
+    from .sweep.cli import add_commands
+
+    add_commands(commands)
+
+
+def _sweep_commands() -> dict:
+    from .sweep.cli import command_report, command_sweep
+
+    return {"sweep": command_sweep, "report": command_report}
 
 
 def config_from_args(args: argparse.Namespace):
@@ -162,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     try:
         commands = {"run": command_run, "score": command_score, "plugins": command_plugins, "testbed": command_testbed}
+        commands.update(_sweep_commands())
         return commands[args.command](args)
     except NonFiniteLatentsError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install inertia into it; `--test` adds the test dependencies.
+# Create .venv (if missing) and install inertia into it; `--test` adds the test dependencies
+# (pytest, scipy, and Ray, whose executor the tests run on a local CPU cluster).
 #
 # torch is installed first and pinned, because an unpinned torch pulled in by a dependency
 # resolves to a multi-GB CUDA build. TORCH_SPEC overrides the pin (e.g. a CUDA build on a GPU host).
@@ -7,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+[ "${1:-}" = "--test" ] && extras="[test,ray]"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

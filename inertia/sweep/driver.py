@@ -1,0 +1,194 @@
+"""`inertia sweep FILE`: plan, resume, execute, record; progress with an ETA.
+
+The driver plans every run before anything loads, takes the sweep directory's lock, brings the
+results table up to date with the complete run records on disk, hands the incomplete runs to the
+executor (grouped by model) and writes each finished run to the table in one transaction. Killed at
+any moment, a rerun finds every complete run by its record and does only what is left.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from ..core.errors import InertiaError
+from ..core.io import atomic_write_text
+from .executors import make_executor
+from .plan import SweepPlan, SweepRun, plan_summary
+from .runs import Outcome, run_state
+from .spec import Sweep, load_sweep
+from .store import DB_NAME, ResultStore, record_sha
+
+LOCK_NAME = ".sweep.lock"
+PLAN_NAME = "plan.json"
+SWEEP_COPY = "sweep.yaml"
+
+
+@dataclass
+class SweepResult:
+    plan: SweepPlan
+    existing: int = 0
+    generated: int = 0
+    scored: int = 0
+    failed: list[tuple[SweepRun, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    dry_run: bool = False
+    model_loads: int = 0  # models loaded by the executor (local: one per model when runs are grouped)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@contextmanager
+def sweep_lock(out: Path) -> Iterator[None]:
+    """An exclusive lock on the sweep directory; the OS releases it when the process dies (even kill -9)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InertiaError(f"sweep: another sweep is running in {out} (lock {out / LOCK_NAME})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """One line per finished run: done/total, runs left, ETA from this session's throughput."""
+
+    def __init__(self, total: int, already: int, todo: int, stream: IO[str] | None):
+        self.total, self.already, self.todo, self.stream = total, already, todo, stream
+        self.finished = 0
+        self.started = time.perf_counter()
+
+    def update(self, run: SweepRun, action: str, seconds: float) -> None:
+        self.finished += 1
+        if self.stream is None:
+            return
+        elapsed = time.perf_counter() - self.started
+        left = self.todo - self.finished
+        eta = elapsed / self.finished * left
+        width = len(str(self.total))
+        print(f"[{self.already + self.finished:>{width}}/{self.total}] {left} left, eta {format_seconds(eta)} | "
+              f"{run.describe()}: {action} ({seconds:.1f}s)", file=self.stream, flush=True)
+
+
+def run_sweep(source: Path | Sweep, out: Path | None = None, executor: str = "local", dry_run: bool = False,
+              skip_unsupported: bool | None = None, workers: int | None = None, address: str | None = None,
+              retries: int | None = None, stream: IO[str] | None = sys.stderr, progress: bool = True) -> SweepResult:
+    """Plan and run a sweep (see module doc); returns counts and failures. Raises InertiaError on bad input."""
+    started = time.perf_counter()
+    sweep = source if isinstance(source, Sweep) else load_sweep(Path(source))
+    runner = make_executor(executor, workers=workers, address=address)
+    try:
+        return _run(sweep, runner, out, dry_run, skip_unsupported, retries, stream, progress, started)
+    finally:
+        runner.close()
+
+
+def _run(sweep: Sweep, runner, out: Path | None, dry_run: bool, skip_unsupported: bool | None, retries: int | None,
+         stream: IO[str] | None, progress: bool, started: float) -> SweepResult:
+    plan = runner.plan(sweep, out, skip_unsupported)
+    states = {run.run_hash: run_state(run) for run in plan.runs}
+    complete = [r for r in plan.runs if states[r.run_hash][0] == "complete"]
+    unscored = [r for r in plan.runs if states[r.run_hash][0] == "unscored"]
+    todo = [r for r in plan.runs if states[r.run_hash][0] != "complete"]
+    say = (lambda line: print(line, file=stream, flush=True)) if stream is not None else (lambda line: None)
+    for line in plan_summary(plan):
+        say(line)
+    say(f"  already complete: {len(complete)}; to score only: {len(unscored)}; to generate: {len(todo) - len(unscored)}; "
+        f"executor: {runner.name}")
+    result = SweepResult(plan, existing=len(complete), dry_run=dry_run)
+    if dry_run:
+        return result
+    retries = sweep.spec.retries if retries is None else retries
+    with sweep_lock(plan.out):
+        _write_plan_files(plan)
+        store = ResultStore(plan.out / DB_NAME)
+        try:
+            store.register_plan(plan)
+            _sync_store(store, plan, states)
+            meter = Progress(len(plan.runs), len(complete), len(todo), stream if progress else None)
+
+            def done(run: SweepRun, outcome: Outcome | None, error: str | None, attempts: int) -> None:
+                if outcome is not None:
+                    store.record_complete(run, outcome.record, attempts, outcome.host)
+                    if outcome.action == "generated":
+                        result.generated += 1
+                    elif outcome.action == "scored":
+                        result.scored += 1
+                    else:
+                        result.existing += 1
+                    meter.update(run, outcome.action, outcome.seconds)
+                else:
+                    store.record_failure(run, error or "unknown error", attempts)
+                    result.failed.append((run, error or "unknown error"))
+                    meter.update(run, f"FAILED after {attempts} attempt(s): {error}", 0.0)
+
+            wanted = {run.run_hash for run in todo}
+            ordered = [run for group in plan.groups() for run in group if run.run_hash in wanted]
+            runner.run(ordered, retries, done)
+            result.model_loads = runner.model_loads
+        finally:
+            store.close()
+    result.seconds = time.perf_counter() - started
+    say(f"sweep {sweep.spec.name!r}: {len(plan.runs)} runs: {result.existing} already complete, {result.generated} generated, "
+        f"{result.scored} scored, {len(result.failed)} failed; {result.model_loads} model loads; {format_seconds(result.seconds)}; "
+        f"table {plan.out / DB_NAME}")
+    for run, error in result.failed:
+        say(f"  FAILED {run.describe()} ({run.run_hash}): {error}")
+    return result
+
+
+def _write_plan_files(plan: SweepPlan) -> None:
+    """The sweep file as given and the expanded plan, beside the results (atomic writes)."""
+    if plan.sweep.source is not None:
+        atomic_write_text(plan.out / SWEEP_COPY, Path(plan.sweep.source).read_text())
+    payload = {"sweep": plan.sweep.spec.model_dump(mode="json"), "runs": [run.to_dict() for run in plan.runs],
+               "skipped": [vars(s) for s in plan.skipped]}
+    atomic_write_text(plan.out / PLAN_NAME, json.dumps(payload, indent=1, default=str) + "\n")
+    _remove_stale_temporaries(plan)
+
+
+def _remove_stale_temporaries(plan: SweepPlan) -> None:
+    """Temporary files of atomic writes a kill interrupted (`.NAME.xxxx.tmp...`); we hold the lock."""
+    for run in plan.runs:
+        run_dir = Path(run.run_dir)
+        if run_dir.is_dir():
+            for path in run_dir.glob(".*.tmp*"):
+                path.unlink(missing_ok=True)
+
+
+def _sync_store(store: ResultStore, plan: SweepPlan, states: dict) -> None:
+    """Make the table agree with the run records on disk (the source of truth)."""
+    stored = store.stored_sha()
+    for run in plan.runs:
+        state, record = states[run.run_hash]
+        if state == "complete":
+            if stored.get(run.run_hash) != record_sha(run):
+                store.record_complete(run, record, attempts=0)
+        elif run.run_hash in stored:
+            store.mark_planned(run)  # the table said complete, the files say otherwise: run it again

@@ -1,0 +1,88 @@
+"""Executors: who performs the planned runs. Both call `runs.perform` on each run and report every
+finished run back to the driver (the only writer of the results table), in any order.
+
+* `LocalExecutor` (default): one process, runs in model order, one model loaded at a time.
+* `RayExecutor` (`pip install 'inertia[ray]'`): see `ray_executor.py`.
+
+A run that raises an `InertiaError` (a user-facing, deterministic problem: bad config, NaN latents)
+fails at once; any other exception is retried up to `retries` more times.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Optional, Protocol
+
+from ..core.errors import InertiaError
+from .plan import SweepPlan, SweepRun, plan_sweep
+from .runs import BoundedModelCache, Outcome, perform
+from .spec import Sweep
+
+#: done(run, outcome or None, error or None, attempts)
+Done = Callable[[SweepRun, Optional[Outcome], Optional[str], int], None]
+
+
+class Executor(Protocol):
+    name: str
+    workers: int
+    model_loads: int
+
+    def plan(self, sweep: Sweep, out: Path | None, skip_unsupported: bool | None) -> SweepPlan:
+        """Plan where the runs will run (devices and defaults resolve as they will there)."""
+
+    def run(self, runs: list[SweepRun], retries: int, done: Done) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def describe_error(error: BaseException) -> str:
+    if isinstance(error, InertiaError):
+        return f"{type(error).__name__}: {error}"
+    return "".join(traceback.format_exception_only(type(error), error)).strip()
+
+
+class LocalExecutor:
+    """All runs in this process, in the order given (grouped by model), one model loaded at a time."""
+
+    name = "local"
+    workers = 1
+
+    def __init__(self, max_models: int = 1):
+        self.models = BoundedModelCache(max_models)
+
+    def plan(self, sweep: Sweep, out: Path | None, skip_unsupported: bool | None) -> SweepPlan:
+        return plan_sweep(sweep, out, skip_unsupported=skip_unsupported)
+
+    @property
+    def model_loads(self) -> int:
+        return self.models.loads
+
+    def close(self) -> None:
+        self.models = BoundedModelCache(self.models.size)
+
+    def run(self, runs: list[SweepRun], retries: int, done: Done) -> None:
+        for run in runs:
+            for attempt in range(1, retries + 2):
+                try:
+                    outcome = perform(run, self.models)
+                except InertiaError as error:
+                    done(run, None, describe_error(error), attempt)
+                    break
+                except Exception as error:  # noqa: BLE001 - retried, then recorded as failed
+                    if attempt > retries:
+                        done(run, None, describe_error(error), attempt)
+                else:
+                    done(run, outcome, None, attempt)
+                    break
+
+
+def make_executor(name: str, workers: int | None = None, address: str | None = None, max_models: int = 1) -> Executor:
+    if name == "local":
+        return LocalExecutor(max_models)
+    if name == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(address=address, workers=workers, max_models=max_models)
+    raise InertiaError(f"executor: unknown executor {name!r}; allowed: local, ray")

@@ -1,0 +1,147 @@
+"""The one run function every executor calls, and what "a run's outputs exist" means.
+
+A run is **complete** exactly when its `record.json` (written last, atomically, by
+`core.runner.execute`)
+
+1. parses as a JSON object whose `run_hash` is the planned run's hash,
+2. sits beside its `video.mp4` (written atomically before the record), and
+3. holds, under `metrics`, an entry for every metric the sweep asks for, with the planned
+   parameters and a `values` mapping.
+
+A record without (all) its metrics means the process died between the record's two atomic writes,
+or the sweep asks for a metric the run was not scored with: the video is kept and only scored.
+Anything else (no record, an unreadable record, a record of another config) is run from the start;
+the atomic writes replace whatever partial state is there. Temporary files left by a kill
+(`.NAME.*.tmp*`) are never read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..core.config import PluginSpec, RunConfig
+from ..core.errors import InertiaError
+from ..core.records import RECORD_NAME, VIDEO_NAME
+from .plan import SweepRun
+
+State = Literal["complete", "unscored", "missing"]
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((Path(run_dir) / RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def run_state(run: SweepRun) -> tuple[State, dict[str, Any] | None]:
+    """Whether `run` is complete, generated but not (fully) scored, or missing; and its record."""
+    run_dir = Path(run.run_dir)
+    record = read_record(run_dir)
+    if record is None or record.get("run_hash") != run.run_hash or not (run_dir / VIDEO_NAME).is_file():
+        return "missing", None
+    entries = record.get("metrics") or {}
+    for key, spec in zip(run.metric_keys, run.metrics):
+        entry = entries.get(key)
+        if not isinstance(entry, dict) or entry.get("params") != spec["params"] or not isinstance(entry.get("values"), dict):
+            return "unscored", record
+    return "complete", record
+
+
+class BoundedModelCache:
+    """`core.runner.ModelCache` with at most `size` models kept loaded (least recently used leaves).
+
+    Runs are ordered by model, so a bound of one still loads each model once per worker, and a
+    GPU never holds two large models.
+    """
+
+    def __init__(self, size: int = 1) -> None:
+        self.size = max(1, size)
+        self._loaded: OrderedDict[tuple, Any] = OrderedDict()
+        self.loads = 0
+
+    def get(self, backbone, config: RunConfig):
+        key = backbone.load_key(config)
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
+        while len(self._loaded) >= self.size:
+            self._loaded.popitem(last=False)
+            _free_memory()
+        self._loaded[key] = backbone.load(config)
+        self.loads += 1
+        return self._loaded[key]
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class Outcome:
+    """What one call of `perform` did."""
+
+    run_hash: str
+    action: Literal["existing", "scored", "generated"]
+    seconds: float
+    record: dict[str, Any]
+    host: str = ""
+
+
+def perform(run: SweepRun, models: BoundedModelCache) -> Outcome:
+    """Make `run` complete: nothing if it is, score its video if only metrics are missing, else generate.
+
+    Re-plans from the requested config (so a worker on another machine validates it too) and
+    checks that the plan resolves to the hash the sweep planned.
+    """
+    import socket
+
+    from ..core.runner import execute, plan_run
+    from ..metrics.scoring import score_videos
+
+    started = time.perf_counter()
+    state, record = run_state(run)
+    host = socket.gethostname()
+    if state == "complete":
+        return Outcome(run.run_hash, "existing", 0.0, record, host)
+    if state == "unscored":
+        specs = [PluginSpec(**spec) for spec in run.metrics]
+        score_videos([Path(run.run_dir) / VIDEO_NAME], specs, device=run.resolved.get("device", "auto"))
+        state, record = run_state(run)
+        if state != "complete":
+            raise RuntimeError(f"{run.describe()}: scoring did not complete the record at {run.run_dir}")
+        return Outcome(run.run_hash, "scored", time.perf_counter() - started, record, host)
+    plan = plan_run(RunConfig(**run.requested))
+    if plan.config.run_hash() != run.run_hash:
+        raise InertiaError(
+            f"{run.describe()}: resolves to run {plan.config.run_hash()} on {host}, but the sweep planned {run.run_hash} "
+            "(different defaults or device on this worker?)")
+    execute(plan, models, progress=False)
+    state, record = run_state(run)
+    if state != "complete":
+        raise RuntimeError(f"{run.describe()}: finished on {host} but its complete record is not visible at {run.run_dir} "
+                           "(on a cluster, the sweep directory must be on a filesystem shared by all nodes)")
+    return Outcome(run.run_hash, "generated", time.perf_counter() - started, record, host)
+
+
+def quiet_libraries() -> None:
+    """Keep diffusers/transformers loading bars and warnings out of sweep output (as the CLI does)."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

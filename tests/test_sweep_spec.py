@@ -1,0 +1,157 @@
+"""Sweep files: validation, expansion into conditions and runs, planning errors before anything loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inertia.cli import main
+from inertia.core.errors import InertiaError
+from inertia.registry import default_registry
+from inertia.sweep.plan import SweepPlanError, plan_sweep, run_config_values
+from inertia.sweep.spec import build_sweep, load_sweep
+
+BASE = {
+    "backbones": [{"backbone": "wan", "num_frames": 9, "height": 32, "width": 32, "steps": 2}],
+    "prompts": ["a ball rolls"],
+    "seeds": 2,
+    "metrics": ["motion"],
+}
+
+
+def sweep_of(**changes):
+    return build_sweep({**BASE, **changes})
+
+
+def test_grids_expand_to_labelled_conditions_with_the_baseline_first_and_shared_cells_once():
+    sweep = sweep_of(conditions=[
+        {"interventions": ["boost", {"decay": {"p": 0.7}}], "grid": {"boost.b": [0.5, 1.0]}},
+        {"interventions": ["relax", "decay"], "grid": {"relax.beta": [0.5, 0.75, 1.0], "decay.p": [0.7]}},
+        {"interventions": [{"name": "relax", "params": {"beta": 1.0}}, "decay"], "grid": {"decay.p": [0.7, 1.0, 2.1]}},
+        "unlearn:sigma_blur=0.6",
+        "relax:beta=0.5+unlearn:sigma_blur=1.3",
+    ])
+    labels = [c.label for c in sweep.conditions]
+    assert labels == [
+        "baseline",
+        "boost(b=0.5)+decay(p=0.7)", "boost(b=1.0)+decay(p=0.7)",
+        "relax(beta=0.5)+decay(p=0.7)", "relax(beta=0.75)+decay(p=0.7)", "relax(beta=1.0)+decay(p=0.7)",
+        "relax(beta=1.0)+decay(p=1.0)", "relax(beta=1.0)+decay(p=2.1)",  # beta 1.0 / p 0.7 appears once
+        "unlearn(sigma_blur=0.6)",
+        "relax(beta=0.5)+unlearn(sigma_blur=1.3)",
+    ]
+    baseline, boost = sweep.conditions[0], sweep.conditions[1]
+    assert baseline.is_baseline and baseline.family == "baseline" and not baseline.specs
+    assert boost.family == "boost+decay"
+    # every parameter, defaults included, for the table's columns
+    assert boost.params == {"boost.target": "auto", "boost.b": 0.5, "decay.p": 0.7}
+    assert sweep.seeds == [0, 1]
+
+
+def test_baseline_false_and_an_explicit_empty_condition():
+    assert [c.label for c in sweep_of(baseline=False, conditions=["relax"]).conditions] == ["relax"]
+    assert [c.label for c in sweep_of(conditions=["baseline", "relax"]).conditions] == ["baseline", "relax"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"backbones": [{"backbone": "wan", "stepz": 3}]}, "backbones.0.stepz: unknown field"),
+    ({"backbones": [{"backbone": "wna"}]}, "backbones[0].backbone: unknown backbone 'wna' (did you mean wan?)"),
+    ({"conditions": ["relaxx"]}, "unknown intervention 'relaxx'"),
+    ({"conditions": [{"interventions": ["relax"], "grid": {"relax.beta": [0.5, 1.5]}}]},
+     "conditions[0] (relax; relax.beta=1.5): beta: Input should be less than or equal to 1"),
+    ({"conditions": [{"interventions": ["relax"], "grid": {"decay.p": [0.7]}}]},
+     "conditions[0].grid.decay.p: decay is not among this condition's interventions (relax)"),
+    ({"conditions": [{"interventions": ["relax"], "grid": {"relax.bta": [0.7]}}]},
+     "relax has no parameter 'bta'"),
+    ({"conditions": [{"interventions": ["relax"], "grid": {"relax.beta": []}}]}, "a grid needs at least one value"),
+    ({"seeds": [1, 1]}, "seeds repeat"),
+    ({"metrics": ["motoin"]}, "metrics[0]: unknown metric 'motoin'"),
+    ({"metrics": [{"motion": {"flow": "nope"}}]}, "metrics[0] (motion): flow"),
+    ({"prompts": ["a", "a"]}, "listed twice"),
+    ({"backbones": [{"backbone": "wan"}, {"backbone": "wan"}]}, "'wan' names two backbones"),
+    ({"unknown": 1}, "unknown: unknown field"),
+])
+def test_bad_sweep_files_fail_naming_the_field(changes, message):
+    with pytest.raises(InertiaError) as error:
+        sweep_of(**changes)
+    assert message in str(error.value)
+
+
+def test_prompts_from_files_with_labels_and_images(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "start.png")
+    (tmp_path / "prompts.txt").write_text("# comment\na dog jumps\n\na cat falls\n")
+    (tmp_path / "more.yaml").write_text(yaml.safe_dump([
+        {"text": "a man performs a backflip", "id": "flip", "labels": ["somersaulting"], "image": "start.png"}]))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        **BASE, "prompts": [{"file": "prompts.txt"}, {"file": "more.yaml"}, {"text": "inline", "id": "in"}],
+        "metrics": ["motion", {"action": {"model": str(tmp_path / "no-videomae")}}]}))
+    sweep = load_sweep(tmp_path / "sweep.yaml")
+    assert [(p.id, p.text) for p in sweep.prompts] == [
+        ("p0", "a dog jumps"), ("p1", "a cat falls"), ("flip", "a man performs a backflip"), ("in", "inline")]
+    flip = sweep.prompts[2]
+    assert flip.labels == ("somersaulting",) and flip.image == (tmp_path / "start.png").resolve()
+    # the prompt's labels go to the metrics that take labels; its image only to i2v backbones
+    registry = default_registry()
+    entry = sweep.spec.backbones[0]
+    values, mode = run_config_values(sweep, entry, sweep.conditions[0], flip, 0, tmp_path, registry)
+    assert mode == "t2v" and values["image"] is None
+    assert [m.params.get("labels") for m in values["metrics"]] == [None, ["somersaulting"]]
+    framepack = entry.model_copy(update={"backbone": "framepack"})
+    values, mode = run_config_values(sweep, framepack, sweep.conditions[0], flip, 0, tmp_path, registry)
+    assert mode == "i2v" and values["image"] == flip.image
+
+
+def test_missing_prompt_image_and_file_are_errors(tmp_path):
+    with pytest.raises(InertiaError, match=r"prompts\[0\].image: no such file"):
+        build_sweep({**BASE, "prompts": [{"text": "x", "image": "nope.png"}]}, base=tmp_path)
+    with pytest.raises(InertiaError, match=r"prompts\[0\].file: no such file"):
+        build_sweep({**BASE, "prompts": [{"file": "nope.txt"}]}, base=tmp_path)
+
+
+def test_plan_names_the_backbone_and_condition_it_cannot_run_or_lists_it_as_skipped(tmp_path):
+    # HunyuanVideo runs without true CFG by default, so a CFG schedule cannot change anything there.
+    data = {**BASE, "backbones": [{"backbone": "wan", "num_frames": 9}, {"backbone": "hunyuan", "num_frames": 9}],
+            "conditions": ["dynamic_cfg", "relax:beta=0.5"]}
+    with pytest.raises(SweepPlanError) as error:
+        plan_sweep(build_sweep(data), tmp_path)
+    text = str(error.value)
+    assert "hunyuan x dynamic_cfg: dynamic_cfg.target: cfg guidance is off" in text and "(2 runs)" in text
+    assert "nothing was run" in text and "--skip-unsupported" in text
+    plan = plan_sweep(build_sweep({**data, "unsupported": "skip"}), tmp_path)
+    assert [(s.backbone, s.condition, s.runs) for s in plan.skipped] == [("hunyuan", "dynamic_cfg", 2)]
+    assert len(plan.runs) == 2 * 3 * 2 - 2
+    assert not list(tmp_path.iterdir())  # planning writes nothing
+
+
+def test_a_setting_every_condition_fails_on_is_one_line_and_never_skipped(tmp_path):
+    data = {**BASE, "backbones": [{"backbone": "wan", "num_frames": 10}], "conditions": ["relax"], "unsupported": "skip"}
+    with pytest.raises(SweepPlanError, match=r"wan x every condition: num_frames: 10 is not of the form 4k\+1"):
+        plan_sweep(build_sweep(data), tmp_path)
+
+
+def test_runs_are_named_by_their_config_hash_and_grouped_by_model(tmp_path):
+    data = {**BASE, "backbones": [{"backbone": "wan", "num_frames": 9}, {"backbone": "cogvideox"}], "conditions": ["relax"]}
+    plan = plan_sweep(build_sweep(data), tmp_path)
+    assert len(plan.runs) == 2 * 2 * 1 * 2
+    for run in plan.runs:
+        assert Path(run.run_dir) == (tmp_path / "runs").absolute() / f"{run.backbone_plugin}-{run.run_hash}"
+    assert len({r.run_hash for r in plan.runs}) == len(plan.runs)
+    assert [[r.backbone for r in group] for group in plan.groups()] == [["wan"] * 4, ["cogvideox"] * 4]
+    assert plan.param_columns() == {"relax_target": "relax.target", "relax_beta": "relax.beta", "relax_s_min": "relax.s_min"}
+
+
+def test_cli_dry_run_shows_the_plan_and_runs_nothing(tmp_path, capsys):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "conditions": [{"interventions": ["relax"], "grid": {"relax.beta": [0.5, 1.0]}}]}))
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "planned runs: 6 = 1 backbones x 3 conditions x 1 prompts x 2 seeds" in out
+    assert "to generate: 6" in out
+    assert not (tmp_path / "out").exists()
+    path.write_text(yaml.safe_dump({**BASE, "conditions": ["relax:beta=2"]}))
+    assert main(["sweep", str(path), "--dry-run"]) == 2
+    assert "beta: Input should be less than or equal to 1" in capsys.readouterr().err
