@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..core.attention import AttentionHooks, Role, TokenLayout, VideoBlock, processors_installed
+from ..core.attention import AttentionHooks, TokenLayout, VideoBlock, processors_installed
 from ..core.backbone import PipelineBackbone, Section
 from ..core.builtin_models import checkpoint_path
 from ..core.checkpoints import BUILTIN_PREFIX, checkpoint_mode, is_builtin, read_checkpoint_json
@@ -308,13 +308,9 @@ class CogVideoXBackbone(PipelineBackbone):
         check_steps(resolved.steps)
         return resolved
 
+    # Image-to-video puts the image latent in extra channels of latent frame 0: the first token
+    # frame is the conditioned one (the base class's token_roles). See `token_layout`.
     supports_attention_hooks = True
-
-    @classmethod
-    def token_roles(cls, config: RunConfig) -> frozenset[Role]:
-        # Image-to-video puts the image latent in extra channels of latent frame 0 (as Wan I2V marks
-        # its latent frame 0): the first token frame is the conditioned one. See `token_layout`.
-        return frozenset({"noisy", "condition"}) if config.image is not None else frozenset({"noisy"})
 
     # ----- loading -------------------------------------------------------------------------------
     @classmethod

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from ..core.attention import AttentionHooks, Role, TokenLayout, VideoBlock, processors_installed
+from ..core.attention import AttentionHooks, Role, TokenLayout
 from ..core.backbone import Backbone, Section
 from ..core.checkpoints import read_checkpoint_json
 from ..core.config import RunConfig
@@ -238,11 +238,9 @@ class TestbedBackbone(Backbone):
     # ----- attention interface ----------------------------------------------------------------------
     def token_layout(self, job: TestbedJob, section: Section) -> TokenLayout:
         """Video tokens only, frame-major; frame 0 is the conditioning frame (as in Wan I2V)."""
-        _, _, frames, height, width = section.latents.shape
-        _, patch_h, patch_w = self.transformer.config.patch_size
-        grid = (height // patch_h, width // patch_w)
-        blocks = (VideoBlock(0, 1, *grid, "condition"), VideoBlock(grid[0] * grid[1], frames - 1, *grid, "noisy"))
-        return TokenLayout(frames * grid[0] * grid[1], blocks)
+        from .wan import wan_token_layout
+
+        return wan_token_layout(self.transformer, section.latents.shape, conditioned=True)
 
     @property
     def num_attention_layers(self) -> int:
@@ -250,10 +248,9 @@ class TestbedBackbone(Backbone):
 
     def hooked_attention(self, hooks: AttentionHooks):
         # The transformer is diffusers' WanTransformer3DModel: Wan's hooked self-attention applies as is.
-        from .wan import HookedWanSelfAttention
+        from .wan import hook_wan_self_attention
 
-        modules = [block.attn1 for block in self.transformer.blocks]
-        return processors_installed(modules, (HookedWanSelfAttention(i, hooks) for i in range(len(modules))))
+        return hook_wan_self_attention(self.transformer, hooks)
 
     def decode(self, job: TestbedJob) -> np.ndarray:
         return self.decode_batch(job)[0]

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..core.attention import AttentionHooks, Role, TokenLayout, VideoBlock, processors_installed
+from ..core.attention import AttentionHooks, TokenLayout, VideoBlock, processors_installed
 from ..core.backbone import PipelineBackbone, Section, single_section
 from ..core.builtin_models import checkpoint_path
 from ..core.checkpoints import BUILTIN_PREFIX, checkpoint_mode, is_builtin, read_checkpoint_json
@@ -98,6 +98,25 @@ class HookedWanSelfAttention:
         return attn.to_out[1](attn.to_out[0](out))
 
 
+def wan_token_layout(transformer: Any, latent_shape: tuple[int, ...], conditioned: bool) -> TokenLayout:
+    """Self-attention of a WanTransformer3DModel holds video tokens only (text enters through
+    cross-attention), frame-major after the patchify; with a conditioning image latent frame 0
+    is the conditioned frame."""
+    _, _, frames, height, width = latent_shape
+    _, patch_h, patch_w = transformer.config.patch_size
+    grid = (height // patch_h, width // patch_w)
+    context = 1 if conditioned else 0
+    blocks = [VideoBlock(0, context, *grid, "condition")] if context else []
+    blocks.append(VideoBlock(context * grid[0] * grid[1], frames - context, *grid, "noisy"))
+    return TokenLayout(frames * grid[0] * grid[1], tuple(blocks))
+
+
+def hook_wan_self_attention(transformer: Any, hooks: AttentionHooks):
+    """Install the hooked processor on every block's self-attention (`attn1`) for the duration."""
+    modules = [block.attn1 for block in transformer.blocks]
+    return processors_installed(modules, (HookedWanSelfAttention(i, hooks) for i in range(len(modules))))
+
+
 class WanBackbone(PipelineBackbone):
     name = "wan"
     description = "Wan 2.1 (diffusers WanTransformer3DModel, flow-matching UniPC), text- and image-to-video, true CFG."
@@ -126,11 +145,6 @@ class WanBackbone(PipelineBackbone):
         return resolved
 
     supports_attention_hooks = True
-
-    @classmethod
-    def token_roles(cls, config: RunConfig) -> frozenset[Role]:
-        # Image-to-video conditions latent frame 0 on the image (mask channel = 1 there).
-        return frozenset({"noisy", "condition"}) if config.image is not None else frozenset({"noisy"})
 
     # ----- loading ---------------------------------------------------------------------------
     @classmethod
@@ -209,22 +223,14 @@ class WanBackbone(PipelineBackbone):
 
     # ----- attention interface -----------------------------------------------------------------
     def token_layout(self, job: WanJob, section: Section) -> TokenLayout:
-        """Self-attention holds video tokens only (text enters through cross-attention)."""
-        _, _, frames, height, width = section.latents.shape
-        _, patch_h, patch_w = self.transformer.config.patch_size
-        grid = (height // patch_h, width // patch_w)
-        context = 1 if job.condition is not None else 0
-        blocks = [VideoBlock(0, context, *grid, "condition")] if context else []
-        blocks.append(VideoBlock(context * grid[0] * grid[1], frames - context, *grid, "noisy"))
-        return TokenLayout(frames * grid[0] * grid[1], tuple(blocks))
+        return wan_token_layout(self.transformer, section.latents.shape, conditioned=job.condition is not None)
 
     @property
     def num_attention_layers(self) -> int:
         return len(self.transformer.blocks)
 
     def hooked_attention(self, hooks: AttentionHooks):
-        modules = [block.attn1 for block in self.transformer.blocks]
-        return processors_installed(modules, (HookedWanSelfAttention(i, hooks) for i in range(len(modules))))
+        return hook_wan_self_attention(self.transformer, hooks)
 
     def decode(self, job: WanJob) -> np.ndarray:
         vae = self.pipe.vae

@@ -92,8 +92,9 @@ class Backbone(ABC):
 
     @classmethod
     def token_roles(cls, config: RunConfig) -> frozenset[Role]:
-        """Roles of the video tokens in this run's self-attention ("noisy", "context"), before loading."""
-        return frozenset({"noisy"})
+        """Roles of the video tokens in this run's self-attention, before loading. The default:
+        image-to-video runs condition their first latent frame on the image ("condition")."""
+        return frozenset({"noisy", "condition"}) if config.image is not None else frozenset({"noisy"})
 
     #: Whether the backbone routes self-attention through `AttentionHooks` (the attention interface).
     supports_attention_hooks: ClassVar[bool] = False
