@@ -30,15 +30,15 @@ from inertia.backbones.framepack import (
 )
 from inertia.backbones.hunyuan_text import BARE_TEMPLATE
 from inertia.cli import main
-from inertia.core.attention import AttentionCall, AttentionHooks, VideoBlock
+from inertia.core.attention import AttentionHooks, VideoBlock
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.context import StepContext
 from inertia.core.errors import ConfigError
-from inertia.core.intervention import Intervention
 from inertia.core.runner import ModelCache, generate, plan_run
 from inertia.core.setup import RunSetup
 from inertia.core.temporal_blur import blur_frames
 from inertia.interventions.unlearn import Unlearn, UnlearnParams, UnlearnWarning
+from recording import Recorder
 
 PROMPT, NEGATIVE, SEED, STEPS = "a man performs a backflip", "blurry, static", 7, 3
 SIZE = dict(height=32, width=48)
@@ -67,24 +67,6 @@ def models():
 @pytest.fixture(scope="module")
 def baseline(models):
     return generate(plan_run(config()), models, progress=False).frames
-
-
-class Recorder(Intervention):
-    """A transform that changes nothing and records every call it sees (and layer 0's keys)."""
-
-    name = "recorder"
-    transforms_attention = True
-
-    def __init__(self):
-        super().__init__()
-        self.calls: list[tuple[int, int, int, int]] = []
-        self.keys: list[torch.Tensor] = []
-
-    def transform_qkv(self, query, key, value, call: AttentionCall):
-        self.calls.append((call.step.section, call.step.step, call.layer, key.shape[1]))
-        if call.layer == 0:
-            self.keys.append(key.clone())
-        return query, key, value
 
 
 # ----- layout: an indicator in each latent block, through the transformer's own embedders -----------

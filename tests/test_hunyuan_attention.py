@@ -18,13 +18,13 @@ from inertia.backbones.hunyuan import BUILTIN_MODEL, HunyuanVideoBackbone
 from inertia.backbones.hunyuan_attention import HookedHunyuanVideoAttention
 from inertia.backbones.hunyuan_text import BARE_TEMPLATE
 from inertia.cli import main
-from inertia.core.attention import AttentionCall, AttentionHooks, VideoBlock
+from inertia.core.attention import AttentionHooks, VideoBlock
 from inertia.core.builtin_models import checkpoint_path
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.context import StepContext
 from inertia.core.errors import ConfigError
-from inertia.core.intervention import Intervention
 from inertia.core.runner import ModelCache, generate, plan_run
+from recording import Recorder
 
 SIZE = dict(height=32, width=48, num_frames=9, steps=4)
 PROMPT, NEGATIVE, SEED = "a red ball jumps", "blurry", 7
@@ -57,24 +57,6 @@ def theirs(pipe, **call) -> np.ndarray:
     return pipe(prompt=PROMPT, height=SIZE["height"], width=SIZE["width"], num_frames=SIZE["num_frames"],
                 num_inference_steps=SIZE["steps"], generator=torch.Generator().manual_seed(SEED), output_type="np",
                 prompt_template=BARE_TEMPLATE, **call).frames[0]
-
-
-class Recorder(Intervention):
-    """A transform that changes nothing and records every call it sees (and layer 0's keys)."""
-
-    name = "recorder"
-    transforms_attention = True
-
-    def __init__(self):
-        super().__init__()
-        self.calls: list[tuple[int, int, int, int]] = []
-        self.keys: list[torch.Tensor] = []
-
-    def transform_qkv(self, query, key, value, call: AttentionCall):
-        self.calls.append((call.step.section, call.step.step, call.layer, key.shape[1]))
-        if call.layer == 0:
-            self.keys.append(key.clone())
-        return query, key, value
 
 
 # ----- layout --------------------------------------------------------------------------------------
