@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from functools import cache
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -15,6 +16,12 @@ CONFIG_NAME = "config.yaml"
 
 
 def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape a run's output (read once per process: metadata lookups are slow)."""
+    return dict(_package_versions())
+
+
+@cache
+def _package_versions() -> dict[str, str]:
     import inertia
 
     versions = {"python": platform.python_version(), "inertia": inertia.__version__}
