@@ -23,6 +23,7 @@ def truth_frames(prompt: str = PROMPT, seed: int = 4) -> np.ndarray:
 def test_ground_truth_clip_has_no_error_and_no_static_death():
     values = Physics().score(VideoSample(truth_frames(), 8.0, PROMPT, RECORD))
     assert values["static_death"] is False and values["direction_correct"] is True and values["integrity_ok"] is True
+    assert values["correct_and_intact"] is True
     assert values["velocity_error"] < 0.35 and values["position_error"] < 0.3  # disc rasterisation only
 
 
@@ -30,6 +31,7 @@ def test_frozen_clip_is_static_death():
     frozen = np.repeat(truth_frames()[:1], 17, axis=0)
     values = Physics().score(VideoSample(frozen, 8.0, PROMPT, RECORD))
     assert values["static_death"] is True and values["direction_correct"] is False
+    assert values["integrity_ok"] is True and values["correct_and_intact"] is False  # intact, but frozen
     assert values["position_error"] > 5
 
 

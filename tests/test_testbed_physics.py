@@ -126,6 +126,7 @@ def test_ground_truth_at_48px_and_longer_clips():
         clip = render(sample_spec(seed, height=48, width=48, num_frames=25, two_ball_prob=0.5))
         overall = analyse(clip.frames, clip.prompt, clip)["overall"]
         assert overall["direction_correct"] and overall["integrity_ok"] and not overall["static_death"]
+        assert overall["correct_and_intact"]
         assert overall["position_error"] < POSITION_TOL and overall["velocity_error"] < VELOCITY_TOL
 
 
@@ -229,9 +230,11 @@ def test_split_ball_is_flagged():
         col = int(round(clip.trajectory[0].x[t]))
         frames[t, :, col] = BACKGROUND_RGB
     for truth in (clip, None):
-        ball = analyse(frames, clip.commands, truth)["balls"]["red"]
+        result = analyse(frames, clip.commands, truth)
+        ball = result["balls"]["red"]
         assert ball["split_frames"] == 4 and not ball["integrity_ok"]
         assert not ball["vanished"] and not ball["static_death"]
+        assert ball["direction_correct"] and not result["overall"]["correct_and_intact"]  # right way, but broken
 
 
 def test_ball_vanishing_mid_clip_is_flagged():

@@ -14,7 +14,8 @@ from typing import Any, Mapping
 from ..core.errors import InertiaError
 from ..core.metric import Metric, VideoSample
 
-OVERALL = ("static_death", "moved", "direction_correct", "integrity_ok", "velocity_error", "position_error")
+OVERALL = ("static_death", "moved", "direction_correct", "integrity_ok", "correct_and_intact", "velocity_error",
+           "position_error")
 
 
 class Physics(Metric):
@@ -27,6 +28,7 @@ class Physics(Metric):
         "moved": "some ball moved (or left the frame)",
         "direction_correct": "every ball moved the commanded way",
         "integrity_ok": "every ball kept its size and stayed one piece (unless commanded to leave)",
+        "correct_and_intact": "every ball moved the commanded way and stayed intact: a correct video",
         "velocity_error": "mean |parsed - true| velocity, px/frame (test-bed runs from a prompt only)",
         "position_error": "mean centroid distance to the truth, px (test-bed runs from a prompt only)",
         "balls": "the same per ball, keyed by colour, with the parsed mean velocity and pixel counts",

@@ -299,8 +299,8 @@ def analyse(frames: np.ndarray, commands: Sequence[Command] | str,
     Returns ``{"balls": {colour: {...}}, "overall": {...}}``. Per ball: moved, static_death,
     direction_correct, velocity_error / position_error (None without truth), integrity fields
     (count_cv, split_frames, vanished, integrity_ok) and the raw numbers behind them. Overall:
-    static_death if any ball froze, direction_correct / integrity_ok if all balls pass, errors
-    averaged over balls.
+    static_death if any ball froze, direction_correct / integrity_ok / correct_and_intact if all
+    balls pass, errors averaged over balls.
     """
     if isinstance(commands, str):
         commands = parse_prompt(commands)
@@ -320,5 +320,8 @@ def analyse(frames: np.ndarray, commands: Sequence[Command] | str,
         "velocity_error": _mean_or_none([r["velocity_error"] for r in rows]),
         "position_error": _mean_or_none([r["position_error"] for r in rows]),
         "integrity_ok": all(r["integrity_ok"] for r in rows),
+        # what a correct video does: every ball moves as commanded and stays one intact ball
+        # (a ball that breaks into blobs can look "moved" and even "in the right direction")
+        "correct_and_intact": all(r["direction_correct"] and r["integrity_ok"] for r in rows),
     }
     return {"balls": balls, "overall": overall}
