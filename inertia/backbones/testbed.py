@@ -120,6 +120,7 @@ class TestbedBackbone(Backbone):
     default_models: ClassVar[Mapping[str, str]] = {"i2v": DEFAULT_MODEL}
     guidance_targets = ("cfg",)
     supports_attention_hooks = True
+    supports_batching = True
     default_prompt = DEFAULT_PROMPT
     lossless_video = True
 
@@ -186,16 +187,16 @@ class TestbedBackbone(Backbone):
         return self.prepare_batch([config], [generator])
 
     def prepare_batch(self, configs: Sequence[RunConfig], generators: Sequence[torch.Generator]) -> TestbedJob:
-        """One job for several videos that share model, steps and guidance (for evaluation)."""
+        """One job for several videos with equal `batch_key` (sweeps, evaluation)."""
         from ..testbed import simulator as sim
         from ..testbed.data import commanded_spec
         from ..testbed.model import first_frame_condition, frames_to_tensor
 
         first = configs[0]
-        shared = ("model", "steps", "guidance_scale", "height", "width", "num_frames", "dtype", "device", "interventions")
         for config in configs[1:]:
-            differ = [k for k in shared if getattr(config, k) != getattr(first, k)]
-            if differ:
+            if self.batch_key(config) != self.batch_key(first):
+                differ = [k for k in RunConfig.model_fields if k not in self.PER_VIDEO_FIELDS
+                          and getattr(config, k) != getattr(first, k)]
                 raise ValueError(f"prepare_batch: configs differ in {', '.join(differ)}")
         pipe, device = self.pipe, self.device
         frames, specs = [], []

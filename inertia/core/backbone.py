@@ -9,8 +9,9 @@ with their timesteps and sigmas (`sections`), predict conditional/unconditional 
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -139,6 +140,31 @@ class Backbone(ABC):
     @abstractmethod
     def decode(self, job: Any) -> np.ndarray:
         """Decode the final latents to frames: float32 in [0, 1], shape (T, H, W, 3)."""
+
+    # ----- batched generation (optional) ------------------------------------------------------
+    #: Whether several runs can be sampled as one batch (`prepare_batch`/`decode_batch`). Small
+    #: models (the test bed) spend most of a single run waiting on per-call overhead; sweeps and
+    #: evaluations batch their runs when this is set.
+    supports_batching: ClassVar[bool] = False
+    #: Config fields the videos of one batch may set differently; every other field is shared.
+    PER_VIDEO_FIELDS: ClassVar[frozenset[str]] = frozenset({"prompt", "negative_prompt", "seed", "image", "metrics", "out_dir"})
+
+    @classmethod
+    def batch_key(cls, config: RunConfig) -> str | None:
+        """Resolved configs with equal keys can share one batch; None when the backbone cannot batch."""
+        if not cls.supports_batching:
+            return None
+        shared = {k: v for k, v in config.model_dump(mode="json").items() if k not in cls.PER_VIDEO_FIELDS}
+        return json.dumps(shared, sort_keys=True)
+
+    def prepare_batch(self, configs: Sequence[RunConfig], generators: Sequence[torch.Generator]) -> Any:
+        """One job for several videos with equal `batch_key`, each drawing its noise from its own
+        generator exactly as `prepare` would."""
+        raise NotImplementedError(f"backbone {self.name} does not batch runs (supports_batching is False)")
+
+    def decode_batch(self, job: Any) -> np.ndarray:
+        """Frames of every video of a batched job: float32 in [0, 1], shape (B, T, H, W, 3)."""
+        raise NotImplementedError(f"backbone {self.name} does not batch runs (supports_batching is False)")
 
     # ----- attention interface ---------------------------------------------------------------
     def token_layout(self, job: Any, section: Section) -> TokenLayout | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,25 +104,56 @@ class Generation:
     frames: np.ndarray  # float32 in [0, 1], (T, H, W, 3)
     trace: list[StepRecord]
     smoke_test: bool
-    timings: dict[str, float]
+    timings: dict[str, float]  # of the whole batch when the run was sampled in one
+    batch: dict[str, int] = field(default_factory=lambda: {"size": 1, "index": 0})
 
 
 def generate(plan: PlannedRun, models: ModelCache | None = None, progress: bool = True) -> Generation:
     """Load (or reuse) the backbone and sample the planned video; writes nothing."""
-    config, started = plan.config, time.perf_counter()
+    return generate_batch([plan], models, progress)[0]
+
+
+def check_batch(plans: Sequence[PlannedRun]) -> None:
+    """Raise ValueError unless the plans can be sampled as one batch (same backbone and batch key)."""
+    first = plans[0]
+    key = first.backbone.batch_key(first.config)
+    if key is None:
+        raise ValueError(f"backbone {first.config.backbone} does not batch runs")
+    for plan in plans[1:]:
+        if plan.backbone is not first.backbone or plan.backbone.batch_key(plan.config) != key:
+            raise ValueError(f"runs {first.config.run_hash()} and {plan.config.run_hash()} cannot share a batch: "
+                             "they differ in more than prompt, negative prompt, seed and image")
+
+
+def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None,
+                   progress: bool = True) -> list[Generation]:
+    """Sample several planned videos as one batch (one is an ordinary run); writes nothing.
+
+    Each video's noise comes from its own seed, exactly as an ordinary run draws it, so a batched
+    video equals the single run up to float rounding of the batched matrix products.
+    """
+    if len(plans) > 1:
+        check_batch(plans)
+    plan, started = plans[0], time.perf_counter()
+    config = plan.config
     backbone = (models or ModelCache()).get(plan.backbone, config)
     loaded = time.perf_counter()
-    generator = torch.Generator("cpu").manual_seed(config.seed)
+    generators = [torch.Generator("cpu").manual_seed(p.config.seed) for p in plans]
     hooks = AttentionHooks(plan.stack.attention_transforms, backbone.num_attention_layers)
     with torch.inference_mode(), attention_backend(config.attention), backbone.hooked_attention(hooks):
-        job = backbone.prepare(config, generator)
+        if len(plans) == 1:
+            job = backbone.prepare(config, generators[0])
+        else:
+            job = backbone.prepare_batch([p.config for p in plans], generators)
         total = plan.backbone.total_steps(config)
         trace = sample(backbone, job, plan.stack, plan.setup.guidance, total, progress=progress, hooks=hooks)
         sampled = time.perf_counter()
-        frames = backbone.decode(job)
+        videos = backbone.decode(job)[None] if len(plans) == 1 else backbone.decode_batch(job)
     done = time.perf_counter()
     timings = {"load": loaded - started, "sample": sampled - loaded, "decode": done - sampled, "total": done - started}
-    return Generation(frames, trace, backbone.smoke_test, {k: round(v, 4) for k, v in timings.items()})
+    timings = {k: round(v, 4) for k, v in timings.items()}
+    return [Generation(frames, trace, backbone.smoke_test, timings, {"size": len(plans), "index": index})
+            for index, frames in enumerate(videos)]
 
 
 def execute(plan: PlannedRun, models: ModelCache | None = None, progress: bool = True) -> RunResult:
@@ -129,11 +162,31 @@ def execute(plan: PlannedRun, models: ModelCache | None = None, progress: bool =
     Metrics load before the video model (missing weights fail at start-up) and score the written
     video file, so `inertia score` on it gives the same numbers; their values go under "metrics".
     """
+    return execute_batch([plan], models, progress)[0]
+
+
+def execute_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None,
+                  progress: bool = True) -> list[RunResult]:
+    """`execute` for several runs sampled as one batch (`generate_batch`); each gets its own files."""
     from ..metrics.scoring import MetricSuite
 
+    suites: dict[str, MetricSuite] = {}
+    for plan in plans:
+        key = _metrics_key(plan)
+        if plan.metrics and key not in suites:
+            suites[key] = MetricSuite(plan.metrics, plan.config.device).load()
+    generations = generate_batch(plans, models, progress)
+    return [write_run(plan, generation, suites.get(_metrics_key(plan))) for plan, generation in zip(plans, generations)]
+
+
+def _metrics_key(plan: PlannedRun) -> str:
+    return json.dumps([spec.model_dump(mode="json") for spec in plan.config.metrics], sort_keys=True)
+
+
+def write_run(plan: PlannedRun, result: Generation, suite: Any | None) -> RunResult:
+    """Write a generated run's video and config, score the written video, then write its record
+    (last, once: a run is complete exactly when its record is there)."""
     config = plan.config
-    suite = MetricSuite(plan.metrics, config.device).load() if plan.metrics else None
-    result = generate(plan, models, progress)
     frames = frames_to_uint8(result.frames)
     run_dir = plan.run_dir
     write_mp4(run_dir / VIDEO_NAME, frames, fps=config.fps, lossless=plan.backbone.lossless_video)
@@ -153,13 +206,13 @@ def execute(plan: PlannedRun, models: ModelCache | None = None, progress: bool =
         "device": device_description(config.device),
         "seed": config.seed,
         "wall_time_s": result.timings,
+        "batch": result.batch,
         "video": {"path": VIDEO_NAME, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
                   "width": int(frames.shape[2]), "fps": config.fps},
         "trace": [step.to_dict() for step in result.trace],
     }
-    write_json(run_dir / RECORD_NAME, record)
     if suite is not None:
         written, fps = read_video(run_dir / VIDEO_NAME)
         record["metrics"] = suite.score(written, fps, config.prompt, record)
-        write_json(run_dir / RECORD_NAME, record)
+    write_json(run_dir / RECORD_NAME, record)
     return RunResult(run_dir, run_dir / VIDEO_NAME, record)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from ..core.config import PluginSpec, RunConfig
 from ..core.errors import InertiaError
@@ -47,7 +46,7 @@ def _rate(n: int, k: int) -> float | None:
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts and rates over evaluated items."""
     n = len(rows)
-    counts = {key: sum(1 for r in rows if r[key]) for key in ("static_death", "direction_correct", "moved", "integrity_ok")}
+    counts = {key: sum(1 for r in rows if r[key]) for key in ("static_death", "direction_correct", "moved", "integrity_ok", "correct_and_intact")}
     errors = [r["velocity_error"] for r in rows if r["velocity_error"] is not None]
     return {
         "n": n,
@@ -87,12 +86,10 @@ def evaluate(
     "by_motion", "by_speed", "rows"}...]}; with keep_videos, each result also carries "videos"
     (uint8, (N, T, H, W, 3)).
     """
-    from ..core.attention import AttentionHooks
     from ..core.io import frames_to_uint8
-    from ..core.runner import ModelCache, plan_run
-    from ..core.runtime import attention_backend
-    from ..core.sampling import sample
+    from ..core.runner import ModelCache, generate_batch, plan_run
     from . import simulator as sim
+    from .data import commanded_spec
     from .physics import analyse
     from ..backbones.testbed import DEFAULT_MODEL, model_path
 
@@ -106,21 +103,17 @@ def evaluate(
                     interventions=specs)
         plans = [plan_run(RunConfig(prompt=item.prompt, seed=item.seed, **base)) for item in items]
         plan = plans[0]
-        backbone = cache.get(plan.backbone, plan.config)
         rows, videos, started = [], [], time.perf_counter()
         for start in range(0, len(items), batch_size):
             chunk = plans[start:start + batch_size]
-            generators = [torch.Generator("cpu").manual_seed(p.config.seed) for p in chunk]
-            hooks = AttentionHooks(plan.stack.attention_transforms, backbone.num_attention_layers)
-            with torch.inference_mode(), attention_backend(plan.config.attention), backbone.hooked_attention(hooks):
-                job = backbone.prepare_batch([p.config for p in chunk], generators)
-                sample(backbone, job, plan.stack, plan.setup.guidance, progress=False, hooks=hooks)
-                frames = frames_to_uint8(backbone.decode_batch(job))
-            for item, p, spec, video in zip(items[start:start + batch_size], chunk, job.specs, frames):
-                truth = sim.render(spec)
+            generations = generate_batch(chunk, cache, progress=False)
+            for item, p, generation in zip(items[start:start + batch_size], chunk, generations):
+                video = frames_to_uint8(generation.frames)
+                truth = sim.render(commanded_spec(p.config.prompt, p.config.seed, num_frames=p.config.num_frames,
+                                                  height=p.config.height, width=p.config.width))
                 result = analyse(video, truth.commands, truth=truth)["overall"]
                 rows.append({**asdict(item), **{k: result[k] for k in (
-                    "static_death", "direction_correct", "moved", "integrity_ok", "velocity_error", "position_error")}})
+                    "static_death", "direction_correct", "moved", "integrity_ok", "correct_and_intact", "velocity_error", "position_error")}})
                 if keep_videos:
                     videos.append(video)
             if progress:
