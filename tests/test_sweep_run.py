@@ -182,7 +182,7 @@ def test_resume_scores_only_what_lacks_metrics_and_redoes_only_incomplete_runs(t
     assert run_sweep(small_sweep(tmp_path), out=out, stream=None).existing == 2  # nothing to do
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
-    # a record without its metrics (killed between execute's two writes): the video is kept and scored
+    # a record without its metrics (scored by an older sweep without them): the video is kept and scored
     record = json.loads((first / RECORD_NAME).read_text())
     del record["metrics"]
     write_json(first / RECORD_NAME, record)

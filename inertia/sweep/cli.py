@@ -22,6 +22,12 @@ def add_commands(commands) -> None:
     sweep.add_argument("--workers", type=int, default=None, help="ray: number of actors (default: one per GPU, else per CPU)")
     sweep.add_argument("--ray-address", default=None, help="ray: cluster address (default: $RAY_ADDRESS, else a local cluster)")
     sweep.add_argument("--retries", type=int, default=None, help="extra attempts for a failed run (default: the file's retries, 2)")
+    sweep.add_argument("--batch-size", type=int, default=None,
+                       help="runs sampled as one batch where the backbone can batch (the test bed; default: the file's "
+                            "batch_size, 1)")
+    sweep.add_argument("--shard", default=None, metavar="K/N",
+                       help="run only shard K of N (0-based): N processes or cluster jobs share one sweep directory "
+                            "without Ray; give every shard the same --batch-size")
     sweep.add_argument("--threads", type=int, default=None,
                        help="local: torch CPU threads (default: torch's choice; 1 is often fastest for tiny models on a busy CPU)")
     sweep.add_argument("--quiet", action="store_true", help="print only the plan and the summary")
@@ -37,8 +43,9 @@ def add_commands(commands) -> None:
 
 
 def command_sweep(args: argparse.Namespace) -> int:
-    from .driver import run_sweep
+    from .driver import Shard, run_sweep
 
+    shard = Shard.parse(args.shard) if args.shard is not None else None
     if args.threads is not None:
         import torch
 
@@ -46,7 +53,8 @@ def command_sweep(args: argparse.Namespace) -> int:
     try:
         result = run_sweep(args.file, out=args.out, executor=args.executor, dry_run=args.dry_run,
                            skip_unsupported=True if args.skip_unsupported else None, workers=args.workers,
-                           address=args.ray_address, retries=args.retries, stream=sys.stdout, progress=not args.quiet)
+                           address=args.ray_address, retries=args.retries, stream=sys.stdout, progress=not args.quiet,
+                           batch_size=args.batch_size, shard=shard)
     except KeyboardInterrupt:
         print("interrupted: complete runs are kept; run the same command again to resume", file=sys.stderr)
         return 130

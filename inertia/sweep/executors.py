@@ -1,23 +1,24 @@
-"""Executors: who performs the planned runs. Both call `runs.perform` on each run and report every
-finished run back to the driver (the only writer of the results table), in any order.
+"""Executors: who performs the planned runs. Both take batches of runs (`plan.batches`: one run
+each, unless the backbone can batch and the sweep asks for it), call `runs.perform_batch` on each
+and report every finished run back to the driver (the only writer of the results table), in any
+order.
 
 * `LocalExecutor` (default): one process, runs in model order, one model loaded at a time.
 * `RayExecutor` (`pip install 'inertia[ray]'`): see `ray_executor.py`.
 
 A run that raises an `InertiaError` (a user-facing, deterministic problem: bad config, NaN latents)
-fails at once; any other exception is retried up to `retries` more times.
+fails at once; any other exception is retried, alone, up to `retries` more times.
 """
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Optional, Protocol
 
 from ..core.errors import InertiaError
 from .plan import SweepPlan, SweepRun, plan_sweep
-from .runs import BoundedModelCache, Outcome, perform
+from .runs import BoundedModelCache, Outcome, attempt, perform, perform_batch
 from .spec import Sweep
 
 #: done(run, outcome or None, error or None, attempts)
@@ -32,15 +33,9 @@ class Executor(Protocol):
     def plan(self, sweep: Sweep, out: Path | None, skip_unsupported: bool | None) -> SweepPlan:
         """Plan where the runs will run (devices and defaults resolve as they will there)."""
 
-    def run(self, runs: list[SweepRun], retries: int, done: Done) -> None: ...
+    def run(self, batches: list[list[SweepRun]], retries: int, done: Done) -> None: ...
 
     def close(self) -> None: ...
-
-
-def describe_error(error: BaseException) -> str:
-    if isinstance(error, InertiaError):
-        return f"{type(error).__name__}: {error}"
-    return "".join(traceback.format_exception_only(type(error), error)).strip()
 
 
 class LocalExecutor:
@@ -62,20 +57,17 @@ class LocalExecutor:
     def close(self) -> None:
         self.models = BoundedModelCache(self.models.size)
 
-    def run(self, runs: list[SweepRun], retries: int, done: Done) -> None:
-        for run in runs:
-            for attempt in range(1, retries + 2):
-                try:
-                    outcome = perform(run, self.models)
-                except InertiaError as error:
-                    done(run, None, describe_error(error), attempt)
-                    break
-                except Exception as error:  # noqa: BLE001 - retried, then recorded as failed
-                    if attempt > retries:
-                        done(run, None, describe_error(error), attempt)
+    def run(self, batches: list[list[SweepRun]], retries: int, done: Done) -> None:
+        for batch in batches:
+            for run, (status, value) in zip(batch, perform_batch(batch, self.models)):
+                attempts = 1
+                while status == "error" and attempts <= retries:
+                    attempts += 1
+                    status, value = attempt(perform, run, self.models)
+                if status == "ok":
+                    done(run, value, None, attempts)
                 else:
-                    done(run, outcome, None, attempt)
-                    break
+                    done(run, None, value, attempts)
 
 
 def make_executor(name: str, workers: int | None = None, address: str | None = None, max_models: int = 1) -> Executor:

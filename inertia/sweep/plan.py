@@ -46,6 +46,7 @@ class SweepRun:
     run_hash: str
     run_dir: str
     load_key: str  # runs with equal keys share one loaded model
+    batch_key: str | None  # runs with equal keys can be sampled as one batch (None: the backbone cannot batch)
     metrics: list[dict[str, Any]]  # resolved metric specs {name, params}
     metric_keys: list[str]
     mode: str
@@ -90,6 +91,18 @@ class SweepPlan:
         for run in self.runs:
             groups.setdefault(run.load_key, []).append(run)
         return list(groups.values())
+
+
+def batches(runs: list[SweepRun], size: int) -> list[list[SweepRun]]:
+    """Consecutive runs with equal batch keys, at most `size` a batch (runs that cannot batch alone)."""
+    out: list[list[SweepRun]] = []
+    for run in runs:
+        last = out[-1] if out else None
+        if last and len(last) < size and run.batch_key is not None and last[0].batch_key == run.batch_key:
+            last.append(run)
+        else:
+            out.append([run])
+    return out
 
 
 def param_column(key: str) -> str:
@@ -159,6 +172,7 @@ def plan_sweep(sweep: Sweep, out: Path | None = None, registry: Registry | None 
                         params=dict(condition.params), requested=build_config(values).model_dump(mode="json"),
                         resolved=config.model_dump(mode="json"), run_hash=config.run_hash(), run_dir=str(config.run_dir()),
                         load_key=json.dumps([str(k) for k in plan.backbone.load_key(config)]),
+                        batch_key=plan.backbone.batch_key(config),
                         metrics=[s.model_dump(mode="json") for s in config.metrics],
                         metric_keys=metric_keys(plan.metrics), mode=mode,
                     )

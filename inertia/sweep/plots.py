@@ -86,7 +86,7 @@ def parameter_plot(metric: str, parameter: str, backbones: Sequence[str], series
         ax.tick_params(labelsize=8)
     if axes:
         axes[0].legend(fontsize=7, loc="best", framealpha=0.8)
-    figure.suptitle(f"{metric} vs {parameter} (mean, 95% bootstrap CI)", fontsize=11)
+    figure.suptitle(f"{metric} vs {parameter}", fontsize=11)  # the caption says what the band is
     return _png(figure)
 
 
@@ -122,8 +122,12 @@ def heat_map(metric: str, family: str, x_param: str, y_param: str, x_values: Seq
         ax.set_ylabel(y_param)
         ax.set_title(backbone, fontsize=10)
         figure.colorbar(image, ax=ax, shrink=0.85)
-    figure.suptitle(f"{metric}: {family} grid (mean over prompts and seeds)", fontsize=11)
+    figure.suptitle(f"{metric}: {family} grid", fontsize=11)  # the caption says what a cell holds
     return _png(figure)
+
+
+#: Frames smaller than this are shown enlarged by a whole factor (nearest neighbour), whatever the strip width.
+MIN_TILE_HEIGHT = 64
 
 
 def thumbnail_strip(video: Path, frames: int = 6, width: int = 330, max_height: int = 96) -> bytes:
@@ -139,6 +143,8 @@ def thumbnail_strip(video: Path, frames: int = 6, width: int = 330, max_height: 
     first = video_frames[0]
     aspect = first.shape[1] / first.shape[0]
     height = int(np.clip(round((width - gap * (len(picks) - 1)) / len(picks) / aspect), 16, max_height))
+    if first.shape[0] < MIN_TILE_HEIGHT:  # tiny frames (the test bed's 32x32) are enlarged, never shrunk further
+        height = first.shape[0] * math.ceil(MIN_TILE_HEIGHT / first.shape[0])
     tiles = []
     for index in picks:
         tile = Image.fromarray(video_frames[index])

@@ -1,6 +1,6 @@
 """Ray executor: one actor per GPU (or per CPU slot), each keeping its model loaded.
 
-The driver keeps one run in flight per actor and hands the next run to whichever actor finishes
+The driver keeps one batch of runs (`plan.batches`) in flight per actor and hands the next to whichever actor finishes
 (pull scheduling: cheap and expensive runs balance themselves). An actor is given a run of the
 model it already holds when one is left, otherwise a run of the model the fewest actors hold, so
 each actor loads as few models as possible. Runs fail over: an exception other than an
@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InertiaError
-from .executors import Done, describe_error
+from .executors import Done
 from .plan import SweepPlan, SweepPlanError, SweepRun, default_out, plan_sweep
+from .runs import describe_error
 from .spec import Sweep
 
 
@@ -42,15 +43,10 @@ class SweepWorker:
         quiet_libraries()
         self.models = BoundedModelCache(max_models)
 
-    def perform(self, run: SweepRun) -> tuple[str, Any]:
-        from .runs import perform
+    def perform(self, batch: list[SweepRun]) -> list[tuple[str, Any]]:
+        from .runs import perform_batch
 
-        try:
-            return "ok", perform(run, self.models)
-        except InertiaError as error:
-            return "fatal", describe_error(error)
-        except Exception as error:  # noqa: BLE001 - retried by the driver
-            return "error", describe_error(error)
+        return perform_batch(batch, self.models)
 
     def loads(self) -> int:
         return self.models.loads
@@ -113,16 +109,16 @@ class RayExecutor:
             ray.shutdown()
             self.started_here = False
 
-    def run(self, runs: list[SweepRun], retries: int, done: Done) -> None:
-        self._run(self._ray(), runs, retries, done)
+    def run(self, batches: list[list[SweepRun]], retries: int, done: Done) -> None:
+        self._run(self._ray(), batches, retries, done)
 
-    def _run(self, ray, runs: list[SweepRun], retries: int, done: Done) -> None:
-        if not runs:
+    def _run(self, ray, batches: list[list[SweepRun]], retries: int, done: Done) -> None:
+        if not batches:
             return
         resources = ray.cluster_resources()
         gpus = resources.get("GPU", 0)
         slots = self.requested_workers or int(gpus) or max(1, int(resources.get("CPU", 1)))
-        slots = max(1, min(slots, len(runs)))
+        slots = max(1, min(slots, len(batches)))
         self.workers = slots
         actor_class = ray.remote(SweepWorker)
         options = self._actor_options(gpus)
@@ -132,10 +128,11 @@ class RayExecutor:
 
         actors = {slot: new_actor() for slot in range(slots)}
         holds: dict[int, str | None] = {slot: None for slot in range(slots)}
-        queues: OrderedDict[str, deque[tuple[SweepRun, int]]] = OrderedDict()
-        for run in runs:
-            queues.setdefault(run.load_key, deque()).append((run, 1))
-        pending: dict[Any, tuple[int, SweepRun, int]] = {}
+        # a batch's runs share one model; the attempt number is that of the batch's runs
+        queues: OrderedDict[str, deque[tuple[list[SweepRun], int]]] = OrderedDict()
+        for batch in batches:
+            queues.setdefault(batch[0].load_key, deque()).append((batch, 1))
+        pending: dict[Any, tuple[int, list[SweepRun], int]] = {}
 
         def submit(slot: int) -> None:
             key = holds[slot]
@@ -145,13 +142,13 @@ class RayExecutor:
                     return
                 held = Counter(holds.values())
                 key = min(left, key=lambda k: (held[k], -len(queues[k])))
-            run, attempt = queues[key].popleft()
+            batch, attempt = queues[key].popleft()
             holds[slot] = key
-            pending[actors[slot].perform.remote(run)] = (slot, run, attempt)
+            pending[actors[slot].perform.remote(batch)] = (slot, batch, attempt)
 
         def failed(run: SweepRun, attempt: int, message: str) -> None:
-            if attempt <= retries:
-                queues.setdefault(run.load_key, deque()).appendleft((run, attempt + 1))
+            if attempt <= retries:  # retried alone
+                queues.setdefault(run.load_key, deque()).appendleft(([run], attempt + 1))
             else:
                 done(run, None, message, attempt)
 
@@ -159,21 +156,24 @@ class RayExecutor:
             submit(slot)
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
-            slot, run, attempt = pending.pop(ref)
+            slot, batch, attempt = pending.pop(ref)
             try:
-                status, value = ray.get(ref)
+                statuses = ray.get(ref)
             except ray.exceptions.RayActorError as error:  # the actor died (OOM, node lost): replace it
                 actors[slot], holds[slot] = new_actor(), None
-                failed(run, attempt, f"worker died: {describe_error(error)}")
+                for run in batch:
+                    failed(run, attempt, f"worker died: {describe_error(error)}")
             except ray.exceptions.RayError as error:
-                failed(run, attempt, describe_error(error))
+                for run in batch:
+                    failed(run, attempt, describe_error(error))
             else:
-                if status == "ok":
-                    done(run, value, None, attempt)
-                elif status == "fatal":
-                    done(run, None, value, attempt)
-                else:
-                    failed(run, attempt, value)
+                for run, (status, value) in zip(batch, statuses):
+                    if status == "ok":
+                        done(run, value, None, attempt)
+                    elif status == "fatal":
+                        done(run, None, value, attempt)
+                    else:
+                        failed(run, attempt, value)
             submit(slot)
             # a retried run may be queued for a model no idle slot holds: wake idle slots
             busy = {s for s, _, _ in pending.values()}

@@ -8,8 +8,8 @@ A run is **complete** exactly when its `record.json` (written last, atomically, 
 3. holds, under `metrics`, an entry for every metric the sweep asks for, with the planned
    parameters and a `values` mapping.
 
-A record without (all) its metrics means the process died between the record's two atomic writes,
-or the sweep asks for a metric the run was not scored with: the video is kept and only scored.
+A record without (all) its metrics means the sweep asks for a metric the run was not scored with:
+the video is kept and only scored.
 Anything else (no record, an unreadable record, a record of another config) is run from the start;
 the atomic writes replace whatever partial state is there. Temporary files left by a kill
 (`.NAME.*.tmp*`) are never read.
@@ -19,15 +19,20 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.config import PluginSpec, RunConfig
 from ..core.errors import InertiaError
 from ..core.records import RECORD_NAME, VIDEO_NAME
 from .plan import SweepRun
+
+if TYPE_CHECKING:
+    from ..core.runner import PlannedRun
 
 State = Literal["complete", "unscored", "missing"]
 
@@ -106,34 +111,101 @@ def perform(run: SweepRun, models: BoundedModelCache) -> Outcome:
     Re-plans from the requested config (so a worker on another machine validates it too) and
     checks that the plan resolves to the hash the sweep planned.
     """
-    import socket
-
-    from ..core.runner import execute, plan_run
+    from ..core.runner import execute
     from ..metrics.scoring import score_videos
 
     started = time.perf_counter()
     state, record = run_state(run)
-    host = socket.gethostname()
     if state == "complete":
-        return Outcome(run.run_hash, "existing", 0.0, record, host)
+        return Outcome(run.run_hash, "existing", 0.0, record, _host())
     if state == "unscored":
         specs = [PluginSpec(**spec) for spec in run.metrics]
         score_videos([Path(run.run_dir) / VIDEO_NAME], specs, device=run.resolved.get("device", "auto"))
         state, record = run_state(run)
         if state != "complete":
             raise RuntimeError(f"{run.describe()}: scoring did not complete the record at {run.run_dir}")
-        return Outcome(run.run_hash, "scored", time.perf_counter() - started, record, host)
+        return Outcome(run.run_hash, "scored", time.perf_counter() - started, record, _host())
+    execute(replan(run), models, progress=False)
+    return confirm_generated(run, time.perf_counter() - started)
+
+
+def perform_batch(runs: list[SweepRun], models: BoundedModelCache) -> list[Status]:
+    """`perform` every run, sampling those still to generate as one batch; one status per run, never raises.
+
+    If the batch fails (one video's NaN latents, a batch too large for memory), each of its runs is
+    performed alone, so a failure is reported for the run that has it.
+    """
+    from ..core.runner import execute_batch
+
+    if len(runs) == 1:
+        return [attempt(perform, runs[0], models)]
+    statuses: dict[str, Status] = {}
+    waiting, plans = [], []
+    for run in runs:
+        if run_state(run)[0] != "missing":
+            statuses[run.run_hash] = attempt(perform, run, models)
+            continue
+        planned = attempt(replan, run)
+        if planned[0] == "ok":
+            waiting.append(run)
+            plans.append(planned[1])
+        else:
+            statuses[run.run_hash] = planned
+    if waiting:
+        started = time.perf_counter()
+        if attempt(execute_batch, plans, models, False)[0] == "ok":
+            share = (time.perf_counter() - started) / len(waiting)
+            statuses.update({run.run_hash: attempt(confirm_generated, run, share) for run in waiting})
+        else:
+            statuses.update({run.run_hash: attempt(perform, run, models) for run in waiting})
+    return [statuses[run.run_hash] for run in runs]
+
+
+#: ("ok", Outcome or value) | ("fatal", message): an InertiaError, deterministic, not retried |
+#: ("error", message): anything else, retried.
+Status = tuple[Literal["ok", "fatal", "error"], Any]
+
+
+def attempt(function: Callable[..., Any], *args: Any) -> Status:
+    """Call `function`; its result or its error as a Status (workers report errors as values)."""
+    try:
+        return "ok", function(*args)
+    except InertiaError as error:
+        return "fatal", describe_error(error)
+    except Exception as error:  # noqa: BLE001 - reported, then retried by the executor
+        return "error", describe_error(error)
+
+
+def describe_error(error: BaseException) -> str:
+    if isinstance(error, InertiaError):
+        return f"{type(error).__name__}: {error}"
+    return "".join(traceback.format_exception_only(type(error), error)).strip()
+
+
+def replan(run: SweepRun) -> PlannedRun:
+    """Plan the run from its requested config here; InertiaError if it resolves to another run."""
+    from ..core.runner import plan_run
+
     plan = plan_run(RunConfig(**run.requested))
     if plan.config.run_hash() != run.run_hash:
         raise InertiaError(
-            f"{run.describe()}: resolves to run {plan.config.run_hash()} on {host}, but the sweep planned {run.run_hash} "
-            "(different defaults or device on this worker?)")
-    execute(plan, models, progress=False)
+            f"{run.describe()}: resolves to run {plan.config.run_hash()} on {_host()}, but the sweep planned "
+            f"{run.run_hash} (different defaults or device on this worker?)")
+    return plan
+
+
+def confirm_generated(run: SweepRun, seconds: float) -> Outcome:
     state, record = run_state(run)
     if state != "complete":
-        raise RuntimeError(f"{run.describe()}: finished on {host} but its complete record is not visible at {run.run_dir} "
-                           "(on a cluster, the sweep directory must be on a filesystem shared by all nodes)")
-    return Outcome(run.run_hash, "generated", time.perf_counter() - started, record, host)
+        raise RuntimeError(f"{run.describe()}: finished on {_host()} but its complete record is not visible at "
+                           f"{run.run_dir} (on a cluster, the sweep directory must be on a filesystem shared by all nodes)")
+    return Outcome(run.run_hash, "generated", seconds, record, _host())
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 def quiet_libraries() -> None:

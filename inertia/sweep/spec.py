@@ -138,6 +138,8 @@ class SweepSpec(BaseModel):
     unsupported: Literal["error", "skip"] = Field(
         "error", description="a condition a backbone cannot run: error (default) or skip, listed in the plan and report")
     retries: int = Field(2, ge=0, description="extra attempts for a run that fails at run time")
+    batch_size: int = Field(1, ge=1, description="runs sampled as one batch where the backbone can batch (the test bed); "
+                                                 "they differ only in prompt and seed; --batch-size overrides")
     report: ReportOptions = Field(default_factory=ReportOptions)
 
     @field_validator("seeds")
