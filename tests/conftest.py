@@ -1,4 +1,4 @@
-"""Shared fixtures: a private built-in model cache and tiny saved Wan checkpoints."""
+"""Shared fixtures: a private built-in model cache, tiny saved Wan checkpoints, a tiny trained test-bed model."""
 
 from __future__ import annotations
 
@@ -58,3 +58,11 @@ def image_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("images") / "start.png"
     Image.fromarray(pixels).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_testbed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny test-bed model trained for 4 steps on the CPU (the model is in ./model)."""
+    from tiny_testbed import train_tiny
+
+    return train_tiny(tmp_path_factory.mktemp("testbed_run"))

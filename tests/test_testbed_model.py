@@ -32,12 +32,7 @@ from inertia.testbed.evaluate import evaluate, format_table
 from inertia.testbed.model import TINY_SIZE, TestbedPipeline, build_scheduler, shifted_sigmas
 from inertia.testbed.physics import analyse
 from inertia.testbed.train import TrainConfig, TrainError, Trainer, lr_at
-
-#: The CLI flags of a tiny CPU run: same code path as the GPU training, a few steps of a tiny model.
-TINY_FLAGS = ["--layers", "1", "--heads", "2", "--head-dim", "12", "--ffn-dim", "32", "--text-dim", "16",
-              "--text-layers", "1", "--batch-size", "2", "--pool-size", "12", "--workers", "0", "--warmup", "2",
-              "--log-every", "1", "--checkpoint-every", "2", "--device", "cpu"]
-
+from tiny_testbed import TINY_FLAGS
 
 def tiny_config(out: Path, **overrides) -> TrainConfig:
     values = dict(out=out, steps=4, batch_size=2, pool_size=12, workers=0, warmup=2, size=TINY_SIZE,
@@ -45,17 +40,15 @@ def tiny_config(out: Path, **overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+@pytest.fixture
+def trained(tiny_testbed_run) -> Path:
     """A tiny model trained for 4 steps through `inertia testbed train` (the CLI)."""
-    out = tmp_path_factory.mktemp("testbed_run")
-    assert main(["testbed", "train", "--out", str(out), "--steps", "4", *TINY_FLAGS]) == 0
-    return out
+    return tiny_testbed_run
 
 
-@pytest.fixture(scope="module")
-def model_dir(trained) -> Path:
-    return trained / "model"
+@pytest.fixture
+def model_dir(tiny_testbed_run) -> Path:
+    return tiny_testbed_run / "model"
 
 
 def run_config(model_dir: Path, **overrides) -> RunConfig:
@@ -313,7 +306,7 @@ def test_evaluation_of_a_tiny_model_reports_rates_with_counts(model_dir):
     for result in report["results"]:
         overall = result["overall"]
         assert overall["n"] == 44 and len(result["rows"]) == 44
-        for key in ("static_death", "direction_correct", "moved", "integrity_ok"):
+        for key in ("static_death", "direction_correct", "moved", "integrity_ok", "correct_and_intact"):
             assert 0 <= overall[f"{key}_count"] <= 44
             assert overall[f"{key}_rate"] == pytest.approx(overall[f"{key}_count"] / 44)
         assert set(result["by_split"]) == {"seen_combo", "unseen_combo"}
