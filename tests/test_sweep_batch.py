@@ -112,6 +112,10 @@ def test_only_runs_that_differ_in_prompt_seed_and_image_share_a_batch(model_dir,
                device="cpu", dtype="float32")
     with pytest.raises(ValueError, match="^backbone wan does not batch runs$"):
         generate_batch([plan_run(RunConfig(**wan, seed=0)), plan_run(RunConfig(**wan, seed=1))], progress=False)
+    # called directly, the backbone names the fields that keep configs apart
+    with pytest.raises(ValueError, match="^prepare_batch: configs differ in steps$"):
+        same[0].backbone.check_batch_configs([same[0].config, other.config])
+    same[0].backbone.check_batch_configs([plan.config for plan in same])
 
 
 def test_bad_batch_sizes_are_one_line_errors(tmp_path, model_dir, capsys):

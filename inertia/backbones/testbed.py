@@ -192,12 +192,8 @@ class TestbedBackbone(Backbone):
         from ..testbed.data import commanded_spec
         from ..testbed.model import first_frame_condition, frames_to_tensor
 
+        self.check_batch_configs(configs)
         first = configs[0]
-        for config in configs[1:]:
-            if self.batch_key(config) != self.batch_key(first):
-                differ = [k for k in RunConfig.model_fields if k not in self.PER_VIDEO_FIELDS
-                          and getattr(config, k) != getattr(first, k)]
-                raise ValueError(f"prepare_batch: configs differ in {', '.join(differ)}")
         pipe, device = self.pipe, self.device
         frames, specs = [], []
         for config in configs:

@@ -157,6 +157,16 @@ class Backbone(ABC):
         shared = {k: v for k, v in config.model_dump(mode="json").items() if k not in cls.PER_VIDEO_FIELDS}
         return json.dumps(shared, sort_keys=True)
 
+    @classmethod
+    def check_batch_configs(cls, configs: Sequence[RunConfig]) -> None:
+        """ValueError naming the shared fields on which `configs` differ (for `prepare_batch`)."""
+        first = configs[0]
+        for config in configs[1:]:
+            if cls.batch_key(config) != cls.batch_key(first):
+                differ = [k for k in RunConfig.model_fields if k not in cls.PER_VIDEO_FIELDS
+                          and getattr(config, k) != getattr(first, k)]
+                raise ValueError(f"prepare_batch: configs differ in {', '.join(differ)}")
+
     def prepare_batch(self, configs: Sequence[RunConfig], generators: Sequence[torch.Generator]) -> Any:
         """One job for several videos with equal `batch_key`, each drawing its noise from its own
         generator exactly as `prepare` would."""
