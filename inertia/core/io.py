@@ -73,8 +73,8 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18, lossless:
             if frames.shape[1] * frames.shape[2] <= SMALL_FRAME_PIXELS:
                 stream.thread_count = 1  # x264's thread start-up costs more than it saves on tiny frames
             for frame in frames:
-                # Convert to the stream's format here: left to the encoder, PyAV's conversion made
-                # about one video in ten differ between processes (same frames, other bytes).
+                # A fresh converter per frame: a reused rgb -> yuv converter (the encoder's own, or one
+                # shared over frames) made about one video in ten differ between processes.
                 yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=stream.pix_fmt)
                 for packet in stream.encode(yuv):
                     container.mux(packet)
