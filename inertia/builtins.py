@@ -10,7 +10,8 @@ from .backbones.wan import WanBackbone
 from .interventions.dynamic_cfg import DynamicCfg
 from .interventions.guidance import Boost, Decay, Relax
 from .interventions.unlearn import Unlearn
-from .registry import hookimpl
+from .metrics import builtin_metrics
+from .hookspec import hookimpl
 
 
 @hookimpl
@@ -25,6 +26,4 @@ def inertia_interventions():
 
 @hookimpl
 def inertia_metrics():
-    from .metrics import builtin_metrics
-
     return builtin_metrics()

@@ -15,6 +15,7 @@ from typing import Any
 
 from .core.config import ATTENTION_BACKENDS, PluginSpec, build_config, load_config_file
 from .core.errors import InertiaError, NonFiniteLatentsError
+from .core.runtime import quiet_libraries
 
 #: CLI flag -> RunConfig field, for every flag that sets a config field.
 RUN_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -129,7 +130,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from .core.runner import execute, plan_run
+    from .run import execute, plan_run
 
     plan = plan_run(config_from_args(args))
     result = execute(plan, progress=not args.quiet)
@@ -142,7 +143,7 @@ def command_run(args: argparse.Namespace) -> int:
     if record["smoke_test"]:
         print(f"note: {record['notice']}")
     if record.get("metrics"):
-        from .metrics.scoring import format_entries
+        from .scoring import format_entries
 
         for line in format_entries(record["metrics"]):
             print(f"metric  {line}")
@@ -150,7 +151,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_score(args: argparse.Namespace) -> int:
-    from .metrics.scoring import format_entries, score_videos
+    from .scoring import format_entries, score_videos
 
     def report(target, entries) -> None:
         print(f"{target.video} -> {target.record_path}")
@@ -172,8 +173,8 @@ def command_plugins(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_libraries()  # before the parser imports the plugins: their imports log optional-dependency warnings
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
     try:
         commands = {"run": command_run, "score": command_score, "plugins": command_plugins, "testbed": command_testbed}
         commands.update(_sweep_commands())
@@ -184,17 +185,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InertiaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-
-
-def _quiet_libraries() -> None:
-    """Keep library chatter (loading bars, optional-dependency warnings) out of the user's output."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

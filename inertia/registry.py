@@ -1,13 +1,8 @@
-"""The plugin registry: a pluggy PluginManager with one hook per plugin kind.
+"""The plugin registry: the pluggy plugin manager, the tables of plugins by name, and discovery.
 
-The hook specifications below are the documented contract for plugins. Built-ins register
-through the same hooks as third-party plugins; third-party packages are discovered through
-the setuptools entry-point group ``inertia``::
-
-    [project.entry-points.inertia]
-    my_plugin = "my_package.inertia_plugin"
-
-where the module defines any of the hooks, marked with ``@inertia.registry.hookimpl``.
+The contract plugins implement lives in `inertia.hookspec`. Built-ins register through the same
+hooks as third-party plugins, which are discovered through the setuptools entry-point group
+``inertia``. `hookimpl` is re-exported here for plugins written against earlier versions.
 """
 
 from __future__ import annotations
@@ -19,32 +14,16 @@ from typing import Generic, TypeVar
 
 import pluggy
 
+from . import builtins
 from .core.backbone import Backbone
 from .core.errors import ConfigError
 from .core.intervention import Intervention
 from .core.metric import Metric
+from .hookspec import PROJECT, InertiaHookSpecs, hookimpl
 
-PROJECT = "inertia"
-ENTRY_POINT_GROUP = "inertia"
-
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
-
-
-class InertiaHookSpecs:
-    """Hook specifications: each returns the plugin classes a package contributes."""
-
-    @hookspec
-    def inertia_backbones(self) -> list[type[Backbone]]:
-        """Backbone classes (subclasses of `inertia.core.backbone.Backbone`)."""
-
-    @hookspec
-    def inertia_interventions(self) -> list[type[Intervention]]:
-        """Intervention classes (subclasses of `inertia.core.intervention.Intervention`)."""
-
-    @hookspec
-    def inertia_metrics(self) -> list[type[Metric]]:
-        """Metric classes (subclasses of `inertia.core.metric.Metric`)."""
+ENTRY_POINT_GROUP = PROJECT
+__all__ = ["ENTRY_POINT_GROUP", "PluginTable", "Registry", "build_registry", "default_registry", "hookimpl",
+           "make_plugin_manager"]
 
 
 T = TypeVar("T")
@@ -78,8 +57,6 @@ class Registry:
 
 def make_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
     """A plugin manager with the built-ins and, optionally, every installed third-party plugin."""
-    from . import builtins
-
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(InertiaHookSpecs)
     manager.register(builtins, name="inertia.builtins")

@@ -24,7 +24,7 @@ from inertia.cli import main
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.context import StepContext
 from inertia.core.errors import ConfigError
-from inertia.core.runner import generate, plan_run
+from inertia.run import generate, plan_run
 from inertia.interventions.dynamic_cfg import DynamicCfg, DynamicCfgParams
 
 PROMPT, NEGATIVE, SEED, GUIDANCE = "a red ball jumps", "blurry", 7, 6.0

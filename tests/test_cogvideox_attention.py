@@ -29,7 +29,7 @@ from inertia.core.attention import AttentionCall, AttentionHooks, TokenLayout, V
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.errors import ConfigError
 from inertia.core.intervention import Intervention
-from inertia.core.runner import ModelCache, generate, plan_run
+from inertia.run import ModelCache, generate, plan_run
 
 PROMPT, NEGATIVE, SEED, GUIDANCE = "a red ball jumps", "blurry", 7, 6.0
 SIZE = dict(height=32, width=48, num_frames=9, steps=4)

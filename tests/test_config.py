@@ -6,7 +6,7 @@ import pytest
 
 from inertia.core.config import PluginSpec, RunConfig, build_config, load_config_file, save_config
 from inertia.core.errors import ConfigError, InertiaError
-from inertia.core.runner import plan_run
+from inertia.run import plan_run
 
 
 def test_plugin_spec_parses_typed_values():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inertia.core.config import PluginSpec, RunConfig
-from inertia.core.runner import generate, plan_run
+from inertia.run import generate, plan_run
 
 INTERVENTIONS = [PluginSpec.parse("relax:beta=0.75"), PluginSpec.parse("decay:p=0.7")]
 

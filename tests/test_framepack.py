@@ -27,7 +27,7 @@ from inertia.cli import main
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.errors import ConfigError
 from inertia.core.intervention import InterventionStack
-from inertia.core.runner import generate, plan_run
+from inertia.run import generate, plan_run
 from inertia.core.sampling import sample
 
 PROMPT, NEGATIVE, SEED, STEPS = "a man performs a backflip", "blurry, static", 7, 3

@@ -34,7 +34,7 @@ from inertia.core.attention import AttentionHooks, VideoBlock
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.context import StepContext
 from inertia.core.errors import ConfigError
-from inertia.core.runner import ModelCache, generate, plan_run
+from inertia.run import ModelCache, generate, plan_run
 from inertia.core.setup import RunSetup
 from inertia.core.temporal_blur import blur_frames
 from inertia.interventions.unlearn import Unlearn, UnlearnParams, UnlearnWarning

@@ -21,7 +21,7 @@ from inertia.backbones.hunyuan_text import BARE_TEMPLATE, CHAT_TOKENS, prompt_te
 from inertia.cli import main
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.errors import ConfigError
-from inertia.core.runner import generate, plan_run
+from inertia.run import generate, plan_run
 
 SIZE = dict(height=32, width=48, num_frames=9, steps=4)
 PROMPT, NEGATIVE, SEED = "a red ball jumps", "blurry", 7

@@ -23,7 +23,7 @@ from inertia.core.builtin_models import checkpoint_path
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.context import StepContext
 from inertia.core.errors import ConfigError
-from inertia.core.runner import ModelCache, generate, plan_run
+from inertia.run import ModelCache, generate, plan_run
 from recording import Recorder
 
 SIZE = dict(height=32, width=48, num_frames=9, steps=4)

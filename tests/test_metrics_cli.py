@@ -15,8 +15,8 @@ from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.errors import ConfigError, InertiaError
 from inertia.core.io import read_video, write_mp4
 from inertia.core.metric import Metric
-from inertia.core.runner import execute, plan_run
-from inertia.metrics.scoring import MetricSuite, build_metrics, metric_keys, metric_rows
+from inertia.run import execute, plan_run
+from inertia.scoring import MetricSuite, build_metrics, metric_keys, metric_rows
 
 FAST = ["--backbone", "wan", "--quiet", "--steps", "2", "--frames", "9"]
 

@@ -6,14 +6,14 @@ import pytest
 
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.errors import ConfigError
-from inertia.core.runner import generate, plan_run
+from inertia.run import generate, plan_run
 from inertia.registry import ENTRY_POINT_GROUP, build_registry, make_plugin_manager
 
 PLUGIN_SOURCE = '''
 from typing import ClassVar
 from pydantic import Field
 from inertia.core.intervention import GuidanceParams, GuidanceSchedule
-from inertia.registry import hookimpl
+from inertia.hookspec import hookimpl
 
 
 class ConstantParams(GuidanceParams):

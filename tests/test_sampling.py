@@ -8,7 +8,7 @@ import torch
 from inertia.backbones.wan import WanBackbone
 from inertia.core.config import RunConfig
 from inertia.core.errors import NonFiniteLatentsError
-from inertia.core.runner import generate, plan_run
+from inertia.run import generate, plan_run
 
 
 def test_nan_latents_stop_the_run_at_the_step_they_appear(monkeypatch):

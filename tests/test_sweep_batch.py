@@ -20,7 +20,7 @@ from inertia.core.config import RunConfig
 from inertia.core.errors import InertiaError
 from inertia.core.io import read_video
 from inertia.core.records import RECORD_NAME, VIDEO_NAME
-from inertia.core.runner import generate_batch, plan_run
+from inertia.run import generate_batch, plan_run
 from inertia.sweep.driver import Shard, _sync_store, run_sweep, sweep_lock
 from inertia.sweep.plan import batches, plan_sweep
 from inertia.sweep.spec import load_sweep
@@ -79,7 +79,7 @@ def test_batched_sweep_matches_the_unbatched_one_run_for_run(tmp_path, model_dir
 
 
 def test_a_failing_batch_falls_back_to_single_runs(tmp_path, model_dir, monkeypatch):
-    import inertia.core.runner as runner
+    import inertia.run as runner
 
     single = runner.generate_batch
 

@@ -17,7 +17,7 @@ from inertia.cli import main
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.errors import ConfigError
 from inertia.core.io import read_video
-from inertia.core.runner import generate, plan_run
+from inertia.run import generate, plan_run
 from inertia.testbed import simulator as sim
 from inertia.testbed.data import (
     DEFAULT_HOLDOUT,
@@ -249,7 +249,7 @@ def no_model_loading(monkeypatch):
 
 
 def test_missing_shipped_weights_is_a_clear_error(monkeypatch, tmp_path, capsys, no_model_loading):
-    monkeypatch.setattr("inertia.backbones.testbed.default_weights_dir", lambda: tmp_path / "weights")
+    monkeypatch.setattr("inertia.testbed.checkpoint.default_weights_dir", lambda: tmp_path / "weights")
     assert main(["run", "--backbone", "testbed", "--out", str(tmp_path)]) == 2
     message = capsys.readouterr().err.strip()
     assert message == (

@@ -8,7 +8,7 @@ from diffusers import WanImageToVideoPipeline, WanPipeline
 from diffusers.utils import load_image
 
 from inertia.core.config import PluginSpec, RunConfig
-from inertia.core.runner import generate, plan_run
+from inertia.run import generate, plan_run
 
 SIZE = dict(height=32, width=48, num_frames=9, steps=4)
 

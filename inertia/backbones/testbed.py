@@ -22,10 +22,8 @@ processor before attention; the text enters through cross-attention (`attn2`).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -38,11 +36,8 @@ from ..core.checkpoints import read_checkpoint_json
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.validation import check_image_file, reject_embedded_guidance
+from ..testbed.checkpoint import DEFAULT_MODEL, default_model_with_digest, is_default_model, model_path
 
-#: The name `config.model` takes for the shipped checkpoint (package data inertia/testbed/weights/);
-#: the resolved config appends "@" and a digest of the weights, so a retrained model never reuses
-#: the outputs of an older one.
-DEFAULT_MODEL = "package:inertia/testbed/weights"
 #: The prompt of a run that gives none (a commanded motion, in the test bed's grammar).
 DEFAULT_PROMPT = "the red ball rolls right fast"
 #: When a checkpoint's model_index.json names none of these (it always does when written by
@@ -53,38 +48,10 @@ TRAIN_HINT = ("train them with `inertia testbed train --out runs/testbed` (about
               "copy runs/testbed/model to inertia/testbed/weights, or pass --model DIR with a trained checkpoint")
 
 
-def default_weights_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "testbed" / "weights"
-
-
-def model_path(model: str) -> Path:
-    """The directory a resolved or requested `config.model` names."""
-    if model.split("@", 1)[0] == DEFAULT_MODEL:
-        return default_weights_dir()
-    return Path(model).expanduser()
-
-
-def _weights_digest(path: Path) -> str:
-    """First 12 hex digits of the sha256 of the checkpoint's safetensors files (cached per file state)."""
-    files = sorted(path.glob("*/*.safetensors"))
-    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return _digest_of(path, stats)
-
-
-@lru_cache(maxsize=8)
-def _digest_of(path: Path, stats: tuple) -> str:
-    digest = hashlib.sha256()
-    for name, _, _ in stats:
-        file = Path(name)
-        digest.update(file.relative_to(path).as_posix().encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()[:12]
-
-
 def _model_settings(model: str) -> dict[str, Any]:
     """model_index.json of a test-bed checkpoint; ConfigError if it is missing or not one."""
     path = model_path(model)
-    if model.split("@", 1)[0] == DEFAULT_MODEL and not (path / "model_index.json").is_file():
+    if is_default_model(model) and not (path / "model_index.json").is_file():
         raise ConfigError("model", f"the test-bed weights are missing ({path} does not exist); {TRAIN_HINT}")
     if not path.is_dir():
         raise ConfigError("model", f"{model} is not a local directory; the test-bed backbone loads a trained checkpoint "
@@ -130,8 +97,8 @@ class TestbedBackbone(Backbone):
         requested = config.model or DEFAULT_MODEL
         settings = _model_settings(requested)
         model = requested
-        if requested.split("@", 1)[0] == DEFAULT_MODEL:
-            model = f"{DEFAULT_MODEL}@{_weights_digest(default_weights_dir())}"
+        if is_default_model(requested):
+            model = default_model_with_digest()
         filled = dict(
             height=config.height or settings["height"], width=config.width or settings["width"],
             num_frames=config.num_frames or settings["num_frames"], steps=config.steps or settings["default_steps"],

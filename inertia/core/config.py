@@ -34,6 +34,18 @@ ATTENTION_BACKENDS: dict[str, str] = {
 }
 
 
+#: Device names a user may give: "cuda:N" for any N.
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def check_device_name(device: str) -> str:
+    """ValueError unless `device` is auto, cpu, cuda, cuda:N or mps (pydantic validators use it too)."""
+    head, _, index = device.partition(":")
+    if head not in DEVICES or (index and (head != "cuda" or not index.isdigit())):
+        raise ValueError(f"unknown device {device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+    return device
+
+
 class PluginSpec(BaseModel):
     """A plugin chosen by name with its parameters, e.g. `relax:beta=0.75`."""
 
@@ -96,10 +108,7 @@ class RunConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        head, _, index = value.partition(":")
-        if head not in ("auto", "cpu", "cuda", "mps") or (index and not index.isdigit()):
-            raise ValueError(f"unknown device {value!r}; allowed: auto, cpu, cuda, cuda:N, mps")
-        return value
+        return check_device_name(value)
 
     @property
     def mode(self) -> str:

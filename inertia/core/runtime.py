@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .config import ATTENTION_BACKENDS, RunConfig
+from .config import ATTENTION_BACKENDS, RunConfig, check_device_name
 from .errors import ConfigError
 
 #: Backends that need a CUDA device, and the optional package each one needs.
@@ -16,13 +16,26 @@ CUDA_ONLY = {"cudnn", "flash", "efficient", "xformers", "flash-attn", "flash-att
 PACKAGES = {"xformers": "xformers", "flash-attn": "flash_attn", "flash-attn-varlen": "flash_attn"}
 
 
+def resolve_device(device: str, field: str = "device") -> str:
+    """The concrete device for a requested one: "auto" is a GPU when one is visible, else the CPU.
+
+    The one place that decides where models run (videos, metrics, test-bed training); raises
+    ConfigError naming `field` for unknown names and for a CUDA device this machine lacks.
+    """
+    try:
+        check_device_name(device)
+    except ValueError as error:
+        raise ConfigError(field, str(error)) from None
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(field, f"{device} requested but no CUDA device is visible; allowed here: cpu, auto")
+    return device
+
+
 def resolve_runtime(config: RunConfig) -> RunConfig:
     """Replace "auto" device/dtype by concrete choices and check the attention backend can run."""
-    device = config.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device", f"{device} requested but no CUDA device is visible; allowed here: cpu, auto")
+    device = resolve_device(config.device)
     dtype = config.dtype
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
@@ -42,3 +55,14 @@ def attention_backend(name: str) -> Iterator[None]:
 
     with diffusers_backend(ATTENTION_BACKENDS[name]):
         yield
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (loading bars, optional-dependency warnings) out of the user's output."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

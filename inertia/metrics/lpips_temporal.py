@@ -32,7 +32,8 @@ from torch import nn
 from ..core.errors import InertiaError
 from ..core.metric import Metric, VideoSample
 from ..core.params import Params
-from .weights import MissingWeightsError, check_file, load_state_dict, resolve_device, shared_model
+from ..core.runtime import resolve_device
+from .weights import MissingWeightsError, check_file, load_state_dict, shared_model
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"

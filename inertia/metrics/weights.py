@@ -55,17 +55,6 @@ def clear_models() -> None:
     _MODELS.clear()
 
 
-def resolve_device(device: str) -> str:
-    if device in ("auto", "", None):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    head, _, index = device.partition(":")
-    if head not in ("cpu", "cuda", "mps") or (index and not index.isdigit()):
-        raise InertiaError(f"device: unknown device {device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InertiaError(f"device {device} requested for metrics but no CUDA device is visible; allowed here: cpu, auto")
-    return device
-
-
 def looks_local(ref: str) -> bool:
     """True when `ref` names a local file or directory rather than a hub id."""
     if Path(ref).expanduser().exists():

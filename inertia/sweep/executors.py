@@ -12,17 +12,14 @@ fails at once; any other exception is retried, alone, up to `retries` more times
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Protocol
 
 from ..core.errors import InertiaError
 from .plan import SweepPlan, SweepRun, plan_sweep
-from .runs import BoundedModelCache, Outcome, attempt, perform, perform_batch
+from ..run import ModelCache
+from .runs import Done, attempt, perform, perform_batch
 from .spec import Sweep
-
-#: done(run, outcome or None, error or None, attempts)
-Done = Callable[[SweepRun, Optional[Outcome], Optional[str], int], None]
 
 
 class Executor(Protocol):
@@ -45,7 +42,7 @@ class LocalExecutor:
     workers = 1
 
     def __init__(self, max_models: int = 1):
-        self.models = BoundedModelCache(max_models)
+        self.models = ModelCache(max_models)
 
     def plan(self, sweep: Sweep, out: Path | None, skip_unsupported: bool | None) -> SweepPlan:
         return plan_sweep(sweep, out, skip_unsupported=skip_unsupported)
@@ -55,7 +52,7 @@ class LocalExecutor:
         return self.models.loads
 
     def close(self) -> None:
-        self.models = BoundedModelCache(self.models.size)
+        self.models.clear()
 
     def run(self, batches: list[list[SweepRun]], retries: int, done: Done) -> None:
         for batch in batches:

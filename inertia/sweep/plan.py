@@ -16,8 +16,8 @@ from typing import Any
 
 from ..core.config import PluginSpec, build_config
 from ..core.errors import InertiaError
-from ..core.runner import plan_run
-from ..metrics.scoring import metric_keys
+from ..run import plan_run
+from ..scoring import metric_keys
 from ..registry import Registry, default_registry
 from .spec import BackboneEntry, Condition, Prompt, Sweep
 

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InertiaError
-from .executors import Done
+from ..core.runtime import quiet_libraries
+from ..run import ModelCache
 from .plan import SweepPlan, SweepPlanError, SweepRun, default_out, plan_sweep
-from .runs import describe_error
+from .runs import Done, describe_error, perform_batch
 from .spec import Sweep
 
 
@@ -38,14 +39,10 @@ class SweepWorker:
     """The actor: a bounded model cache and `perform`; errors come back as values, never raised."""
 
     def __init__(self, max_models: int = 1):
-        from .runs import BoundedModelCache, quiet_libraries
-
         quiet_libraries()
-        self.models = BoundedModelCache(max_models)
+        self.models = ModelCache(max_models)
 
     def perform(self, batch: list[SweepRun]) -> list[tuple[str, Any]]:
-        from .runs import perform_batch
-
         return perform_batch(batch, self.models)
 
     def loads(self) -> int:

@@ -1,7 +1,7 @@
 """The one run function every executor calls, and what "a run's outputs exist" means.
 
 A run is **complete** exactly when its `record.json` (written last, atomically, by
-`core.runner.execute`)
+`inertia.run.execute`)
 
 1. parses as a JSON object whose `run_hash` is the planned run's hash,
 2. sits beside its `video.mp4` (written atomically before the record), and
@@ -20,19 +20,17 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Optional
 
 from ..core.config import PluginSpec, RunConfig
 from ..core.errors import InertiaError
 from ..core.records import RECORD_NAME, VIDEO_NAME
+from ..run import ModelCache, PlannedRun, execute, execute_batch, plan_run
+from ..scoring import score_videos
 from .plan import SweepRun
-
-if TYPE_CHECKING:
-    from ..core.runner import PlannedRun
 
 State = Literal["complete", "unscored", "missing"]
 
@@ -59,41 +57,6 @@ def run_state(run: SweepRun) -> tuple[State, dict[str, Any] | None]:
     return "complete", record
 
 
-class BoundedModelCache:
-    """`core.runner.ModelCache` with at most `size` models kept loaded (least recently used leaves).
-
-    Runs are ordered by model, so a bound of one still loads each model once per worker, and a
-    GPU never holds two large models.
-    """
-
-    def __init__(self, size: int = 1) -> None:
-        self.size = max(1, size)
-        self._loaded: OrderedDict[tuple, Any] = OrderedDict()
-        self.loads = 0
-
-    def get(self, backbone, config: RunConfig):
-        key = backbone.load_key(config)
-        if key in self._loaded:
-            self._loaded.move_to_end(key)
-            return self._loaded[key]
-        while len(self._loaded) >= self.size:
-            self._loaded.popitem(last=False)
-            _free_memory()
-        self._loaded[key] = backbone.load(config)
-        self.loads += 1
-        return self._loaded[key]
-
-
-def _free_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 @dataclass
 class Outcome:
     """What one call of `perform` did."""
@@ -105,15 +68,16 @@ class Outcome:
     host: str = ""
 
 
-def perform(run: SweepRun, models: BoundedModelCache) -> Outcome:
+#: How an executor reports a finished run: done(run, outcome or None, error or None, attempts).
+Done = Callable[[SweepRun, Optional[Outcome], Optional[str], int], None]
+
+
+def perform(run: SweepRun, models: ModelCache) -> Outcome:
     """Make `run` complete: nothing if it is, score its video if only metrics are missing, else generate.
 
     Re-plans from the requested config (so a worker on another machine validates it too) and
     checks that the plan resolves to the hash the sweep planned.
     """
-    from ..core.runner import execute
-    from ..metrics.scoring import score_videos
-
     started = time.perf_counter()
     state, record = run_state(run)
     if state == "complete":
@@ -129,14 +93,12 @@ def perform(run: SweepRun, models: BoundedModelCache) -> Outcome:
     return confirm_generated(run, time.perf_counter() - started)
 
 
-def perform_batch(runs: list[SweepRun], models: BoundedModelCache) -> list[Status]:
+def perform_batch(runs: list[SweepRun], models: ModelCache) -> list[Status]:
     """`perform` every run, sampling those still to generate as one batch; one status per run, never raises.
 
     If the batch fails (one video's NaN latents, a batch too large for memory), each of its runs is
     performed alone, so a failure is reported for the run that has it.
     """
-    from ..core.runner import execute_batch
-
     if len(runs) == 1:
         return [attempt(perform, runs[0], models)]
     statuses: dict[str, Status] = {}
@@ -184,8 +146,6 @@ def describe_error(error: BaseException) -> str:
 
 def replan(run: SweepRun) -> PlannedRun:
     """Plan the run from its requested config here; InertiaError if it resolves to another run."""
-    from ..core.runner import plan_run
-
     plan = plan_run(RunConfig(**run.requested))
     if plan.config.run_hash() != run.run_hash:
         raise InertiaError(
@@ -206,14 +166,3 @@ def _host() -> str:
     import socket
 
     return socket.gethostname()
-
-
-def quiet_libraries() -> None:
-    """Keep diffusers/transformers loading bars and warnings out of sweep output (as the CLI does)."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.records import RECORD_NAME
-from ..metrics.scoring import metric_rows
+from ..scoring import metric_rows
 from .plan import RUNS_DIR, SweepPlan, SweepRun
 
 DB_NAME = "results.sqlite"

@@ -28,7 +28,12 @@ import numpy as np
 
 from ..core.config import PluginSpec, RunConfig
 from ..core.errors import InertiaError
-from .data import DEFAULT_HOLDOUT, EvalItem, heldout_items, parse_holdout
+from ..core.io import frames_to_uint8, write_json
+from ..run import ModelCache, generate_batch, plan_run
+from . import simulator as sim
+from .checkpoint import DEFAULT_MODEL, model_path
+from .data import DEFAULT_HOLDOUT, EvalItem, commanded_spec, heldout_items, parse_holdout
+from .physics import analyse
 
 
 def holdout_of(model_dir: Path) -> tuple[tuple[str, str], ...]:
@@ -86,13 +91,6 @@ def evaluate(
     "by_motion", "by_speed", "rows"}...]}; with keep_videos, each result also carries "videos"
     (uint8, (N, T, H, W, 3)).
     """
-    from ..core.io import frames_to_uint8
-    from ..core.runner import ModelCache, generate_batch, plan_run
-    from . import simulator as sim
-    from .data import commanded_spec
-    from .physics import analyse
-    from ..backbones.testbed import DEFAULT_MODEL, model_path
-
     model = str(model) if model is not None else DEFAULT_MODEL
     if items is None:
         items = heldout_items(num_seeds, holdout_of(model_path(model)), first_seed)
@@ -187,8 +185,6 @@ def command(args: argparse.Namespace) -> int:
         progress=lambda text: print(text, file=sys.stderr, flush=True),
     )
     if args.json:
-        from ..core.io import write_json
-
         write_json(args.json, report)
     print(format_table(report))
     return 0

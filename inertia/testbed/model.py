@@ -295,11 +295,6 @@ def parameter_count(pipe: TestbedPipeline) -> dict[str, int]:
     }
 
 
-def default_weights_dir() -> Path:
-    """Where the shipped trained checkpoint lives (package data): inertia/testbed/weights/."""
-    return Path(__file__).resolve().parent / "weights"
-
-
 def load_pipeline(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> TestbedPipeline:
     pipe = TestbedPipeline.from_pretrained(str(path), dtype=dtype)
     pipe.set_progress_bar_config(disable=True)

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import InertiaError
+from ..core.runtime import resolve_device
 from .data import DEFAULT_HOLDOUT, DEFAULT_MOTION_WEIGHTS, Mixture, generate_pool, parse_holdout, parse_motion_weights
 from .model import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, ModelSize, first_frame_condition, new_pipeline, shifted_sigmas
 
@@ -119,14 +120,6 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainError(f"device {device} requested but no CUDA device is visible; use --device cpu")
-    return torch.device(device)
-
-
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -149,7 +142,7 @@ class Trainer:
         self.cfg, self.log = cfg, log
         self.started = time.monotonic()
         self.out = Path(cfg.out)
-        self.device = resolve_device(cfg.device)
+        self.device = torch.device(resolve_device(cfg.device))
         self._check_out_dir()
         # Render the pool first: worker processes are forked, which must happen before CUDA starts.
         t0 = time.monotonic()

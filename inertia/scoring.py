@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from ..core.config import PluginSpec
-from ..core.errors import ConfigError, InertiaError
-from ..core.io import read_video, write_json
-from ..core.metric import Metric, VideoSample
-from ..core.records import RECORD_NAME, package_versions, utc_now
-from ..registry import Registry, default_registry
-from .weights import resolve_device
+from .core.config import PluginSpec
+from .core.errors import ConfigError, InertiaError
+from .core.io import read_video, write_json
+from .core.metric import Metric, VideoSample
+from .core.runtime import resolve_device
+from .core.records import RECORD_NAME, package_versions, utc_now
+from .registry import Registry, default_registry
 
 
 def build_metrics(specs: Sequence[PluginSpec], registry: Registry | None = None, field: str = "metrics") -> list[Metric]:

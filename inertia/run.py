@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,18 +14,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..registry import Registry, default_registry
-from .attention import AttentionHooks
-from .backbone import Backbone
-from .builtin_models import SMOKE_TEST_NOTICE
-from .config import PluginSpec, RunConfig, save_config
-from .intervention import InterventionStack
-from .io import frames_to_uint8, read_video, write_json, write_mp4
-from .metric import Metric
-from .records import CONFIG_NAME, RECORD_NAME, VIDEO_NAME, device_description, package_versions, utc_now
-from .runtime import attention_backend, resolve_runtime
-from .sampling import StepRecord, sample
-from .setup import RunSetup
+from .core.attention import AttentionHooks
+from .core.backbone import Backbone
+from .core.builtin_models import SMOKE_TEST_NOTICE
+from .core.config import PluginSpec, RunConfig, save_config
+from .core.intervention import InterventionStack
+from .core.io import frames_to_uint8, read_video, write_json, write_mp4
+from .core.metric import Metric
+from .core.records import CONFIG_NAME, RECORD_NAME, VIDEO_NAME, device_description, package_versions, utc_now
+from .core.runtime import attention_backend, resolve_runtime
+from .core.sampling import StepRecord, sample
+from .core.setup import RunSetup
+from .registry import Registry, default_registry
+from .scoring import MetricSuite, build_metrics, resolved_specs
 
 
 @dataclass
@@ -63,38 +66,54 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> PlannedRun:
     # Record every parameter, defaults included, so equal runs hash equally however they were written.
     specs = [PluginSpec(name=i.name, params=i.params.model_dump()) for i in interventions]
     metrics = _plan_metrics(resolved, registry)
-    resolved = resolved.model_copy(update={"interventions": specs, "metrics": _metric_specs(metrics)})
+    resolved = resolved.model_copy(update={"interventions": specs, "metrics": resolved_specs(metrics)})
     setup = backbone.setup(resolved)
     return PlannedRun(config, resolved, backbone, setup, InterventionStack(interventions, setup), metrics)
 
 
 def _plan_metrics(config: RunConfig, registry: Registry) -> list[Metric]:
     """Metric names, parameters, local weight paths and the prompt, checked before any model loads."""
-    from ..metrics.scoring import build_metrics
-
     metrics = build_metrics(config.metrics, registry)
     for metric in metrics:
         metric.check_prompt(config.prompt)
     return metrics
 
 
-def _metric_specs(metrics: list[Metric]) -> list[PluginSpec]:
-    from ..metrics.scoring import resolved_specs
-
-    return resolved_specs(metrics)
-
-
 class ModelCache:
-    """Loaded backbones by load key, so one process loads each model once across many runs."""
+    """Loaded backbones by load key, so one process loads each model once across many runs.
 
-    def __init__(self) -> None:
-        self._loaded: dict[tuple, Backbone] = {}
+    With `max_models`, at most that many stay loaded (the least recently used one leaves first):
+    sweeps order runs by model, so a bound of one still loads each model once per worker, and a
+    GPU never holds two large models. `loads` counts the loads made.
+    """
+
+    def __init__(self, max_models: int | None = None) -> None:
+        self.max_models = None if max_models is None else max(1, max_models)
+        self._loaded: OrderedDict[tuple, Backbone] = OrderedDict()
+        self.loads = 0
 
     def get(self, backbone: type[Backbone], config: RunConfig) -> Backbone:
         key = backbone.load_key(config)
-        if key not in self._loaded:
-            self._loaded[key] = backbone.load(config)
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
+        while self.max_models is not None and len(self._loaded) >= self.max_models:
+            self._loaded.popitem(last=False)
+            _free_memory()
+        self._loaded[key] = backbone.load(config)
+        self.loads += 1
         return self._loaded[key]
+
+    def clear(self) -> None:
+        """Forget every loaded model and free the memory they held."""
+        self._loaded.clear()
+        _free_memory()
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @dataclass
@@ -168,8 +187,6 @@ def execute(plan: PlannedRun, models: ModelCache | None = None, progress: bool =
 def execute_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None,
                   progress: bool = True) -> list[RunResult]:
     """`execute` for several runs sampled as one batch (`generate_batch`); each gets its own files."""
-    from ..metrics.scoring import MetricSuite
-
     suites: dict[str, MetricSuite] = {}
     for plan in plans:
         key = _metrics_key(plan)
@@ -183,7 +200,7 @@ def _metrics_key(plan: PlannedRun) -> str:
     return json.dumps([spec.model_dump(mode="json") for spec in plan.config.metrics], sort_keys=True)
 
 
-def write_run(plan: PlannedRun, result: Generation, suite: Any | None) -> RunResult:
+def write_run(plan: PlannedRun, result: Generation, suite: MetricSuite | None) -> RunResult:
     """Write a generated run's video and config, score the written video, then write its record
     (last, once: a run is complete exactly when its record is there)."""
     config = plan.config
