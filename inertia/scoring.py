@@ -26,7 +26,7 @@ from .core.config import PluginSpec
 from .core.errors import ConfigError, InertiaError
 from .core.io import read_video, write_json
 from .core.metric import Metric, VideoSample
-from .core.runtime import resolve_device
+from .core.devices import resolve_device
 from .core.records import RECORD_NAME, package_versions, utc_now
 from .registry import Registry, default_registry
 

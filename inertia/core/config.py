@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .devices import check_device_name
 from .errors import ConfigError, InertiaError
 from .io import atomic_write_text
 from .params import format_validation_error, parse_value
@@ -32,18 +33,6 @@ ATTENTION_BACKENDS: dict[str, str] = {
     "flash-attn": "flash",
     "flash-attn-varlen": "flash_varlen",
 }
-
-
-#: Device names a user may give: "cuda:N" for any N.
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-def check_device_name(device: str) -> str:
-    """ValueError unless `device` is auto, cpu, cuda, cuda:N or mps (pydantic validators use it too)."""
-    head, _, index = device.partition(":")
-    if head not in DEVICES or (index and (head != "cuda" or not index.isdigit())):
-        raise ValueError(f"unknown device {device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
-    return device
 
 
 class PluginSpec(BaseModel):

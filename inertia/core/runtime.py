@@ -8,29 +8,13 @@ from contextlib import contextmanager
 
 import torch
 
-from .config import ATTENTION_BACKENDS, RunConfig, check_device_name
+from .config import ATTENTION_BACKENDS, RunConfig
+from .devices import resolve_device
 from .errors import ConfigError
 
 #: Backends that need a CUDA device, and the optional package each one needs.
 CUDA_ONLY = {"cudnn", "flash", "efficient", "xformers", "flash-attn", "flash-attn-varlen"}
 PACKAGES = {"xformers": "xformers", "flash-attn": "flash_attn", "flash-attn-varlen": "flash_attn"}
-
-
-def resolve_device(device: str, field: str = "device") -> str:
-    """The concrete device for a requested one: "auto" is a GPU when one is visible, else the CPU.
-
-    The one place that decides where models run (videos, metrics, test-bed training); raises
-    ConfigError naming `field` for unknown names and for a CUDA device this machine lacks.
-    """
-    try:
-        check_device_name(device)
-    except ValueError as error:
-        raise ConfigError(field, str(error)) from None
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(field, f"{device} requested but no CUDA device is visible; allowed here: cpu, auto")
-    return device
 
 
 def resolve_runtime(config: RunConfig) -> RunConfig:

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 from ..core.errors import ConfigError
 from ..core.metric import Metric, VideoSample
 from ..core.params import Params
-from ..core.runtime import resolve_device
+from ..core.devices import resolve_device
 from .weights import check_pretrained, load_pretrained, shared_model
 
 DEFAULT_MODEL = "MCG-NJU/videomae-base-finetuned-kinetics"

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from ..core.metric import Metric, VideoSample
 from ..core.params import Params
-from ..core.runtime import resolve_device
+from ..core.devices import resolve_device
 from .weights import check_pretrained, load_pretrained, shared_model
 
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"

@@ -32,7 +32,7 @@ from torch import nn
 from ..core.errors import InertiaError
 from ..core.metric import Metric, VideoSample
 from ..core.params import Params
-from ..core.runtime import resolve_device
+from ..core.devices import resolve_device
 from .weights import MissingWeightsError, check_file, load_state_dict, shared_model
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"

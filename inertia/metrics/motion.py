@@ -21,7 +21,7 @@ from pydantic import Field
 from ..core.errors import InertiaError
 from ..core.metric import Metric, VideoSample
 from ..core.params import Params
-from ..core.runtime import resolve_device
+from ..core.devices import resolve_device
 from .weights import check_file, load_state_dict, shared_model
 
 TOP_FRACTION = 0.05  # VBench: mean of the top 5% magnitudes per pair

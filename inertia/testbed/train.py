@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import InertiaError
-from ..core.runtime import resolve_device
+from ..core.devices import resolve_device
 from .data import DEFAULT_HOLDOUT, DEFAULT_MOTION_WEIGHTS, Mixture, generate_pool, parse_holdout, parse_motion_weights
 from .model import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, ModelSize, first_frame_condition, new_pipeline, shifted_sigmas
 
