@@ -18,6 +18,7 @@ from .core.attention import AttentionHooks
 from .core.backbone import Backbone
 from .core.builtin_models import SMOKE_TEST_NOTICE
 from .core.config import PluginSpec, RunConfig, save_config
+from .core.history import HistoryHooks
 from .core.intervention import InterventionStack
 from .core.io import frames_to_uint8, read_video, write_json, write_mp4
 from .core.metric import Metric
@@ -159,13 +160,16 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
     loaded = time.perf_counter()
     generators = [torch.Generator("cpu").manual_seed(p.config.seed) for p in plans]
     hooks = AttentionHooks(plan.stack.attention_transforms, backbone.num_attention_layers)
-    with torch.inference_mode(), attention_backend(config.attention), backbone.hooked_attention(hooks):
+    history = HistoryHooks(plan.stack.history_transforms)
+    with (torch.inference_mode(), attention_backend(config.attention), backbone.hooked_attention(hooks),
+          backbone.hooked_history(history)):
         if len(plans) == 1:
             job = backbone.prepare(config, generators[0])
         else:
             job = backbone.prepare_batch([p.config for p in plans], generators)
         total = plan.backbone.total_steps(config)
-        trace = sample(backbone, job, plan.stack, plan.setup.guidance, total, progress=progress, hooks=hooks)
+        trace = sample(backbone, job, plan.stack, plan.setup.guidance, total, progress=progress, hooks=hooks,
+                       history=history)
         sampled = time.perf_counter()
         videos = backbone.decode(job)[None] if len(plans) == 1 else backbone.decode_batch(job)
     done = time.perf_counter()

@@ -103,8 +103,8 @@ def test_unlearn_with_sigma_zero_is_bit_identical_and_with_blur_changes_the_vide
     assert np.array_equal(generate(plan(), models, progress=False).frames, baseline)
 
 
-def _call(layout, step=0, decay=None, layer=0):
-    ctx = StepContext(step=step, num_steps=10, timestep=900.0, sigma=0.9, guidance={}, decay=decay)
+def _call(layout, step=0, envelope=None, layer=0):
+    ctx = StepContext(step=step, num_steps=10, timestep=900.0, sigma=0.9, guidance={}, envelope=envelope)
     return AttentionCall(layer, 4, layout, ctx)
 
 
@@ -138,7 +138,7 @@ def test_unlearn_respects_steps_layers_and_decay():
     assert unlearn.transform_qkv(q, k, v, _call(layout, step=1, layer=1))[1] is k
     assert unlearn.transform_qkv(q, k, v, _call(layout, step=2, layer=0))[1] is k
     torch.testing.assert_close(unlearn.transform_qkv(q, k, v, _call(layout, step=3, layer=1))[1], blur_frames(k, 5, 1.0))
-    faded = _unlearn(frozenset({"noisy"}), sigma_blur=1.0).transform_qkv(q, k, v, _call(layout, decay=0.25))[1]
+    faded = _unlearn(frozenset({"noisy"}), sigma_blur=1.0).transform_qkv(q, k, v, _call(layout, envelope=0.25))[1]
     torch.testing.assert_close(faded, torch.lerp(k, blur_frames(k, 5, 1.0), 0.25))
 
 

@@ -293,12 +293,12 @@ def test_history_unlearning_blurs_exactly_the_history_blocks_and_warns_once_per_
 def _history_unlearn(**params) -> Unlearn:
     unlearn = Unlearn(UnlearnParams(target="history", **params))
     unlearn.check(RunSetup(RunConfig(), "framepack", {}, "embedded", ("embedded",),
-                           frozenset({"noisy", "condition", "history"}), True))
+                           frozenset({"noisy", "condition", "history"}), attention_hooks=True, history_hooks=True))
     return unlearn
 
 
-def _ctx(step: int = 0, decay: float | None = None) -> StepContext:
-    return StepContext(step=step, num_steps=10, timestep=900.0, sigma=0.9, guidance={}, decay=decay)
+def _ctx(step: int = 0, envelope: float | None = None) -> StepContext:
+    return StepContext(step=step, num_steps=10, timestep=900.0, sigma=0.9, guidance={}, envelope=envelope)
 
 
 def test_history_unlearning_respects_steps_and_decay():
@@ -311,11 +311,12 @@ def test_history_unlearning_respects_steps_and_decay():
     assert out["2x"] is blocks["2x"] and out["1x"] is blocks["1x"]
     assert unlearn.transform_history(blocks, _ctx(step=4)) is blocks
     with pytest.warns(UnlearnWarning):
-        faded = _history_unlearn(sigma_blur=0.8).transform_history(blocks, _ctx(decay=0.25))["4x"]
+        faded = _history_unlearn(sigma_blur=0.8).transform_history(blocks, _ctx(envelope=0.25))["4x"]
     torch.testing.assert_close(faded, torch.lerp(blocks["4x"], expected_blur(blocks["4x"], 0.8), 0.25))
-    # the K/V path is off for target=history
-    q = k = v = torch.randn(1, 5, 1, 2)
-    assert unlearn.transform_qkv(q, k, v, None) == (q, k, v)
+    # target=history is routed to the history hooks only, target=kv to the attention hooks only
+    assert unlearn.transforms_history and not unlearn.transforms_attention
+    kv = Unlearn(UnlearnParams(target="kv"))
+    assert kv.transforms_attention and not kv.transforms_history
 
 
 def test_history_unlearning_that_cannot_change_anything_is_an_error():

@@ -18,7 +18,7 @@ def setup(guidance: dict[str, float], targets=("cfg",), default="cfg") -> RunSet
 
 def scales(stack: InterventionStack, sigma: float, guidance: dict[str, float]) -> dict[str, float]:
     ctx = StepContext(step=0, num_steps=1, timestep=sigma * 1000, sigma=sigma, guidance=guidance,
-                      decay=stack.decay(sigma))
+                      envelope=stack.envelope(sigma))
     return stack.guidance(ctx)
 
 
@@ -58,7 +58,7 @@ def test_boost_with_decay():
 def test_no_intervention_keeps_guidance():
     stack = InterventionStack([], setup({"cfg": 5.0}))
     assert scales(stack, 0.8, {"cfg": 5.0}) == {"cfg": 5.0}
-    assert stack.decay(0.8) is None
+    assert stack.envelope(0.8) is None
 
 
 def test_relax_that_cannot_change_anything_is_an_error():

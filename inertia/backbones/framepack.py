@@ -42,7 +42,7 @@ Attention (the interface in `core.attention`, processors shared with hunyuan in 
   size 1 the transformer drops the text padding and passes no attention mask, so every backend can
   run. The text stream's length is therefore the prompt's own (it differs between the prompt and
   the negative prompt): `predict` hands the hooks the layout of the branch it runs.
-* Latent-level transforms (`Intervention.transform_history`, e.g. `unlearn:target=history`) get the
+* Latent-level transforms (`core.history`: `Intervention.transform_history`, e.g. `unlearn:target=history`) get the
   clean history latents of the section at every step, before they are patch-embedded
   (`FramePackBackbone.history_context`).
 """
@@ -65,6 +65,7 @@ from ..core.builtin_models import builtin_model_dir
 from ..core.checkpoints import BUILTIN_PREFIX, is_builtin, pipeline_class_name, read_checkpoint_json
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
+from ..core.history import HistoryHooks
 from ..core.validation import check_frames, check_image_file, check_multiple
 from . import framepack_builtin, hunyuan_attention
 from .hunyuan_text import TextConditions, check_true_cfg, embedded_guidance, prompt_template, true_cfg_on
@@ -418,6 +419,7 @@ class FramePackBackbone(PipelineBackbone):
         return {"embedded": config.embedded_guidance_scale, **cfg}
 
     supports_attention_hooks = True
+    supports_history_hooks = True
 
     @classmethod
     def token_roles(cls, config: RunConfig) -> frozenset[Role]:
@@ -440,6 +442,7 @@ class FramePackBackbone(PipelineBackbone):
         self.settings = settings
         self.template = prompt_template(pipeline.tokenizer)
         self._hooks: AttentionHooks | None = None  # while a run samples (`hooked_attention`)
+        self._history: HistoryHooks | None = None  # while a run samples (`hooked_history`)
 
     @classmethod
     def load(cls, config: RunConfig) -> "FramePackBackbone":
@@ -538,26 +541,15 @@ class FramePackBackbone(PipelineBackbone):
     def history_context(self, section: Section) -> SectionContext:
         """The section's context with the run's latent-level history transforms applied for this step.
 
-        Each intervention of the run's hooks gets the history blocks (`SectionContext.history_blocks`)
-        and the step context, in order, through `Intervention.transform_history`; the start image
-        and the noisy window are not offered. With no transform changing anything, the context is
-        the section's own (bit-identical inputs).
+        The run's history hooks (`core.history`) get the history blocks
+        (`SectionContext.history_blocks`); the start image and the noisy window are not offered.
+        With no transform changing anything, the context is the section's own (bit-identical inputs).
         """
         context: SectionContext = section.state["context"]
-        hooks = self._hooks
-        if hooks is None or hooks.step is None:
-            return context
-        transforms = [t.transform_history for t in hooks.transforms if hasattr(t, "transform_history")]
-        if not transforms:
+        if self._history is None or not self._history.transforms:
             return context
         blocks = context.history_blocks()
-        changed: Mapping[str, torch.Tensor] = blocks
-        for transform in transforms:
-            changed = transform(changed, hooks.step)
-            if changed.keys() != blocks.keys() or any(changed[k].shape != blocks[k].shape for k in blocks):
-                raise RuntimeError(
-                    f"{transform.__qualname__} must return the history blocks {HISTORY_BLOCKS}, shapes unchanged"
-                )
+        changed = self._history.apply(blocks)
         if all(changed[name] is blocks[name] for name in blocks):
             return context
         return context.with_history(changed)
@@ -616,6 +608,14 @@ class FramePackBackbone(PipelineBackbone):
                 yield
             finally:
                 self._hooks = None
+
+    @contextmanager
+    def hooked_history(self, hooks: HistoryHooks) -> Iterator[None]:
+        self._history = hooks
+        try:
+            yield
+        finally:
+            self._history = None
 
     def scheduler_step(self, job: FramePackJob, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
         return self.pipe.scheduler.step(prediction.float(), section.timesteps[step], section.latents, return_dict=False)[0]

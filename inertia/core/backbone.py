@@ -21,6 +21,7 @@ import torch
 
 from .attention import AttentionHooks, Role, TokenLayout
 from .config import RunConfig
+from .history import HistoryHooks
 from .setup import RunSetup
 
 
@@ -89,6 +90,7 @@ class Backbone(ABC):
             guidance_targets=cls.guidance_targets,
             token_roles=cls.token_roles(config),
             attention_hooks=cls.supports_attention_hooks,
+            history_hooks=cls.supports_history_hooks,
         )
 
     @classmethod
@@ -99,6 +101,8 @@ class Backbone(ABC):
 
     #: Whether the backbone routes self-attention through `AttentionHooks` (the attention interface).
     supports_attention_hooks: ClassVar[bool] = False
+    #: Whether the backbone feeds history latents and hands them to `HistoryHooks` (`core.history`).
+    supports_history_hooks: ClassVar[bool] = False
 
     @classmethod
     def total_steps(cls, config: RunConfig) -> int:
@@ -189,6 +193,12 @@ class Backbone(ABC):
     @property
     def num_attention_layers(self) -> int:
         return 0
+
+    # ----- history interface ------------------------------------------------------------------
+    def hooked_history(self, hooks: HistoryHooks) -> AbstractContextManager[None]:
+        """Hand the history latents of every model prediction to `hooks` for the duration;
+        backbones with history (`supports_history_hooks`) override this."""
+        return nullcontext()
 
 
 class PipelineBackbone(Backbone):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 
@@ -14,8 +14,8 @@ class StepContext:
     flow-matching schedulers, sqrt(1 - alphabar_t) for DDPM-family ones.
     `guidance` holds the base scale of every guidance in force for the run, keyed by target
     ("cfg" for true classifier-free guidance, "embedded" for guidance-distilled models).
-    `decay` is sigma ** p when a `decay` intervention is active, else None; `envelope` is the
-    e(sigma) that relax and boost scale by: the decay when given, else sigma itself.
+    `envelope` is e(sigma) from the run's envelope provider (`decay`: sigma ** p), or None when
+    the run has none; each intervention says what it fades by without one (`envelope_or`).
     """
 
     step: int
@@ -23,11 +23,11 @@ class StepContext:
     timestep: float
     sigma: float
     guidance: Mapping[str, float]
-    decay: float | None = None
+    envelope: float | None = None
     section: int = 0
     num_sections: int | None = None
-    extras: Mapping[str, object] = field(default_factory=dict)
 
-    @property
-    def envelope(self) -> float:
-        return self.sigma if self.decay is None else self.decay
+    def envelope_or(self, default: float) -> float:
+        """The envelope, or `default` when the run has no provider (relax and boost fade with sigma
+        itself; unlearn acts at full strength)."""
+        return default if self.envelope is None else self.envelope

@@ -11,12 +11,12 @@ only the hooks it needs; each is called by the sampling loop at a fixed point:
 * `transform_qkv(q, k, v, call)`: transform one self-attention call's queries, keys and values
   (after position embeddings, right before the attention backend); see `core.attention`.
 * `transform_history(latents_by_block, ctx)`: transform the clean history latents a backbone with
-  history (FramePack; runs whose `setup.token_roles` hold "history") feeds its model at this step,
-  before they are patch-embedded: a mapping of block name (FramePack: "4x", "2x", "1x") to
-  (batch, channels, frames, height, width) latents in time order; return a mapping with the same
-  names and shapes (the input tensors themselves for blocks left unchanged). Called once per
-  model prediction, for the conditional and unconditional branch alike. It reaches the backbone
-  through the run's attention hooks: an intervention that implements it sets `transforms_attention`.
+  history (FramePack; runs whose `setup.history_hooks` is set) feeds its model at this step; see
+  `core.history` for what it receives and must return.
+
+The flags `uses_envelope`, `provides_envelope`, `transforms_attention` and `transforms_history`
+say which hooks the run must call; an intervention may make the last two properties of its
+parameters (e.g. unlearn transforms attention or history depending on its `target`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class Intervention:
     provides_envelope: ClassVar[bool] = False
     #: True when the intervention transforms self-attention q/k/v through `transform_qkv`.
     transforms_attention: ClassVar[bool] = False
+    #: True when the intervention transforms history latents through `transform_history`.
+    transforms_history: ClassVar[bool] = False
 
     def __init__(self, params: Params | None = None):
         self.params = params if params is not None else self.Params()
@@ -176,13 +178,17 @@ class InterventionStack:
                 )
             owners[target] = intervention.name
 
-    def decay(self, sigma: float) -> float | None:
-        """The decay envelope at `sigma`, or None when no intervention provides one."""
+    def envelope(self, sigma: float) -> float | None:
+        """e(sigma) of the run's envelope provider, or None when no intervention provides one."""
         return None if self._envelope is None else self._envelope.envelope(sigma)
 
     @property
     def attention_transforms(self) -> list["Intervention"]:
         return [i for i in self.interventions if i.transforms_attention]
+
+    @property
+    def history_transforms(self) -> list["Intervention"]:
+        return [i for i in self.interventions if i.transforms_history]
 
     def guidance(self, ctx: StepContext) -> dict[str, float]:
         scales = dict(ctx.guidance)

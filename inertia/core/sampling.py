@@ -12,6 +12,7 @@ from .attention import AttentionHooks
 from .backbone import Backbone
 from .context import StepContext
 from .errors import NonFiniteLatentsError
+from .history import HistoryHooks
 from .intervention import InterventionStack
 
 
@@ -42,11 +43,13 @@ def sample(
     total_steps: int | None = None,
     progress: bool = True,
     hooks: AttentionHooks | None = None,
+    history: HistoryHooks | None = None,
 ) -> list[StepRecord]:
     """Denoise every section of `job` in place and return the per-step trace.
 
     With `hooks`, the loop keeps them told of the current section's token layout and step, so
-    the backbone's attention processors can apply the run's q/k/v transforms.
+    the backbone's attention processors can apply the run's q/k/v transforms; with `history`, of
+    the step, so a backbone with history can apply the run's history transforms.
 
     True CFG runs the unconditional branch only when the step's cfg scale differs from 1, so a
     schedule that reaches exactly 1 costs one forward, and equals the conditional output.
@@ -65,12 +68,14 @@ def sample(
                     timestep=float(timestep),
                     sigma=sigma,
                     guidance=guidance,
-                    decay=stack.decay(sigma),
+                    envelope=stack.envelope(sigma),
                     section=section.index,
                     num_sections=section.count,
                 )
                 if hooks is not None:
                     hooks.step = ctx
+                if history is not None:
+                    history.step = ctx
                 scales = stack.guidance(ctx)
                 cfg = scales.get("cfg")
                 cond, uncond = backbone.predict(job, section, step, scales, uncond=cfg is not None and cfg != 1.0)

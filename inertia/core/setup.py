@@ -16,8 +16,9 @@ class RunSetup:
     `guidance` maps each guidance target in force to its base scale (a target is absent when
     the run turns it off, e.g. Wan with guidance_scale <= 1 runs no unconditional pass).
     `default_guidance_target` is the target a schedule drives when it does not name one.
-    `token_roles` are the roles of the video tokens in the run's self-attention, and
-    `attention_hooks` says whether the backbone routes self-attention through inertia's hook.
+    `token_roles` are the roles of the video tokens in the run's self-attention;
+    `attention_hooks` says whether the backbone routes self-attention through inertia's hook, and
+    `history_hooks` whether it hands its history latents to the run's history transforms.
     """
 
     config: RunConfig
@@ -27,3 +28,4 @@ class RunSetup:
     guidance_targets: tuple[str, ...]
     token_roles: frozenset[Role] = frozenset({"noisy"})
     attention_hooks: bool = False
+    history_hooks: bool = False

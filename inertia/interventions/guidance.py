@@ -36,7 +36,7 @@ class Relax(GuidanceSchedule):
     def scale(self, base: float, ctx: StepContext) -> float:
         # Written as s_base - (s_base - s_min) * beta * e, the same value as the spec's form,
         # so that beta = 0 returns s_base exactly (bit-identical to no intervention).
-        return base - (base - self.params.s_min) * self.params.beta * ctx.envelope
+        return base - (base - self.params.s_min) * self.params.beta * ctx.envelope_or(ctx.sigma)
 
 
 class BoostParams(GuidanceParams):
@@ -52,7 +52,7 @@ class Boost(GuidanceSchedule):
         return f"the base scale is {base:g}, and boost multiplies it" if base == 0 else None
 
     def scale(self, base: float, ctx: StepContext) -> float:
-        return base * (1.0 + 3.0 * self.params.b * ctx.envelope)
+        return base * (1.0 + 3.0 * self.params.b * ctx.envelope_or(ctx.sigma))
 
 
 class DecayParams(Params):

@@ -7,8 +7,8 @@ applied in full at every selected step.
 
 `target=history` is the variant the seed code actually ran on FramePack: the same blur, along
 time, of each clean history latent block fed to the model (FramePack's 4x, 2x and 1x blocks, each
-on its own; the start image is the condition and is left alone), through
-`Intervention.transform_history`, with the same steps and decay. A block with fewer frames than
+on its own; the start image is the condition and is left alone), through the history interface
+(`core.history`, `Intervention.transform_history`), with the same steps and decay. A block with fewer frames than
 the kernel needs is left as it is, and the run warns once about it (`UnlearnWarning`).
 """
 
@@ -65,9 +65,15 @@ class Unlearn(Intervention):
     )
     Params: ClassVar[type[UnlearnParams]] = UnlearnParams
     uses_envelope = True
-    #: Also how target=history reaches the backbone (see `Intervention.transform_history`).
-    transforms_attention = True
     _checked_history = False
+
+    @property
+    def transforms_attention(self) -> bool:  # type: ignore[override]
+        return self.params.target == "kv"
+
+    @property
+    def transforms_history(self) -> bool:  # type: ignore[override]
+        return self.params.target == "history"
 
     def roles(self, setup: RunSetup) -> tuple[Role, ...]:
         tokens = self.params.tokens
@@ -99,7 +105,7 @@ class Unlearn(Intervention):
                 f"{setup.backbone} feeds its model no history latents, so target=history cannot change anything "
                 "(it needs a backbone with history, e.g. framepack); allowed here: kv",
             )
-        if not setup.attention_hooks:  # the hooks are how latent transforms reach the backbone
+        if not setup.history_hooks:
             raise ConfigError(self.name, f"{setup.backbone} does not hand its history latents to inertia's hooks")
         for field, default in (("tokens", "auto"), ("layers", None)):
             if getattr(self.params, field) != default:
@@ -135,8 +141,6 @@ class Unlearn(Intervention):
         self._checked_layout = call.layout
 
     def transform_qkv(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, call: AttentionCall):
-        if self.params.target != "kv":
-            return query, key, value
         if call.layout is not self._checked_layout:
             self._check_layout(call)
         params = self.params
@@ -144,7 +148,7 @@ class Unlearn(Intervention):
             return query, key, value
         if params.layers is not None and call.layer not in params.layers:
             return query, key, value
-        strength = 1.0 if call.step.decay is None else call.step.decay
+        strength = call.step.envelope_or(1.0)
         return query, self._blur(key, call, strength), self._blur(value, call, strength)
 
     def _blur(self, tokens: torch.Tensor, call: AttentionCall, strength: float) -> torch.Tensor:
@@ -164,13 +168,11 @@ class Unlearn(Intervention):
     # ----- target=history --------------------------------------------------------------------------
     def transform_history(self, latents_by_block: Mapping[str, torch.Tensor], ctx: StepContext):
         """Blur each history block along its frames (blocks too short for the kernel stay as they are)."""
-        if self.params.target != "history":
-            return latents_by_block
         if not self._checked_history:
             self._check_history(latents_by_block)
         if not self._active(ctx.step):
             return latents_by_block
-        strength = 1.0 if ctx.decay is None else ctx.decay
+        strength = ctx.envelope_or(1.0)
         sigma = self.params.sigma_blur
         return {name: blur_latent_frames(latents, sigma, strength) for name, latents in latents_by_block.items()}
 
