@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..core.attention import AttentionHooks, TokenLayout, VideoBlock, processors_installed
-from ..core.backbone import PipelineBackbone, Section
+from ..core.backbone import PipelineBackbone, Section, whole_video_section
 from ..core.builtin_models import checkpoint_path
 from ..core.checkpoints import BUILTIN_PREFIX, checkpoint_mode, is_builtin, read_checkpoint_json
 from ..core.config import RunConfig
@@ -375,10 +375,7 @@ class CogVideoXBackbone(PipelineBackbone):
         return self.pipe._prepare_rotary_positional_embeddings(config.height, config.width, latent_frames, self.device)
 
     def sections(self, job: CogVideoXJob) -> Iterator[Section]:
-        sigmas = noise_levels(self.pipe.scheduler.alphas_cumprod, job.timesteps)
-        section = Section(index=0, count=1, latents=job.latents, timesteps=job.timesteps, sigmas=sigmas)
-        yield section
-        job.latents = section.latents
+        return whole_video_section(job, job.timesteps, noise_levels(self.pipe.scheduler.alphas_cumprod, job.timesteps))
 
     def predict(
         self, job: CogVideoXJob, section: Section, step: int, scales: Mapping[str, float], uncond: bool

@@ -1,7 +1,7 @@
 """The built-in tiny CogVideoX models and the tiny layouts the tests use: real diffusers classes,
 random weights.
 
-Sizes follow the offline configurations verified in NOTES.md. The VAE keeps CogVideoX's
+Sizes are the smallest that run every code path on the CPU in a fraction of a second. The VAE keeps CogVideoX's
 compression (8x spatial, 4x temporal) and the transformer its 2x2 patch (and, for the 1.5
 layout, the temporal patch of 2), so frame/size rules match the real checkpoints.
 

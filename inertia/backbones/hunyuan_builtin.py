@@ -1,6 +1,6 @@
 """The built-in tiny HunyuanVideo text-to-video model: real diffusers classes, random weights.
 
-Sizes follow the offline configuration verified in NOTES.md. The VAE keeps HunyuanVideo's
+Sizes are the smallest that run every code path on the CPU in a fraction of a second. The VAE keeps HunyuanVideo's
 compression (8x spatial, 4x temporal) and the transformer its 1x2x2 patch and guidance
 embedding, so size/frame rules and the embedded-guidance input match the real checkpoint.
 Both tokenizers are byte-level `ByT5Tokenizer`s (no files needed); they know none of Llama 3's
@@ -30,7 +30,7 @@ def tiny_scheduler() -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler(shift=7.0)
 
 
-#: The tiny HunyuanVideo transformer (NOTES.md sizes); FramePack's built-in extends it.
+#: The tiny HunyuanVideo transformer; FramePack's built-in extends it.
 TINY_TRANSFORMER = dict(
     in_channels=4,
     out_channels=4,

@@ -1,6 +1,6 @@
 """The built-in tiny Wan 2.1 models (text- and image-to-video): real diffusers classes, random weights.
 
-Sizes follow the offline configurations verified in NOTES.md; the VAE keeps Wan's compression
+Sizes are the smallest that run every code path on the CPU in a fraction of a second; the VAE keeps Wan's compression
 (8x spatial, 4x temporal) and the transformer Wan's 1x2x2 patch, so frame/size rules match the
 real checkpoints.
 """

@@ -218,14 +218,17 @@ class PipelineBackbone(Backbone):
         return self.pipe.scheduler.step(prediction, section.timesteps[step], section.latents, return_dict=False)[0]
 
 
-def single_section(job: Any, scheduler: Any) -> Iterator[Section]:
-    """The one section of a whole-video backbone, over the scheduler's prepared timesteps.
-
-    Sets the scheduler's begin index as the diffusers pipelines do, takes each step's sigma from
-    the flow-matching scheduler, and writes the denoised latents back to `job.latents`.
-    """
-    scheduler.set_begin_index(0)
-    sigmas = [float(s) for s in scheduler.sigmas[: len(scheduler.timesteps)]]
-    section = Section(index=0, count=1, latents=job.latents, timesteps=scheduler.timesteps, sigmas=sigmas)
+def whole_video_section(job: Any, timesteps: torch.Tensor, sigmas: Sequence[float]) -> Iterator[Section]:
+    """The one section of a whole-video backbone: denoises `job.latents` over `timesteps` (with each
+    step's noise level in `sigmas`) and writes the denoised latents back to `job.latents`."""
+    section = Section(index=0, count=1, latents=job.latents, timesteps=timesteps, sigmas=list(sigmas))
     yield section
     job.latents = section.latents
+
+
+def single_section(job: Any, scheduler: Any) -> Iterator[Section]:
+    """`whole_video_section` over a flow-matching scheduler's prepared timesteps: sets its begin
+    index as the diffusers pipelines do and takes each step's sigma from the scheduler."""
+    scheduler.set_begin_index(0)
+    sigmas = [float(s) for s in scheduler.sigmas[: len(scheduler.timesteps)]]
+    return whole_video_section(job, scheduler.timesteps, sigmas)

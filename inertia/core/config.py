@@ -60,7 +60,8 @@ class RunConfig(BaseModel):
     """Everything that determines one generated video.
 
     Fields left as None are filled from the backbone's defaults for the chosen model by
-    `resolve_config`; the resolved config is what is hashed and recorded.
+    `Backbone.resolve` (called by `inertia.run.plan_run`); the resolved config is what is hashed
+    and recorded.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -121,14 +122,27 @@ class RunConfig(BaseModel):
         return self.out_dir / f"{self.backbone}-{self.run_hash()}"
 
 
-def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a YAML or JSON run config as a dict (JSON is YAML)."""
+def read_yaml(path: Path, field: str) -> Any:
+    """The data of a YAML or JSON file (JSON is YAML): the one reader of every file a user gives
+    (run configs, sweep files, prompt lists); ConfigError naming `field` when it cannot be read."""
+    path = Path(path)
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError("config", f"file not found: {path}") from None
+        raise ConfigError(field, f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(field, f"{path} is a directory, not a file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(field, f"{path} is not UTF-8 text") from None
+    except OSError as error:
+        raise ConfigError(field, f"cannot read {path}: {error.strerror or error}") from None
     except yaml.YAMLError as error:
-        raise ConfigError("config", f"{path} is not valid YAML/JSON: {error}") from None
+        raise ConfigError(field, f"{path} is not valid YAML/JSON: {error}") from None
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON run config as a dict."""
+    data = read_yaml(path, "config")
     if not isinstance(data, dict):
         raise ConfigError("config", f"{path} must hold a mapping of config fields")
     return data

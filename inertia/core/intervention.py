@@ -21,24 +21,22 @@ parameters (e.g. unlearn transforms attention or history depending on its `targe
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Mapping
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from .context import StepContext
 from .errors import ConfigError
-from .params import NoParams, Params, build_params
+from .params import Params
+from .plugin import Plugin
 from .setup import RunSetup
 
 GuidanceTarget = Literal["auto", "cfg", "embedded"]
 
 
-class Intervention:
+class Intervention(Plugin):
     """Base class for intervention plugins."""
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
     #: True when the intervention's strength follows the envelope e(sigma) (e.g. relax, boost).
     uses_envelope: ClassVar[bool] = False
     #: True when the intervention defines e(sigma) through `envelope` (e.g. decay).
@@ -47,13 +45,6 @@ class Intervention:
     transforms_attention: ClassVar[bool] = False
     #: True when the intervention transforms history latents through `transform_history`.
     transforms_history: ClassVar[bool] = False
-
-    def __init__(self, params: Params | None = None):
-        self.params = params if params is not None else self.Params()
-
-    @classmethod
-    def from_spec(cls, params: Mapping[str, Any], field: str) -> "Intervention":
-        return cls(build_params(cls.Params, dict(params), field))
 
     def check(self, setup: RunSetup) -> None:
         """Raise ConfigError if this intervention cannot act in the run `setup` describes."""
@@ -79,10 +70,6 @@ class Intervention:
     def guidance(self, ctx: StepContext, scales: dict[str, float]) -> dict[str, float]:
         """The guidance scales to use at this step."""
         return scales
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
-        return f"{self.name}({args})"
 
 
 class GuidanceParams(Params):

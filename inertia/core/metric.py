@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from .errors import InertiaError
-from .params import NoParams, Params, build_params
+from .plugin import Plugin
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class VideoSample:
         return int(self.frames.shape[0])
 
 
-class Metric:
+class Metric(Plugin):
     """Base class for metric plugins (registered through the `inertia_metrics` hook).
 
     `weights` names, for people, the default checkpoint a learned metric needs (None for
@@ -52,21 +52,11 @@ class Metric:
     `score`, so a model is reused across videos.
     """
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
     weights: ClassVar[str | None] = None
     #: True when `score` needs the prompt (e.g. text-video similarity).
     needs_prompt: ClassVar[bool] = False
     #: Output name -> meaning, for documentation and listings.
     outputs: ClassVar[dict[str, str]] = {}
-
-    def __init__(self, params: Params | None = None):
-        self.params = params if params is not None else self.Params()
-
-    @classmethod
-    def from_spec(cls, params: Mapping[str, Any], field: str) -> "Metric":
-        return cls(build_params(cls.Params, dict(params), field))
 
     def weight_refs(self) -> dict[str, str]:
         """The weights this instance loads: parameter name -> hub id or local path."""
@@ -84,7 +74,3 @@ class Metric:
 
     def score(self, video: VideoSample) -> dict[str, Any]:
         raise NotImplementedError
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
-        return f"{self.name}({args})"

@@ -6,8 +6,6 @@ import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch
-
 from .config import ATTENTION_BACKENDS, RunConfig
 from .devices import resolve_device
 from .errors import ConfigError

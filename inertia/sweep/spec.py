@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..core.config import DType, PluginSpec
+from ..core.config import DType, PluginSpec, read_yaml
 from ..core.errors import ConfigError, InertiaError
 from ..core.params import build_params, format_validation_error
 from ..registry import Registry, default_registry
@@ -204,12 +203,7 @@ class Sweep:
 def load_sweep(path: Path, registry: Registry | None = None) -> Sweep:
     """Read and validate a sweep file; relative paths in it are relative to the file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("sweep", f"file not found: {path}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError("sweep", f"{path} is not valid YAML: {error}") from None
+    data = read_yaml(path, "sweep")
     if not isinstance(data, dict):
         raise ConfigError("sweep", f"{path} must hold a mapping (backbones, conditions, prompts, seeds, metrics)")
     return build_sweep(data, base=path.parent, source=path, registry=registry)
@@ -370,10 +364,7 @@ def _prompt_file(path: Path, where: str) -> list[tuple[PromptEntry, str]]:
     if path.suffix == ".txt":
         lines = [line.strip() for line in path.read_text().splitlines()]
         return [(PromptEntry(text=line), f"{path}:{n + 1}") for n, line in enumerate(lines) if line and not line.startswith("#")]
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{where}.file", f"{path} is not valid YAML/JSON: {error}") from None
+    data = read_yaml(path, f"{where}.file")
     if isinstance(data, dict) and "prompts" in data:
         data = data["prompts"]
     if not isinstance(data, list):
