@@ -8,13 +8,16 @@ only the hooks it needs; each is called by the sampling loop at a fixed point:
 * `envelope(sigma)`: provide e(sigma), the fade-out shape other interventions scale their
   strength by (only `decay` does this; at most one provider per run).
 * `guidance(ctx, scales)`: return the guidance scales for this step, given those set so far.
+* `needs_uncond(scale, ctx)` and `combine(cond, uncond, scale, ctx)`: replace how the conditional
+  and unconditional predictions are combined (at most one per run; `PredictionCombiner`). The
+  schedules run first, so the rule combines at the scale they set (`core.combination`).
 * `transform_qkv(q, k, v, call)`: transform one self-attention call's queries, keys and values
   (after position embeddings, right before the attention backend); see `core.attention`.
 * `transform_history(latents_by_block, ctx)`: transform the clean history latents a backbone with
   history (FramePack; runs whose `setup.history_hooks` is set) feeds its model at this step; see
   `core.history` for what it receives and must return.
 
-The flags `uses_envelope`, `provides_envelope`, `transforms_attention` and `transforms_history`
+The flags `uses_envelope`, `provides_envelope`, `combines_predictions`, `transforms_attention` and `transforms_history`
 say which hooks the run must call; an intervention may make the last two properties of its
 parameters (e.g. unlearn transforms attention or history depending on its `target`).
 """
@@ -25,6 +28,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from .combination import CFG, CombinationRule
 from .context import StepContext
 from .errors import ConfigError
 from .params import Params
@@ -41,6 +45,8 @@ class Intervention(Plugin):
     uses_envelope: ClassVar[bool] = False
     #: True when the intervention defines e(sigma) through `envelope` (e.g. decay).
     provides_envelope: ClassVar[bool] = False
+    #: True when the intervention combines the predictions itself (`needs_uncond`/`combine`).
+    combines_predictions: ClassVar[bool] = False
     #: True when the intervention transforms self-attention q/k/v through `transform_qkv`.
     transforms_attention: ClassVar[bool] = False
     #: True when the intervention transforms history latents through `transform_history`.
@@ -130,6 +136,29 @@ def _off_reason(target: str) -> str:
     return "the run sets no embedded guidance scale"
 
 
+class PredictionCombiner(Intervention):
+    """An intervention that replaces classifier-free guidance's combination of the conditional and
+    unconditional predictions (the scale still comes from the schedules); it needs true CFG.
+
+    Subclasses implement `combine`; `needs_uncond` defaults to CFG's rule (not at a scale of 1).
+    """
+
+    combines_predictions = True
+
+    def check(self, setup: RunSetup) -> None:
+        if "cfg" not in setup.guidance_targets:
+            raise ConfigError(self.name, f"combines true-CFG predictions, and {setup.backbone} has no true CFG")
+        if "cfg" not in setup.guidance:
+            raise ConfigError(self.name, f"true CFG is off in this run ({_off_reason('cfg')}), so {self.name} "
+                                         "has no predictions to combine")
+
+    def needs_uncond(self, scale: float | None, ctx: StepContext) -> bool:
+        return CFG.needs_uncond(scale, ctx)
+
+    def combine(self, cond, uncond, scale: float | None, ctx: StepContext):
+        raise NotImplementedError
+
+
 class InterventionStack:
     """The interventions of one run, checked for conflicts and applied in the order given."""
 
@@ -142,8 +171,13 @@ class InterventionStack:
             if isinstance(intervention, GuidanceSchedule):
                 intervention.bind(setup)
         self._envelope = next((i for i in self.interventions if i.provides_envelope), None)
+        #: The rule that combines each step's predictions: the run's combiner, else classifier-free guidance.
+        self.rule: CombinationRule = next((i for i in self.interventions if i.combines_predictions), CFG)
 
     def _check_composition(self, setup: RunSetup) -> None:
+        combiners = [i.name for i in self.interventions if i.combines_predictions]
+        if len(combiners) > 1:
+            raise ConfigError("interventions", f"{' and '.join(combiners)} both combine the predictions (use one)")
         providers = [i.name for i in self.interventions if i.provides_envelope]
         if len(providers) > 1:
             raise ConfigError("interventions", f"conflicting envelopes: {' and '.join(providers)} (use one)")

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from .attention import AttentionHooks
 from .backbone import Backbone
+from .combination import CONDITIONAL_ONLY
 from .context import StepContext
 from .errors import NonFiniteLatentsError
 from .history import HistoryHooks
@@ -18,21 +19,18 @@ from .intervention import InterventionStack
 
 @dataclass(frozen=True)
 class StepRecord:
-    """What actually happened at one step: the noise level and every guidance scale used."""
+    """What actually happened at one step: the noise level, every guidance scale used, and the
+    rule that combined the predictions ("cond" when the conditional prediction was used alone)."""
 
     section: int
     step: int
     timestep: float
     sigma: float
     guidance: dict[str, float]
+    combine: str
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def combine_cfg(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance, in the operand order the diffusers pipelines use (bit parity)."""
-    return uncond + scale * (cond - uncond)
 
 
 def sample(
@@ -51,10 +49,13 @@ def sample(
     the backbone's attention processors can apply the run's q/k/v transforms; with `history`, of
     the step, so a backbone with history can apply the run's history transforms.
 
-    True CFG runs the unconditional branch only when the step's cfg scale differs from 1, so a
-    schedule that reaches exactly 1 costs one forward, and equals the conditional output.
+    At each step the schedules set the guidance scales, then the run's combination rule
+    (`core.combination`; classifier-free guidance by default) says whether the unconditional
+    branch is needed and combines the predictions: under CFG a scale of exactly 1 costs one
+    forward and equals the conditional output.
     """
     trace: list[StepRecord] = []
+    rule = stack.rule
     with tqdm(total=total_steps, desc=f"{backbone.name} sampling", unit="step", disable=not progress) as bar:
         for section in backbone.sections(job):
             if hooks is not None:
@@ -78,12 +79,13 @@ def sample(
                     history.step = ctx
                 scales = stack.guidance(ctx)
                 cfg = scales.get("cfg")
-                cond, uncond = backbone.predict(job, section, step, scales, uncond=cfg is not None and cfg != 1.0)
-                prediction = cond if uncond is None else combine_cfg(cond, uncond, cfg)
+                cond, uncond = backbone.predict(job, section, step, scales, uncond=rule.needs_uncond(cfg, ctx))
+                prediction = rule.combine(cond, uncond, cfg, ctx)
                 section.latents = backbone.scheduler_step(job, section, step, prediction)
                 if not torch.isfinite(section.latents).all():
                     where = f"step {step}" + (f" of section {section.index}" if section.count > 1 else "")
                     raise NonFiniteLatentsError(f"latents became NaN/Inf at {where} (sigma {sigma:.4f}); run stopped")
-                trace.append(StepRecord(section.index, step, float(timestep), sigma, dict(scales)))
+                combined = CONDITIONAL_ONLY if uncond is None else rule.name
+                trace.append(StepRecord(section.index, step, float(timestep), sigma, dict(scales), combined))
                 bar.update()
     return trace
