@@ -52,15 +52,50 @@ def test_layout_places_an_indicator_patch_where_the_patch_embedding_puts_it(mode
     assert lit == [layout.blocks[0].position(frame, row, column)]
 
 
-def test_image_to_video_layout_marks_the_conditioned_frame():
-    backbone = WanBackbone.__new__(WanBackbone)
-    backbone.transformer = type("T", (), {"config": type("C", (), {"patch_size": (1, 2, 2)})()})()
-    from inertia.core.backbone import Section
+def test_image_to_video_layout_marks_the_conditioned_frame(models, image_file):
+    """Checked against the tiny Wan I2V model itself: its patch embedding of latents next to the real
+    conditioning (mask + image latents, as the pipeline prepares them)."""
+    planned = plan(image=image_file)
+    backbone = models.get(planned.backbone, planned.config)
+    job = backbone.prepare(planned.config, torch.Generator().manual_seed(3))
+    section = next(backbone.sections(job))
+    layout = backbone.token_layout(job, section)
+    _, channels, frames, height, width = section.latents.shape
+    assert layout.blocks == (VideoBlock(0, 1, 2, 3, "condition"), VideoBlock(6, frames - 1, 2, 3, "noisy"))
+    assert layout.grids(["noisy", "condition"]) == [VideoBlock(0, frames, 2, 3, "condition")]
 
-    section = Section(0, 1, torch.zeros(1, 16, 5, 4, 4), torch.tensor([1.0]), [1.0])
-    layout = backbone.token_layout(type("Job", (), {"condition": torch.zeros(1)})(), section)
-    assert layout.blocks == (VideoBlock(0, 1, 2, 2, "condition"), VideoBlock(4, 4, 2, 2, "noisy"))
-    assert layout.grids(["noisy", "condition"]) == [VideoBlock(0, 5, 2, 2, "condition")]
+    def positions(role: str) -> set[int]:
+        return {block.position(f, r, c) for block in layout.blocks if block.role == role
+                for f in range(block.frames) for r in range(block.height) for c in range(block.width)}
+
+    def tokens(latents: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return backbone.transformer.patch_embedding(torch.cat([latents, condition], dim=1)).flatten(2).transpose(1, 2)[0]
+
+    def changed(a: torch.Tensor, b: torch.Tensor) -> set[int]:
+        return {i for i in range(a.shape[0]) if not torch.equal(a[i], b[i])}
+
+    # Indicator latents: every latent frame its own value. Changing one frame's value changes exactly
+    # the tokens that come from that frame: frame 0's must be the condition tokens, the others the noisy ones.
+    values = torch.arange(1.0, frames + 1).view(1, 1, frames, 1, 1)
+    indicator = values.expand(1, channels, frames, height, width).clone()
+    reference = tokens(indicator, job.condition)
+    from_frame = []
+    for frame in range(frames):
+        moved = indicator.clone()
+        moved[:, :, frame] += 10.0
+        from_frame.append(changed(tokens(moved, job.condition), reference))
+    assert layout.length == reference.shape[0]
+    assert from_frame[0] == positions("condition") and len(from_frame[0]) == 2 * 3
+    noisy = layout.blocks[1]
+    for frame in range(1, frames):
+        assert from_frame[frame] == {noisy.position(frame - 1, r, c) for r in range(2) for c in range(3)}
+    # and the conditioning the pipeline prepared (mask channels first) marks exactly those tokens
+    mask = job.condition[:, :4]
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
+    unmasked = job.condition.clone()
+    unmasked[:, :4] = 0
+    assert changed(tokens(indicator, unmasked), reference) == positions("condition")
 
 
 class Recorder(Intervention):

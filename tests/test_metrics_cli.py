@@ -173,10 +173,44 @@ def test_missing_weights_stop_the_run_before_the_video_model_loads(tmp_path, no_
     assert not list(tmp_path.iterdir())
 
 
-def test_suite_scores_in_memory_frames_like_files(tmp_path):
-    video = moving_video(tmp_path / "v.mp4")
-    suite = MetricSuite.from_specs([PluginSpec(name="flicker")], device="cpu")
-    frames, fps = read_video(video)
-    assert suite.score(frames, fps)["flicker"]["values"] == suite.score_file(video)["flicker"]["values"]
+#: Colours that survive the RGB -> YUV -> RGB round trip of a lossless file (yuv444, qp 0) exactly
+#: (found by writing and reading every colour of a grid once).
+EXACT_COLOURS = np.array([
+    (16, 16, 16), (240, 240, 240), (48, 16, 16), (16, 112, 16), (16, 48, 240), (176, 48, 48), (16, 240, 80),
+    (80, 16, 240), (240, 208, 16), (112, 240, 240), (240, 16, 176), (144, 112, 16), (48, 144, 144),
+    (208, 112, 240), (112, 112, 112), (176, 176, 144),
+], dtype=np.uint8)
+
+
+def exact_colour_video(speed: int, frames: int = 9) -> np.ndarray:
+    """A textured square moving `speed` px/frame right over a textured background, in EXACT_COLOURS."""
+    rng = np.random.default_rng(0)
+    background = EXACT_COLOURS[rng.integers(0, len(EXACT_COLOURS), (8, 8))].repeat(8, 0).repeat(8, 1)
+    square = EXACT_COLOURS[rng.integers(0, len(EXACT_COLOURS), (4, 4))].repeat(4, 0).repeat(4, 1)
+    video = np.stack([background.copy() for _ in range(frames)])
+    for t in range(frames):
+        video[t, 20:36, 4 + speed * t: 20 + speed * t] = square
+    return video
+
+
+def test_suite_scores_in_memory_frames_like_files(tmp_path, capsys):
+    frames = exact_colour_video(speed=4)  # built in memory, never decoded from a file
+    video = tmp_path / "v.mp4"
+    write_mp4(video, frames, fps=8, lossless=True)
+    decoded, fps = read_video(video)
+    assert fps == 8.0 and np.array_equal(decoded, frames)  # the file holds exactly these pixels
+    specs = [PluginSpec(name="motion"), PluginSpec(name="flicker")]
+    in_memory = MetricSuite.from_specs(specs, device="cpu").score(frames, 8)
+    # `inertia score` on the written file: its own suite, its own decoding, its record.
+    assert main(["score", str(video), "--metric", "motion", "--metric", "flicker", "--device", "cpu"]) == 0
+    from_file = json.loads((tmp_path / "v.record.json").read_text())["metrics"]
+    assert list(from_file) == list(in_memory) == ["motion", "flicker"]
+    for key in in_memory:
+        assert in_memory[key]["values"] == from_file[key]["values"]
+    # The values follow the frames: a frame dropped, swapped colour channels or a slower square score otherwise.
+    suite = MetricSuite.from_specs(specs, device="cpu")
+    for changed in (frames[1:], frames[..., ::-1], exact_colour_video(speed=2)):
+        other = suite.score(changed, 8)
+        assert other["motion"]["values"] != in_memory["motion"]["values"]
     with pytest.raises(ConfigError):
         MetricSuite.from_specs([PluginSpec(name="nope")])

@@ -69,12 +69,20 @@ def test_batched_sweep_matches_the_unbatched_one_run_for_run(tmp_path, model_dir
         [(4, i) for i in range(4)] * 2 + [(2, i) for i in range(2)] * 2)
     assert {r["batch"]["size"] for r in one.values()} == {1}
     single_dirs, batched_dirs = run_dirs(single, sweep), run_dirs(batched, sweep)
+    identical = 0
     for run_hash, record in many.items():
         assert record["trace"] == one[run_hash]["trace"]
-        assert record["metrics"]["physics"]["values"].keys() == one[run_hash]["metrics"]["physics"]["values"].keys()
+        physics, alone = record["metrics"]["physics"]["values"], one[run_hash]["metrics"]["physics"]["values"]
+        assert physics.keys() == alone.keys()
         a, _ = read_video(single_dirs[run_hash] / VIDEO_NAME)
         b, _ = read_video(batched_dirs[run_hash] / VIDEO_NAME)
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # float rounding of the batched products
+        if np.array_equal(a, b):  # on the CPU in float32 (all 12 here) batched products round as single ones
+            identical += 1
+            assert physics == alone  # same pixels, prompt and seed: every value (and each ball's) exactly
+        # else no tolerance would test anything: on this barely trained model's noisy frames, one-level
+        # pixel noise moves velocity_error by up to 15% and can flip direction_correct (measured).
+    assert identical > 0
     assert run_sweep(sweep, out=batched, stream=None, batch_size=4).existing == 12  # resumes: nothing redone
 
 

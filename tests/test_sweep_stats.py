@@ -63,7 +63,7 @@ def observations():
                 base = rng.normal(1.0, 0.2)
                 rows.append(Observation(backbone, "baseline", prompt, seed, "motion.mean_magnitude", base))
                 rows.append(Observation(backbone, "relax", prompt, seed, "motion.mean_magnitude", base + 0.5))
-                if seed < 4:  # one run of this condition failed: 9 pairs of 10
+                if seed < 4:  # one run of this condition failed per prompt: 8 runs, 8 pairs
                     rows.append(Observation(backbone, "boost", prompt, seed, "motion.mean_magnitude", base - 0.01 * seed))
     return rows
 
@@ -81,3 +81,14 @@ def test_compute_stats_pairs_runs_by_backbone_prompt_and_seed():
     assert boost.n_pairs == 8 and boost.unpaired == 0
     assert stats.pair("wan", "baseline", "motion.mean_magnitude") is None
     assert stats.cell("wan", "baseline", "motion.mean_magnitude").n == 10
+
+    # A baseline run that failed leaves its partners in every condition unpaired, and only there.
+    missing = ("framepack", "baseline", "p1", 3)
+    rows = [o for o in observations() if (o.backbone, o.condition, o.prompt_id, o.seed) != missing]
+    stats = compute_stats(rows)
+    relax = stats.pair("framepack", "relax", "motion.mean_magnitude")
+    assert (relax.n_pairs, relax.unpaired) == (9, 1) and relax.mean_diff == pytest.approx(0.5)
+    boost = stats.pair("framepack", "boost", "motion.mean_magnitude")
+    assert (boost.n_pairs, boost.unpaired) == (7, 1)
+    wan = stats.pair("wan", "relax", "motion.mean_magnitude")
+    assert (wan.n_pairs, wan.unpaired) == (10, 0)

@@ -27,15 +27,23 @@ def test_kernel_is_normalised_gaussian():
     assert weights.sum() == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("sigma, frames", [(0.6, 21), (1.3, 9), (2.5, 6), (1.0, 3)])
+def reference_weights(sigma: float, frames: int) -> np.ndarray:
+    """The kernel from its definition: length int(6 sigma + 1) | 1 capped at the largest odd number
+    <= frames, weights exp(-x^2 / (2 sigma^2)) normalised to sum 1."""
+    length = min(int(6 * sigma + 1) | 1, frames if frames % 2 else frames - 1)
+    x = np.arange(length) - length // 2
+    weights = np.exp(-(x**2) / (2 * sigma**2))
+    return weights / weights.sum()
+
+
+@pytest.mark.parametrize("sigma, frames", [(0.6, 21), (1.3, 21), (1.3, 9), (2.5, 6), (1.0, 3)])
 def test_blur_matches_scipy_with_nearest_padding(sigma, frames):
     generator = torch.Generator().manual_seed(0)
-    tokens = torch.randn(2, frames * 3 * 5, 4, 8, generator=generator)
+    tokens = torch.randn(2, frames * 3 * 5, 4, 8, generator=generator, dtype=torch.float64)
     ours = blur_frames(tokens, frames, sigma).numpy()
-    grid = tokens.numpy().reshape(2, frames, 15, 4, 8).astype(np.float64)
-    weights = gaussian_kernel(sigma, frames).numpy()
-    reference = correlate1d(grid, weights, axis=1, mode="nearest").reshape(tokens.shape)
-    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    grid = tokens.numpy().reshape(2, frames, 15, 4, 8)
+    reference = correlate1d(grid, reference_weights(sigma, frames), axis=1, mode="nearest").reshape(tokens.shape)
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-12)
 
 
 def test_blur_mixes_only_tokens_of_the_same_row_and_column():

@@ -199,16 +199,48 @@ def test_backbone_output_equals_the_reference_pipeline_bit_for_bit(model_dir):
 
 
 def test_every_intervention_works_on_the_testbed(model_dir):
-    baseline = generate(plan_run(run_config(model_dir)), progress=False).frames
-    run = lambda *specs: generate(plan_run(run_config(model_dir, interventions=[PluginSpec.parse(s) for s in specs])),
-                                  progress=False)
+    from inertia.registry import default_registry
+
+    base = plan_run(run_config(model_dir))
+    assert base.setup.guidance == {"cfg": 3.0}  # the checkpoint's default scale: s_base below
+    baseline = generate(base, progress=False).frames
+    exercised = set()
+
+    def run(*texts):
+        specs = [PluginSpec.parse(text) for text in texts]
+        exercised.update(spec.name for spec in specs)
+        return generate(plan_run(run_config(model_dir, interventions=specs)), progress=False)
+
+    def scales(result):
+        return [(step.guidance["cfg"], step.sigma, step.step, step.timestep) for step in result.trace]
+
+    # relax: s = s_min + (s_base - s_min) * (1 - beta * e(sigma)), e = sigma, or sigma ** p under decay
     assert np.array_equal(run("relax:beta=0").frames, baseline)
-    relaxed = run("relax:beta=0.75", "decay:p=0.7")
-    assert not np.array_equal(relaxed.frames, baseline)
-    assert relaxed.trace[0].guidance["cfg"] < 3.0 and relaxed.trace[-1].guidance["cfg"] <= 3.0
-    assert run("boost:b=0.5").trace[0].guidance["cfg"] > 3.0
+    for texts, s_min, beta, p in [(["relax:beta=0.5"], 1.0, 0.5, 1.0),
+                                  (["relax:beta=0.75,s_min=1.5", "decay:p=0.7"], 1.5, 0.75, 0.7)]:
+        relaxed = run(*texts)
+        assert not np.array_equal(relaxed.frames, baseline)
+        for scale, sigma, _, _ in scales(relaxed):
+            assert scale == pytest.approx(s_min + (3.0 - s_min) * (1 - beta * sigma**p), rel=1e-12)
+    # boost: s = s_base * (1 + 3 b e(sigma))
+    boosted = run("boost:b=0.5")
+    assert not np.array_equal(boosted.frames, baseline)
+    for scale, sigma, _, _ in scales(boosted):
+        assert scale == pytest.approx(3.0 * (1 + 3 * 0.5 * sigma), rel=1e-12)
+    # dynamic_cfg: s = 1 + s_base * (1 - cos(pi * ((N - x) / N) ** exp)) / 2, x the step index (form=step)
+    # or the timestep value (form=diffusers)
+    for text, use_timestep in [("dynamic_cfg", False), ("dynamic_cfg:form=diffusers,exp=3", True)]:
+        dynamic = run(text)
+        assert not np.array_equal(dynamic.frames, baseline)
+        exp = 3 if use_timestep else 5
+        for scale, _, step, timestep in scales(dynamic):
+            x = timestep if use_timestep else step
+            assert scale == pytest.approx(1 + 3.0 * (1 - np.cos(np.pi * ((3 - x) / 3) ** exp)) / 2, rel=1e-12)
+    # unlearn: a blur of width 0 changes nothing, a real one changes the video
     assert np.array_equal(run("unlearn:sigma_blur=0").frames, baseline)
     assert not np.array_equal(run("unlearn:sigma_blur=1.0").frames, baseline)
+    registry = default_registry().interventions
+    assert exercised == {name for name, source in registry.sources.items() if source == "inertia.builtins"}
 
 
 def test_cli_run_writes_a_video_from_a_prompt_alone_and_from_an_image(model_dir, tmp_path):
