@@ -16,7 +16,9 @@ How a FramePack video is generated (and how this module mirrors the pipeline):
   "inverted_anti_drifting" (original FramePack: sections are generated from the end of the video
   back to the start, history is the future, the start image joins the last section).
 
-Choices that RunConfig cannot express yet (see the report for the fields we want in core):
+RunConfig has no field for the sampling type or the latent window size (both are properties of
+the checkpoint), and its `num_frames` says nothing about sections; so they are chosen here
+(the arithmetic is in `framepack_sections`):
 
 * Sampling type: read from the model string. One containing "inverted" or "FramePackI2V_HY"
   (case-insensitive; e.g. `lllyasviel/FramePackI2V_HY`, `builtin:framepack-inverted-tiny-v2`, a local
