@@ -14,10 +14,8 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
 import math
 import re
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +24,8 @@ from typing import Any
 from ..core.errors import InertiaError
 from ..core.io import atomic_path, atomic_write_text
 from ..core.records import VIDEO_NAME, utc_now
-from .stats import Observation, SweepStats, compute_stats
-from .store import DB_NAME
+from .stats import SweepStats, compute_stats
+from .store import ReportData, load_report_data
 
 REPORT_DIR = "report"
 BASELINE = "baseline"
@@ -65,72 +63,6 @@ class Table:
 class Figure:
     image: Image
     caption: str
-
-
-# ----- data ----------------------------------------------------------------------------------------
-
-@dataclass
-class ReportData:
-    out: Path
-    name: str
-    meta: dict[str, str]
-    backbones: list[str]
-    conditions: list[str]
-    runs: list[dict[str, Any]]  # rows of `runs` in the plan
-    observations: list[Observation]
-    params: dict[str, dict[str, Any]]  # condition -> {"relax.beta": 0.75, ...}
-    families: dict[str, str]
-    skipped: list[dict[str, Any]]
-    report_options: dict[str, Any]
-
-    @property
-    def complete(self) -> list[dict[str, Any]]:
-        return [r for r in self.runs if r["status"] == "complete"]
-
-    @property
-    def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.runs if r["status"] == "failed"]
-
-
-def load_data(out: Path) -> ReportData:
-    path = Path(out) / DB_NAME
-    if not path.is_file():
-        raise InertiaError(f"report: no {DB_NAME} in {out}: run `inertia sweep FILE --out {out}` first")
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        meta = dict(con.execute("SELECT key, value FROM meta"))
-        cursor = con.execute("SELECT * FROM runs WHERE in_plan = 1 ORDER BY plan_index")
-        names = [d[0] for d in cursor.description]
-        runs = [dict(zip(names, row)) for row in cursor]
-        values = con.execute(
-            "SELECT r.backbone, r.condition, r.prompt_id, r.seed, m.metric_key, m.value_name, m.value FROM metrics m "
-            "JOIN runs r ON r.run_hash = m.run_hash WHERE r.status = 'complete' AND r.in_plan = 1 AND m.value IS NOT NULL").fetchall()
-        skipped = [dict(zip(("backbone", "condition", "reason", "runs"), row)) for row in con.execute("SELECT * FROM skipped")]
-    finally:
-        con.close()
-    spec = json.loads(meta.get("sweep", "{}"))
-    param_columns: dict[str, str] = json.loads(meta.get("param_columns", "{}"))
-    params: dict[str, dict[str, Any]] = {}
-    families: dict[str, str] = {}
-    for run in runs:
-        if run["condition"] not in params:
-            params[run["condition"]] = {key: _decode(run.get(col)) for col, key in param_columns.items() if run.get(col) is not None}
-            families[run["condition"]] = run["family"]
-    observations = [Observation(b, c, p, s, f"{k}.{v}", float(x)) for b, c, p, s, k, v, x in values]
-    present = {r["condition"] for r in runs}
-    conditions = [c for c in json.loads(meta.get("conditions", "[]")) if c in present]
-    backbones = [b for b in json.loads(meta.get("backbones", "[]")) if any(r["backbone"] == b for r in runs)]
-    return ReportData(Path(out), spec.get("name", Path(out).name), meta, backbones, conditions, runs, observations,
-                      params, families, skipped, spec.get("report") or {})
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def choose_metrics(data: ReportData, requested: list[str] | None) -> list[str]:
@@ -457,7 +389,7 @@ class ReportFiles:
 
 def write_report(out: Path, report_dir: Path | None = None, values: list[str] | None = None) -> ReportFiles:
     """Compute the statistics and write report.md (+ PNGs), report.html (self-contained) and CSVs."""
-    data = load_data(Path(out))
+    data = load_report_data(Path(out))
     if not data.complete:
         raise InertiaError(f"report: no complete runs in {out} yet")
     metrics = choose_metrics(data, values)
