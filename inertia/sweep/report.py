@@ -301,18 +301,7 @@ def write_report(out: Path, report_dir: Path | None = None, values: list[str] | 
                [vars(c) for c in stats.cells])
     _write_csv(paired_csv, ["backbone", "condition", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "p_value", "p_holm",
                             "unpaired"], [{**vars(p), "test": stats.test} for p in stats.paired], extra=["test"])
-    _readable([markdown, page, conditions_csv, paired_csv, *(target / image.name for image in images)])
     return ReportFiles(markdown, page, conditions_csv, paired_csv, len(images), metrics)
-
-
-def _readable(paths: list[Path]) -> None:
-    """Atomic writes create files only their owner can read; a report is meant to be shared."""
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    for path in paths:
-        os.chmod(path, 0o666 & ~mask)
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]], extra: list[str] = ()) -> None:
