@@ -16,7 +16,9 @@ How a FramePack video is generated (and how this module mirrors the pipeline):
   "inverted_anti_drifting" (original FramePack: sections are generated from the end of the video
   back to the start, history is the future, the start image joins the last section).
 
-Choices that RunConfig cannot express yet (see the report for the fields we want in core):
+RunConfig has no field for the sampling type or the latent window size (both are properties of
+the checkpoint), and its `num_frames` says nothing about sections; so they are chosen here
+(the arithmetic is in `framepack_sections`):
 
 * Sampling type: read from the model string. One containing "inverted" or "FramePackI2V_HY"
   (case-insensitive; e.g. `lllyasviel/FramePackI2V_HY`, `builtin:framepack-inverted-tiny-v2`, a local
@@ -52,9 +54,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -66,13 +68,18 @@ from ..core.checkpoints import BUILTIN_PREFIX, is_builtin, pipeline_class_name, 
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.history import HistoryHooks
-from ..core.validation import check_frames, check_image_file, check_multiple
+from ..core.validation import check_image_file, check_multiple
 from . import framepack_builtin, hunyuan_attention
+from .framepack_sections import HISTORY_BLOCKS as HISTORY_BLOCKS  # re-exported: the names history transforms get
+from .framepack_sections import (
+    INVERTED,
+    REAL_LATENT_WINDOW_SIZE,
+    VANILLA,
+    FramePackSettings,
+    SectionContext,
+    SectionHistory,
+)
 from .hunyuan_text import TextConditions, check_true_cfg, embedded_guidance, prompt_template, true_cfg_on
-
-VANILLA = "vanilla"
-INVERTED = "inverted_anti_drifting"
-SAMPLING_TYPES = (VANILLA, INVERTED)
 
 F1_MODEL = "lllyasviel/FramePack_F1_I2V_HY_20250503"
 INVERTED_MODEL = "lllyasviel/FramePackI2V_HY"
@@ -86,14 +93,6 @@ BUILTIN_F1 = f"{BUILTIN_PREFIX}framepack-tiny-{framepack_builtin.VERSION}"
 BUILTIN_INVERTED = f"{BUILTIN_PREFIX}framepack-inverted-tiny-{framepack_builtin.VERSION}"
 BUILTIN_MODELS = (BUILTIN_F1, BUILTIN_INVERTED)
 
-REAL_LATENT_WINDOW_SIZE = 9
-#: History latent frames at 4x, 2x and 1x compression (the released checkpoints' layout).
-HISTORY_4X, HISTORY_2X, HISTORY_1X = 16, 2, 1
-HISTORY_FRAMES = HISTORY_4X + HISTORY_2X + HISTORY_1X
-#: Names of the history latent blocks handed to `Intervention.transform_history`, in sequence order.
-HISTORY_BLOCKS = ("4x", "2x", "1x")
-#: The plain Llama template for tokenizers without Llama-3's chat tokens (the offline built-in).
-
 #: Defaults; the section counts give num_frames: 4 sections ~ FramePack's 5 s default at 30 fps.
 REAL_DEFAULTS = dict(steps=25, guidance_scale=1.0, embedded_guidance_scale=10.0, fps=30)
 BUILTIN_DEFAULTS = dict(height=64, width=64, steps=8, guidance_scale=1.0, embedded_guidance_scale=10.0, fps=30)
@@ -104,46 +103,6 @@ BUCKETS_640 = (
     (416, 960), (448, 864), (480, 832), (512, 768), (544, 704), (576, 672), (608, 640),
     (640, 608), (672, 576), (704, 544), (768, 512), (832, 480), (864, 448), (960, 416),
 )
-
-
-# ----- settings that live in the checkpoint, not (yet) in RunConfig --------------------------------
-@dataclass(frozen=True)
-class FramePackSettings:
-    """How a video is cut into sections. Properties of the checkpoint that RunConfig cannot name yet."""
-
-    sampling: str = VANILLA
-    latent_window_size: int = REAL_LATENT_WINDOW_SIZE
-    temporal: int = 4  # VAE temporal compression
-
-    def __post_init__(self) -> None:
-        if self.sampling not in SAMPLING_TYPES:
-            allowed = ", ".join(SAMPLING_TYPES)
-            raise ConfigError("sampling", f"unknown FramePack sampling {self.sampling!r}; allowed: {allowed}")
-
-    @property
-    def frames_per_section(self) -> int:
-        return self.temporal * self.latent_window_size
-
-    def video_frames(self, sections: int) -> int:
-        """Frames of a video of `sections` sections (what the pipeline returns after trimming)."""
-        return self.frames_per_section * sections + 1
-
-    def sections(self, num_frames: int) -> int:
-        return (num_frames - 1) // self.frames_per_section
-
-    def pipeline_num_frames(self, sections: int) -> int:
-        """A `num_frames` argument for which `HunyuanVideoFramepackPipeline` runs `sections` sections."""
-        return sections * ((self.latent_window_size - 1) * self.temporal + 1)
-
-    def check_num_frames(self, field_name: str, num_frames: int) -> None:
-        why = (
-            f"FramePack adds {self.frames_per_section} frames per section of latent_window_size "
-            f"{self.latent_window_size} to the start frame"
-        )
-        if num_frames < self.video_frames(1):
-            smallest = self.video_frames(1)
-            raise ConfigError(field_name, f"{num_frames} is shorter than one section ({why}); smallest valid: {smallest}")
-        check_frames(field_name, num_frames, self.frames_per_section, why)
 
 
 def sampling_type_for(model: str) -> str:
@@ -227,155 +186,21 @@ def _default_size(config: RunConfig, builtin: bool) -> dict[str, int]:
     return {"width": max(16, round(config.height * image_width / image_height / 16) * 16)}
 
 
-# ----- the job: what one run carries from section to section --------------------------------------
-@dataclass(frozen=True)
-class SectionContext:
-    """What one section is conditioned on besides text and image: frame indices (RoPE positions) and
-    clean history latents. Field names are the transformer's keyword arguments."""
-
-    indices_latents: torch.Tensor
-    latents_clean: torch.Tensor
-    indices_latents_clean: torch.Tensor
-    latents_history_2x: torch.Tensor
-    indices_latents_history_2x: torch.Tensor
-    latents_history_4x: torch.Tensor
-    indices_latents_history_4x: torch.Tensor
-
-    def model_inputs(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {name: value.to(dtype) if name.startswith("latents") else value for name, value in values.items()}
-
-    def history_blocks(self) -> dict[str, torch.Tensor]:
-        """The history latents by block ("4x", "2x", "1x"), each (B, C, frames, H, W) in time order;
-        the 1x block is the end of `latents_clean` (its start is the start image, not history)."""
-        return {
-            "4x": self.latents_history_4x,
-            "2x": self.latents_history_2x,
-            "1x": self.latents_clean[:, :, -HISTORY_1X:],
-        }
-
-    def with_history(self, blocks: Mapping[str, torch.Tensor]) -> "SectionContext":
-        """This context with the history latents replaced by `blocks` (as `history_blocks` names them)."""
-        start = self.latents_clean[:, :, :-HISTORY_1X]
-        return replace(
-            self,
-            latents_history_4x=blocks["4x"],
-            latents_history_2x=blocks["2x"],
-            latents_clean=torch.cat([start, blocks["1x"]], dim=2),
-        )
-
-
+# ----- the job: one run's conditions and its section history --------------------------------------
 @dataclass
 class FramePackJob:
-    """One run's conditions and the state carried from section to section (history, pieces to decode)."""
+    """One run's conditions and the history carried from section to section (`framepack_sections`)."""
 
-    settings: FramePackSettings
-    num_sections: int
+    history: SectionHistory  # sampling settings, section count, history latents, pieces to decode
     steps: int
     prompt: TextConditions
     negative: TextConditions | None
     image_embeds: torch.Tensor  # SigLIP tokens of the start image
-    image_latents: torch.Tensor  # VAE latents of the start image (float32)
     height: int  # pixels
     width: int
     channels: int  # latent channels
     mu: float  # resolution-dependent shift (used by schedulers with dynamic shifting)
     generator: torch.Generator
-    history: torch.Tensor  # history latents, float32
-    generated: int = 0  # latent frames of `history` that are real (the pipeline's total_generated_latent_frames)
-    pieces: list[torch.Tensor] = field(default_factory=list)  # latents to decode, one per section
-
-
-# ----- the two sampling types ----------------------------------------------------------------------
-class SamplingScheme(Protocol):
-    """Where history sits relative to the new window, and how sections join."""
-
-    def initial_history(self, image_latents: torch.Tensor, zeros: torch.Tensor) -> tuple[torch.Tensor, int]: ...
-    def context(self, job: FramePackJob, index: int) -> SectionContext: ...
-    def extend(self, job: FramePackJob, latents: torch.Tensor, index: int) -> None: ...
-    def join(self, pipe: Any, video: torch.Tensor, current: torch.Tensor, overlap: int) -> torch.Tensor: ...
-
-
-def _positions(sizes: list[int]) -> tuple[torch.Tensor, ...]:
-    """Consecutive frame indices (RoPE positions) cut into blocks of `sizes`, as the pipeline lays them out."""
-    return torch.arange(0, sum(sizes)).split(sizes, dim=0)
-
-
-def _section_context(
-    job: FramePackJob, indices: torch.Tensor, prefix: torch.Tensor,
-    history: tuple[torch.Tensor, ...], history_indices: tuple[torch.Tensor, ...],
-) -> SectionContext:
-    """Both sampling types feed the start image plus the 1x history as "clean" latents."""
-    (h1x, h2x, h4x), (i1x, i2x, i4x) = history, history_indices
-    return SectionContext(
-        indices_latents=indices,
-        latents_clean=torch.cat([job.image_latents, h1x], dim=2),
-        indices_latents_clean=torch.cat([prefix, i1x]),
-        latents_history_2x=h2x,
-        indices_latents_history_2x=i2x,
-        latents_history_4x=h4x,
-        indices_latents_history_4x=i4x,
-    )
-
-
-class ForwardSampling:
-    """FramePack-F1: history = [start image, 16 | 2 | 1 past frames], the new window follows the newest."""
-
-    def initial_history(self, image_latents: torch.Tensor, zeros: torch.Tensor) -> tuple[torch.Tensor, int]:
-        return torch.cat([zeros, image_latents], dim=2), 1
-
-    def context(self, job: FramePackJob, index: int) -> SectionContext:
-        window = job.settings.latent_window_size
-        prefix, i4x, i2x, i1x, latents = _positions([1, HISTORY_4X, HISTORY_2X, HISTORY_1X, window])
-        h4x, h2x, h1x = job.history[:, :, -HISTORY_FRAMES:].split([HISTORY_4X, HISTORY_2X, HISTORY_1X], dim=2)
-        return _section_context(job, latents, prefix, (h1x, h2x, h4x), (i1x, i2x, i4x))
-
-    def extend(self, job: FramePackJob, latents: torch.Tensor, index: int) -> None:
-        job.generated += latents.shape[2]
-        job.history = torch.cat([job.history, latents], dim=2)
-        real = job.history[:, :, -job.generated :]
-        job.pieces.append(real[:, :, -2 * job.settings.latent_window_size :] if job.pieces else real)
-
-    def join(self, pipe: Any, video: torch.Tensor, current: torch.Tensor, overlap: int) -> torch.Tensor:
-        return pipe._soft_append(video, current, overlap)
-
-
-class InvertedAntiDrifting:
-    """Original FramePack: windows are generated end first; history = the already generated future
-    (1 | 2 | 16 frames), the start image stays the prefix, padding indices leave room for the gap."""
-
-    def initial_history(self, image_latents: torch.Tensor, zeros: torch.Tensor) -> tuple[torch.Tensor, int]:
-        return zeros, 0
-
-    @staticmethod
-    def padding(index: int, count: int) -> int:
-        """Windows of gap between the start image and section `index` (as the released checkpoints expect)."""
-        paddings = list(reversed(range(count))) if count <= 4 else [3] + [2] * (count - 3) + [1, 0]
-        return paddings[index]
-
-    def context(self, job: FramePackJob, index: int) -> SectionContext:
-        window = job.settings.latent_window_size
-        pad = self.padding(index, job.num_sections) * window
-        sizes = [1, pad, window, HISTORY_1X, HISTORY_2X, HISTORY_4X]
-        prefix, _, latents, i1x, i2x, i4x = _positions(sizes)
-        h1x, h2x, h4x = job.history[:, :, :HISTORY_FRAMES].split([HISTORY_1X, HISTORY_2X, HISTORY_4X], dim=2)
-        return _section_context(job, latents, prefix, (h1x, h2x, h4x), (i1x, i2x, i4x))
-
-    def extend(self, job: FramePackJob, latents: torch.Tensor, index: int) -> None:
-        last = index == job.num_sections - 1
-        if last:  # the start frame itself opens the video
-            latents = torch.cat([job.image_latents, latents], dim=2)
-        job.generated += latents.shape[2]
-        job.history = torch.cat([latents, job.history], dim=2)
-        real = job.history[:, :, : job.generated]
-        decode_frames = 2 * job.settings.latent_window_size + (1 if last else 0)
-        job.pieces.append(real[:, :, :decode_frames] if job.pieces else real)
-
-    def join(self, pipe: Any, video: torch.Tensor, current: torch.Tensor, overlap: int) -> torch.Tensor:
-        return pipe._soft_append(current, video, overlap)
-
-
-SCHEMES: dict[str, SamplingScheme] = {VANILLA: ForwardSampling(), INVERTED: InvertedAntiDrifting()}
 
 
 # ----- the backbone --------------------------------------------------------------------------------
@@ -476,39 +301,31 @@ class FramePackBackbone(PipelineBackbone):
         image_latents = pipe.prepare_image_latents(pixels, dtype=torch.float32, device=self.device, generator=generator)
         channels = self.transformer.config.in_channels
         latent_height, latent_width = (size // pipe.vae_scale_factor_spatial for size in (config.height, config.width))
-        zeros = torch.zeros(
-            1, channels, HISTORY_FRAMES, latent_height, latent_width, device=self.device, dtype=torch.float32
-        )
-        history, generated = SCHEMES[settings.sampling].initial_history(image_latents, zeros)
         return FramePackJob(
-            settings=settings,
-            num_sections=settings.sections(config.num_frames),
+            history=SectionHistory.start(settings, settings.sections(config.num_frames), image_latents, channels),
             steps=config.steps,
             prompt=self._encode_text(config.prompt),
             negative=negative,
             image_embeds=image_embeds,
-            image_latents=image_latents,
             height=config.height,
             width=config.width,
             channels=channels,
             mu=self._shift(settings.latent_window_size * latent_height * latent_width),
             generator=generator,
-            history=history,
-            generated=generated,
         )
 
     def sections(self, job: FramePackJob) -> Iterator[Section]:
-        scheme = SCHEMES[job.settings.sampling]
-        for index in range(job.num_sections):
-            context = scheme.context(job, index)
+        history = job.history
+        for index in range(history.num_sections):
+            context = history.context(index)
             noise = self.pipe.prepare_latents(
-                1, job.channels, job.height, job.width, job.settings.pipeline_num_frames(1),
+                1, job.channels, job.height, job.width, history.settings.pipeline_num_frames(1),
                 dtype=torch.float32, device=self.device, generator=job.generator,
             )
             timesteps, sigmas = self._schedule(job)
-            section = Section(index, job.num_sections, noise, timesteps, sigmas, state={"context": context})
+            section = Section(index, history.num_sections, noise, timesteps, sigmas, state={"context": context})
             yield section
-            scheme.extend(job, section.latents, index)
+            history.extend(section.latents, index)
 
     def predict(
         self, job: FramePackJob, section: Section, step: int, scales: Mapping[str, float], uncond: bool
@@ -621,14 +438,18 @@ class FramePackBackbone(PipelineBackbone):
         return self.pipe.scheduler.step(prediction.float(), section.timesteps[step], section.latents, return_dict=False)[0]
 
     def decode(self, job: FramePackJob) -> np.ndarray:
-        """Decode each section's latents and blend the overlaps, in the pipeline's order and arithmetic."""
-        pipe, vae = self.pipe, self.pipe.vae
-        scheme, temporal = SCHEMES[job.settings.sampling], pipe.vae_scale_factor_temporal
-        overlap = (job.settings.latent_window_size - 1) * temporal + 1
+        """Decode each section's latents and blend the overlaps, in the pipeline's order and arithmetic.
+
+        The blend is the pipeline's own `_soft_append` (pixel space, a pipeline method); the sampling
+        scheme only says which of the two videos comes first in time.
+        """
+        pipe, vae, history = self.pipe, self.pipe.vae, job.history
+        temporal = pipe.vae_scale_factor_temporal
+        overlap = (history.settings.latent_window_size - 1) * temporal + 1
         video = None
-        for piece in job.pieces:
+        for piece in history.pieces:
             current = vae.decode(piece.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-            video = current if video is None else scheme.join(pipe, video, current, overlap)
+            video = current if video is None else pipe._soft_append(*history.scheme.in_time_order(video, current), overlap)
         frames = (video.size(2) - 1) // temporal * temporal + 1
         return pipe.video_processor.postprocess_video(video[:, :, :frames], output_type="np")[0]
 

@@ -1,136 +1,35 @@
 """`inertia report DIR`: Markdown and a self-contained HTML page for a sweep directory.
 
-Both are rendered from one list of blocks (headings, paragraphs, tables, figures), so they say the
-same thing: runs per cell; per metric value, each condition's mean with its 95% bootstrap CI and
-the paired difference against the baseline (CI, paired test, Holm-adjusted p); plots of each metric
-against each swept parameter per backbone (CI bands); heat maps of two-parameter grids; and a
-thumbnail strip per condition. The Markdown links PNG files written beside it; the HTML embeds the
-same PNGs as base64, so it is one file with no outside references. `conditions.csv` and
-`paired.csv` hold the statistics for other tools.
+The results table is read by `store.load_report_data`; here the statistics and one list of blocks
+(headings, paragraphs, tables, figures) are built, and `render` turns it into both pages, so they
+say the same thing: runs per cell; per metric value, each condition's mean with its 95% bootstrap
+CI and the paired difference against the baseline (CI, paired test, Holm-adjusted p); plots of
+each metric against each swept parameter per backbone (CI bands); heat maps of two-parameter
+grids; and a thumbnail strip per condition. The Markdown links PNG files written beside it; the
+HTML embeds the same PNGs as base64, so it is one file with no outside references.
+`conditions.csv` and `paired.csv` hold the statistics for other tools.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
-import json
 import math
 import re
-import sqlite3
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import InertiaError
 from ..core.io import atomic_path, atomic_write_text
 from ..core.records import VIDEO_NAME, utc_now
-from .stats import Observation, SweepStats, compute_stats
-from .store import DB_NAME
+from .plots import Series, heat_map, parameter_plot, thumbnail_strip
+from .render import Block, Figure, Heading, Image, Para, Table, render_html, render_markdown
+from .stats import SweepStats, compute_stats
+from .store import ReportData, load_report_data
 
 REPORT_DIR = "report"
 BASELINE = "baseline"
-
-
-# ----- blocks ------------------------------------------------------------------------------------
-
-@dataclass
-class Image:
-    png: bytes
-    name: str  # file name under the report directory
-    alt: str
-
-
-@dataclass
-class Heading:
-    level: int
-    text: str
-
-
-@dataclass
-class Para:
-    text: str
-    note: bool = False
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[Any]]  # str or Image
-    numeric: set[int] = field(default_factory=set)  # right-aligned columns
-
-
-@dataclass
-class Figure:
-    image: Image
-    caption: str
-
-
-# ----- data ----------------------------------------------------------------------------------------
-
-@dataclass
-class ReportData:
-    out: Path
-    name: str
-    meta: dict[str, str]
-    backbones: list[str]
-    conditions: list[str]
-    runs: list[dict[str, Any]]  # rows of `runs` in the plan
-    observations: list[Observation]
-    params: dict[str, dict[str, Any]]  # condition -> {"relax.beta": 0.75, ...}
-    families: dict[str, str]
-    skipped: list[dict[str, Any]]
-    report_options: dict[str, Any]
-
-    @property
-    def complete(self) -> list[dict[str, Any]]:
-        return [r for r in self.runs if r["status"] == "complete"]
-
-    @property
-    def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.runs if r["status"] == "failed"]
-
-
-def load_data(out: Path) -> ReportData:
-    path = Path(out) / DB_NAME
-    if not path.is_file():
-        raise InertiaError(f"report: no {DB_NAME} in {out}: run `inertia sweep FILE --out {out}` first")
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        meta = dict(con.execute("SELECT key, value FROM meta"))
-        cursor = con.execute("SELECT * FROM runs WHERE in_plan = 1 ORDER BY plan_index")
-        names = [d[0] for d in cursor.description]
-        runs = [dict(zip(names, row)) for row in cursor]
-        values = con.execute(
-            "SELECT r.backbone, r.condition, r.prompt_id, r.seed, m.metric_key, m.value_name, m.value FROM metrics m "
-            "JOIN runs r ON r.run_hash = m.run_hash WHERE r.status = 'complete' AND r.in_plan = 1 AND m.value IS NOT NULL").fetchall()
-        skipped = [dict(zip(("backbone", "condition", "reason", "runs"), row)) for row in con.execute("SELECT * FROM skipped")]
-    finally:
-        con.close()
-    spec = json.loads(meta.get("sweep", "{}"))
-    param_columns: dict[str, str] = json.loads(meta.get("param_columns", "{}"))
-    params: dict[str, dict[str, Any]] = {}
-    families: dict[str, str] = {}
-    for run in runs:
-        if run["condition"] not in params:
-            params[run["condition"]] = {key: _decode(run.get(col)) for col, key in param_columns.items() if run.get(col) is not None}
-            families[run["condition"]] = run["family"]
-    observations = [Observation(b, c, p, s, f"{k}.{v}", float(x)) for b, c, p, s, k, v, x in values]
-    present = {r["condition"] for r in runs}
-    conditions = [c for c in json.loads(meta.get("conditions", "[]")) if c in present]
-    backbones = [b for b in json.loads(meta.get("backbones", "[]")) if any(r["backbone"] == b for r in runs)]
-    return ReportData(Path(out), spec.get("name", Path(out).name), meta, backbones, conditions, runs, observations,
-                      params, families, skipped, spec.get("report") or {})
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def choose_metrics(data: ReportData, requested: list[str] | None) -> list[str]:
@@ -190,10 +89,8 @@ def varying_params(data: ReportData) -> dict[str, list[str]]:
             for family, keys in by_family.items()}
 
 
-def parameter_series(data: ReportData, parameter: str) -> list:
+def parameter_series(data: ReportData, parameter: str) -> list[Series]:
     """Lines for a metric-vs-`parameter` plot: per family, per setting of its other varying parameters."""
-    from .plots import Series
-
     varying = varying_params(data)
     lines: dict[tuple[str, tuple], list[tuple[float, str]]] = defaultdict(list)
     for condition in data.conditions:
@@ -232,10 +129,8 @@ def grids(data: ReportData) -> list[tuple[str, str, str, list[float], list[float
 
 # ----- building -------------------------------------------------------------------------------------
 
-def build_blocks(data: ReportData, metrics: list[str], stats: SweepStats) -> list[Any]:
-    from .plots import heat_map, parameter_plot
-
-    blocks: list[Any] = [Heading(1, f"Sweep report: {data.name}")]
+def build_blocks(data: ReportData, metrics: list[str], stats: SweepStats) -> list[Block]:
+    blocks: list[Block] = [Heading(1, f"Sweep report: {data.name}")]
     complete, planned = len(data.complete), len(data.runs)
     seeds = sorted({r["seed"] for r in data.runs})
     prompts = list(dict.fromkeys(r["prompt_id"] for r in data.runs))
@@ -326,13 +221,11 @@ def build_blocks(data: ReportData, metrics: list[str], stats: SweepStats) -> lis
     return blocks
 
 
-def thumbnail_blocks(data: ReportData, prompts: list[str]) -> list[Any]:
+def thumbnail_blocks(data: ReportData, prompts: list[str]) -> list[Block]:
     """A grid of thumbnail strips, conditions x backbones, of one run per cell (same prompt and seed where possible)."""
-    from .plots import thumbnail_strip
-
     frames = int(data.report_options.get("thumbnails") or 6)
     first_prompt = prompts[0] if prompts else None
-    blocks: list[Any] = [Heading(2, "Thumbnails"), Para(
+    blocks: list[Block] = [Heading(2, "Thumbnails"), Para(
         f"{frames} evenly spaced frames, first to last, of one run per cell: prompt {first_prompt} with its lowest "
         "complete seed. A strip of near-identical frames is a static video.")]
     rows = []
@@ -357,85 +250,7 @@ def thumbnail_blocks(data: ReportData, prompts: list[str]) -> list[Any]:
     return blocks
 
 
-# ----- rendering --------------------------------------------------------------------------------------
-
-def _md_cell(value: Any) -> str:
-    if isinstance(value, Image):
-        return f"![{value.alt}]({value.name})"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(blocks: list[Any]) -> str:
-    lines: list[str] = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            lines += ["#" * block.level + " " + block.text, ""]
-        elif isinstance(block, Para):
-            lines += [("> " if block.note else "") + block.text, ""]
-        elif isinstance(block, Table):
-            lines.append("| " + " | ".join(_md_cell(h) for h in block.headers) + " |")
-            lines.append("| " + " | ".join("---:" if i in block.numeric else "---" for i in range(len(block.headers))) + " |")
-            for row in block.rows:
-                lines.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
-            lines.append("")
-        elif isinstance(block, Figure):
-            lines += [f"![{block.image.alt}]({block.image.name})", "", f"*{block.caption}*", ""]
-    return "\n".join(lines)
-
-
-def _data_uri(image: Image) -> str:
-    return "data:image/png;base64," + base64.b64encode(image.png).decode("ascii")
-
-
-def _html_inline(text: str) -> str:
-    """Escape, then render `code` spans."""
-    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
-
-
-def _html_cell(value: Any) -> str:
-    if isinstance(value, Image):
-        return f'<img src="{_data_uri(value)}" alt="{html.escape(value.alt)}">'
-    return _html_inline(str(value))
-
-
-STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1500px; color: #222; padding: 0 16px; }
-h1 { font-size: 1.6em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; vertical-align: middle; }
-th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr:nth-child(even) td { background: #fafafa; }
-figure { margin: 10px 0 22px; } figure img { max-width: 100%; } figcaption { font-size: 13px; color: #555; }
-td img { display: block; image-rendering: pixelated; }
-.note { background: #fff4d6; border-left: 4px solid #e0a800; padding: 6px 10px; }
-code { background: #f3f3f3; padding: 0 3px; }
-"""
-
-
-def render_html(blocks: list[Any], title: str) -> str:
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{html.escape(title)}</title>", f"<style>{STYLE}</style></head><body>"]
-    for block in blocks:
-        if isinstance(block, Heading):
-            parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
-        elif isinstance(block, Para):
-            opening = '<p class="note">' if block.note else "<p>"
-            parts.append(f"{opening}{_html_inline(block.text)}</p>")
-        elif isinstance(block, Table):
-            parts.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in block.headers) + "</tr></thead><tbody>")
-            for row in block.rows:
-                cells = "".join(('<td class="num">' if i in block.numeric else "<td>") + _html_cell(c) + "</td>"
-                                for i, c in enumerate(row))
-                parts.append(f"<tr>{cells}</tr>")
-            parts.append("</tbody></table>")
-        elif isinstance(block, Figure):
-            parts.append(f'<figure><img src="{_data_uri(block.image)}" alt="{html.escape(block.image.alt)}">'
-                         f"<figcaption>{_html_inline(block.caption)}</figcaption></figure>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
-
-
-def _images(blocks: list[Any]) -> list[Image]:
+def _images(blocks: list[Block]) -> list[Image]:
     found = []
     for block in blocks:
         if isinstance(block, Figure):
@@ -457,7 +272,7 @@ class ReportFiles:
 
 def write_report(out: Path, report_dir: Path | None = None, values: list[str] | None = None) -> ReportFiles:
     """Compute the statistics and write report.md (+ PNGs), report.html (self-contained) and CSVs."""
-    data = load_data(Path(out))
+    data = load_report_data(Path(out))
     if not data.complete:
         raise InertiaError(f"report: no complete runs in {out} yet")
     metrics = choose_metrics(data, values)
@@ -486,18 +301,7 @@ def write_report(out: Path, report_dir: Path | None = None, values: list[str] | 
                [vars(c) for c in stats.cells])
     _write_csv(paired_csv, ["backbone", "condition", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "p_value", "p_holm",
                             "unpaired"], [{**vars(p), "test": stats.test} for p in stats.paired], extra=["test"])
-    _readable([markdown, page, conditions_csv, paired_csv, *(target / image.name for image in images)])
     return ReportFiles(markdown, page, conditions_csv, paired_csv, len(images), metrics)
-
-
-def _readable(paths: list[Path]) -> None:
-    """Atomic writes create files only their owner can read; a report is meant to be shared."""
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    for path in paths:
-        os.chmod(path, 0o666 & ~mask)
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]], extra: list[str] = ()) -> None:

@@ -16,6 +16,8 @@ A run's row and all its metric rows are written in one transaction, after its re
 complete on disk; a kill at any moment leaves either all of them or none. The run records on
 disk are the source of truth: at start-up every complete record missing from (or different in)
 the table is loaded into it, so the table never lags behind the files.
+
+`load_report_data` reads the table for `inertia report` through a read-only connection.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import InertiaError
 from ..core.records import RECORD_NAME
 from ..scoring import metric_rows
 from .plan import RUNS_DIR, SweepPlan, SweepRun
+from .stats import Observation
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
@@ -77,6 +82,13 @@ def _sql_value(value: Any) -> Any:
 
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def fetch_rows(con: sqlite3.Connection, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+    """The result rows as dicts by column name."""
+    cursor = con.execute(sql, params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor]
 
 
 class ResultStore:
@@ -238,9 +250,7 @@ class ResultStore:
 
     # ----- reading -----------------------------------------------------------------------------
     def rows(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
-        cursor = self.con.execute(sql, params)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor]
+        return fetch_rows(self.con, sql, params)
 
     def results(self, stable: bool = False) -> list[dict[str, Any]]:
         """The results view, ordered; `stable` drops the columns that differ between executions."""
@@ -257,3 +267,70 @@ def record_sha(run: SweepRun) -> str | None:
         return hashlib.sha256((Path(run.run_dir) / RECORD_NAME).read_bytes()).hexdigest()
     except OSError:
         return None
+
+
+# ----- what a report reads -------------------------------------------------------------------------
+@dataclass
+class ReportData:
+    """A sweep's plan, outcomes and metric values as `inertia report` uses them."""
+
+    out: Path
+    name: str
+    meta: dict[str, str]
+    backbones: list[str]
+    conditions: list[str]
+    runs: list[dict[str, Any]]  # rows of `runs` in the plan
+    observations: list[Observation]
+    params: dict[str, dict[str, Any]]  # condition -> {"relax.beta": 0.75, ...}
+    families: dict[str, str]
+    skipped: list[dict[str, Any]]
+    report_options: dict[str, Any]
+
+    @property
+    def complete(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r["status"] == "complete"]
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r["status"] == "failed"]
+
+
+def load_report_data(out: Path) -> ReportData:
+    """Read a sweep directory's table without writing to it (`ResultStore` would create and migrate)."""
+    path = Path(out) / DB_NAME
+    if not path.is_file():
+        raise InertiaError(f"report: no {DB_NAME} in {out}: run `inertia sweep FILE --out {out}` first")
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        meta = dict(con.execute("SELECT key, value FROM meta"))
+        runs = fetch_rows(con, "SELECT * FROM runs WHERE in_plan = 1 ORDER BY plan_index")
+        values = con.execute(
+            "SELECT r.backbone, r.condition, r.prompt_id, r.seed, m.metric_key, m.value_name, m.value FROM metrics m "
+            "JOIN runs r ON r.run_hash = m.run_hash WHERE r.status = 'complete' AND r.in_plan = 1 AND m.value IS NOT NULL").fetchall()
+        skipped = [dict(zip(("backbone", "condition", "reason", "runs"), row)) for row in con.execute("SELECT * FROM skipped")]
+    finally:
+        con.close()
+    spec = json.loads(meta.get("sweep", "{}"))
+    param_columns: dict[str, str] = json.loads(meta.get("param_columns", "{}"))
+    params: dict[str, dict[str, Any]] = {}
+    families: dict[str, str] = {}
+    for run in runs:
+        if run["condition"] not in params:
+            params[run["condition"]] = {key: _decode(run.get(col)) for col, key in param_columns.items() if run.get(col) is not None}
+            families[run["condition"]] = run["family"]
+    observations = [Observation(b, c, p, s, f"{k}.{v}", float(x)) for b, c, p, s, k, v, x in values]
+    present = {r["condition"] for r in runs}
+    conditions = [c for c in json.loads(meta.get("conditions", "[]")) if c in present]
+    backbones = [b for b in json.loads(meta.get("backbones", "[]")) if any(r["backbone"] == b for r in runs)]
+    return ReportData(Path(out), spec.get("name", Path(out).name), meta, backbones, conditions, runs, observations,
+                      params, families, skipped, spec.get("report") or {})
+
+
+def _decode(value: Any) -> Any:
+    """A parameter column's value: lists and mappings are stored as JSON text (`_sql_value`)."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
