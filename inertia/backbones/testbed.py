@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..core.attention import AttentionHooks, Role, TokenLayout
-from ..core.backbone import Backbone, Section
+from ..core.backbone import Backbone, Section, single_section
 from ..core.checkpoints import read_checkpoint_json
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
@@ -182,12 +182,7 @@ class TestbedBackbone(Backbone):
         return TestbedJob(embeds, negative, condition, latents, scheduler, first_frames, specs)
 
     def sections(self, job: TestbedJob) -> Iterator[Section]:
-        scheduler = job.scheduler
-        scheduler.set_begin_index(0)
-        sigmas = [float(s) for s in scheduler.sigmas[: len(scheduler.timesteps)]]
-        section = Section(index=0, count=1, latents=job.latents, timesteps=scheduler.timesteps, sigmas=sigmas)
-        yield section
-        job.latents = section.latents
+        return single_section(job, job.scheduler)
 
     def predict(
         self, job: TestbedJob, section: Section, step: int, scales: Mapping[str, float], uncond: bool

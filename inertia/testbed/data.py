@@ -142,6 +142,16 @@ def parse_holdout(value: str | Iterable[Any]) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def format_holdout(pairs: Iterable[tuple[str, str]]) -> str:
+    """Pairs -> 'red:bounce,green:up' (the inverse of `parse_holdout`; '' for none)."""
+    return ",".join(f"{c}:{m}" for c, m in pairs)
+
+
+def format_motion_weights(weights: Mapping[str, float]) -> str:
+    """{'left': 2.0, 'jump': 0.5} -> 'left=2,jump=0.5' (the inverse of `parse_motion_weights`)."""
+    return ",".join(f"{k}={v:g}" for k, v in weights.items())
+
+
 def parse_motion_weights(text: str) -> dict[str, float]:
     """'left=2,jump=0.5' -> {'left': 2.0, 'jump': 0.5} (unnamed motions keep their default weight);
     'uniform' -> weight 1 for every motion."""

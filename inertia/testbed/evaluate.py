@@ -32,6 +32,7 @@ from ..core.io import frames_to_uint8, write_json
 from ..run import ModelCache, generate_batch, plan_run
 from . import simulator as sim
 from .checkpoint import DEFAULT_MODEL, model_path
+from .commands import run_command
 from .data import DEFAULT_HOLDOUT, EvalItem, commanded_spec, heldout_items, parse_holdout
 from .physics import analyse
 
@@ -191,14 +192,7 @@ def command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inertia.testbed.evaluate", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return command(args)
-    except InertiaError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command("python -m inertia.testbed.evaluate", __doc__, add_arguments, command, argv)
 
 
 if __name__ == "__main__":

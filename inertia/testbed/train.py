@@ -36,16 +36,18 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..core.errors import InertiaError
 from ..core.devices import resolve_device
-from .data import DEFAULT_HOLDOUT, DEFAULT_MOTION_WEIGHTS, Mixture, generate_pool, parse_holdout, parse_motion_weights
+from ..core.errors import InertiaError
+from ..core.io import atomic_write_text, write_json
+from .commands import run_command
+from .data import Mixture, format_holdout, format_motion_weights, generate_pool, parse_holdout, parse_motion_weights
 from .model import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, ModelSize, first_frame_condition, new_pipeline, shifted_sigmas
 
 EXIT_PAUSED = 10
@@ -206,7 +208,7 @@ class Trainer:
             "step": self.step, "optimizer_step": opt_step, "elapsed_s": self.elapsed(),
             "device_type": self.device.type, "train_config": self.cfg.identity(), "loss_curve": self.curve,
         }
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        atomic_write_text(tmp / "state.json", json.dumps(state, indent=1))
         final, old = self.out / CHECKPOINT, self.out / (CHECKPOINT + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
@@ -332,7 +334,7 @@ class Trainer:
                  f"{row['steps_per_s']:.2f} steps/s  {row['elapsed_s'] / 60:.1f} min")
 
     def _write_curve(self) -> None:
-        _write_json(self.out / "loss_curve.json", {"loss_curve": self.curve})
+        write_json(self.out / "loss_curve.json", {"loss_curve": self.curve})
 
     def finish(self) -> dict[str, Any]:
         """Write the EMA weights as the trained pipeline (save_pretrained, safetensors) and the records."""
@@ -347,11 +349,11 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         pipe.save_pretrained(tmp, safe_serialization=True)
         record = self.record()
-        _write_json(tmp / "training.json", record)
+        write_json(tmp / "training.json", record)
         shutil.rmtree(model_dir, ignore_errors=True)
         os.replace(tmp, model_dir)
         self._write_curve()
-        _write_json(self.out / "train_record.json", record)
+        write_json(self.out / "train_record.json", record)
         self.log(f"finished {self.cfg.steps} steps in {record['train_minutes']:.1f} min; model: {model_dir}")
         return {"finished": True, "step": self.step, "out": str(self.out), "model": str(model_dir)}
 
@@ -381,13 +383,6 @@ class Trainer:
         }
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     """Train (or resume) as configured; returns {"finished", "step", "out"[, "model"]}."""
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
@@ -397,77 +392,108 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
 # --------------------------------------------------------------------------- command line
 
 
+#: Every training flag, by help group: flag -> (field, argparse type, help). A field is a
+#: `TrainConfig` field, `mixture.<Mixture field>` or `size.<ModelSize field>`; the dataclass
+#: default is the flag's default, so the table generates both the parser and the config. Type None
+#: is an on/off switch. Help gets "(default ...)" appended unless it names its own default or the
+#: default is None.
+TRAIN_FLAGS: dict[str | None, dict[str, tuple[str, Callable[[str], Any] | None, str]]] = {
+    None: {
+        "--out": ("out", Path, "output directory"),
+        "--steps": ("steps", int, "optimizer steps"),
+        "--batch-size": ("batch_size", int, "clips per step"),
+        "--lr": ("lr", float, "peak AdamW learning rate"),
+        "--warmup": ("warmup", int, "linear warm-up steps, then cosine decay"),
+        "--min-lr-ratio": ("min_lr_ratio", float, "final lr / peak lr"),
+        "--weight-decay": ("weight_decay", float, "AdamW weight decay"),
+        "--grad-clip": ("grad_clip", float, "gradient norm clip, 0 = off"),
+        "--ema": ("ema", float, "EMA decay of the saved weights"),
+        "--text-dropout": ("text_dropout", float, "empty-prompt probability for CFG"),
+        "--seed": ("seed", int, "seed of data, initialisation and training draws"),
+        "--pool-size": ("pool_size", int, "clips rendered before training"),
+        "--workers": ("workers", int, "processes rendering the pool (default: all CPUs)"),
+    },
+    "data mixture": {
+        "--still-fraction": ("mixture.still_fraction", float, "per ball: probability of a 'stays still' caption"),
+        "--static-caption-prob": ("mixture.static_caption_prob", float,
+                                  "per ball commanded to move: probability the clip shows it still anyway"),
+        "--motion-weights": ("mixture.motion_weights", str,
+                             "relative weights of the commanded motions, e.g. left=2,jump=0.5 (unnamed motions keep "
+                             "their default; 'uniform' = all 1; default %(default)s)"),
+        "--two-ball-prob": ("mixture.two_ball_prob", float, "share of two-ball clips"),
+        "--textured-prob": ("mixture.textured_prob", float, "share of textured backgrounds"),
+        "--holdout": ("mixture.holdout", str,
+                      "colour:motion combinations never trained on, comma-separated, or 'none'"),
+    },
+    "model size": {
+        "--layers": ("size.num_layers", int, "transformer blocks"),
+        "--heads": ("size.num_heads", int, "attention heads"),
+        "--head-dim": ("size.head_dim", int, "attention head dim"),
+        "--ffn-dim": ("size.ffn_dim", int, "feed-forward dim"),
+        "--text-dim": ("size.text_dim", int, "text encoder width"),
+        "--text-layers": ("size.text_layers", int, "text encoder layers"),
+        "--patch": ("size.patch", int, "spatial patch size, 32 must divide by it"),
+        "--flow-shift": ("size.flow_shift", float, "scheduler/training sigma shift"),
+    },
+    "run": {
+        "--default-guidance": ("default_guidance_scale", float, "CFG scale the saved model declares as its default"),
+        "--default-steps": ("default_steps", int, "sampling steps the saved model declares as its default"),
+        "--checkpoint-every": ("checkpoint_every", int, "steps between checkpoints"),
+        "--log-every": ("log_every", int, "steps per loss-curve point"),
+        "--max-minutes": ("max_minutes", float,
+                          "wall-time budget of this call; at the limit a checkpoint is written and the exit status is 10"),
+        "--resume": ("resume", None, "continue from OUT/checkpoint if there is one"),
+        "--device": ("device", str, "auto, cpu, cuda, cuda:N"),
+        "--compile": ("compile", None, "torch.compile the transformer (GPU; compiles for ~1 min)"),
+    },
+}
+
+#: Fields given as text on the command line: (field value -> text, text -> field value). The text
+#: is parsed after argparse, so a bad value is a one-line TrainError like every other setting.
+TEXT_FIELDS: dict[str, tuple[Callable[[Any], str], Callable[[str], Any]]] = {
+    "mixture.motion_weights": (format_motion_weights, parse_motion_weights),
+    "mixture.holdout": (format_holdout, parse_holdout),
+}
+
+
+def _field_default(field: str) -> Any:
+    """The dataclass default of a TRAIN_FLAGS field, as the flag takes it."""
+    value: Any = TrainConfig()
+    for name in field.split("."):
+        value = getattr(value, name)
+    return TEXT_FIELDS[field][0](value) if field in TEXT_FIELDS else value
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d, m, s = TrainConfig(), Mixture(), ModelSize()
-    a = parser.add_argument
-    a("--out", type=Path, default=d.out, help=f"output directory (default {d.out})")
-    a("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
-    a("--batch-size", type=int, default=d.batch_size, help=f"clips per step (default {d.batch_size})")
-    a("--lr", type=float, default=d.lr, help=f"peak AdamW learning rate (default {d.lr})")
-    a("--warmup", type=int, default=d.warmup, help=f"linear warm-up steps, then cosine decay (default {d.warmup})")
-    a("--min-lr-ratio", type=float, default=d.min_lr_ratio, help="final lr / peak lr (default %(default)s)")
-    a("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (default %(default)s)")
-    a("--grad-clip", type=float, default=d.grad_clip, help="gradient norm clip, 0 = off (default %(default)s)")
-    a("--ema", type=float, default=d.ema, help="EMA decay of the saved weights (default %(default)s)")
-    a("--text-dropout", type=float, default=d.text_dropout, help="empty-prompt probability for CFG (default %(default)s)")
-    a("--seed", type=int, default=d.seed, help="seed of data, initialisation and training draws (default %(default)s)")
-    a("--pool-size", type=int, default=d.pool_size, help="clips rendered before training (default %(default)s)")
-    a("--workers", type=int, default=None, help="processes rendering the pool (default: all CPUs)")
-    g = parser.add_argument_group("data mixture")
-    g.add_argument("--still-fraction", type=float, default=m.still_fraction,
-                   help="per ball: probability of a 'stays still' caption (default %(default)s)")
-    g.add_argument("--static-caption-prob", type=float, default=m.static_caption_prob,
-                   help="per ball commanded to move: probability the clip shows it still anyway (default %(default)s)")
-    g.add_argument("--motion-weights", default="", help="relative weights of the commanded motions, e.g. left=2,jump=0.5 "
-                   "(unnamed motions keep their default; 'uniform' = all 1; default "
-                   + ",".join(f"{k}={v:g}" for k, v in DEFAULT_MOTION_WEIGHTS.items()) + ")")
-    g.add_argument("--two-ball-prob", type=float, default=m.two_ball_prob, help="share of two-ball clips (default %(default)s)")
-    g.add_argument("--textured-prob", type=float, default=m.textured_prob, help="share of textured backgrounds (default %(default)s)")
-    g.add_argument("--holdout", default=",".join(f"{c}:{mo}" for c, mo in DEFAULT_HOLDOUT),
-                   help="colour:motion combinations never trained on, comma-separated, or 'none' (default %(default)s)")
-    g = parser.add_argument_group("model size")
-    g.add_argument("--layers", type=int, default=s.num_layers, help="transformer blocks (default %(default)s)")
-    g.add_argument("--heads", type=int, default=s.num_heads, help="attention heads (default %(default)s)")
-    g.add_argument("--head-dim", type=int, default=s.head_dim, help="attention head dim (default %(default)s)")
-    g.add_argument("--ffn-dim", type=int, default=s.ffn_dim, help="feed-forward dim (default %(default)s)")
-    g.add_argument("--text-dim", type=int, default=s.text_dim, help="text encoder width (default %(default)s)")
-    g.add_argument("--text-layers", type=int, default=s.text_layers, help="text encoder layers (default %(default)s)")
-    g.add_argument("--patch", type=int, default=s.patch, help="spatial patch size, 32 must divide by it (default %(default)s)")
-    g.add_argument("--flow-shift", type=float, default=s.flow_shift, help="scheduler/training sigma shift (default %(default)s)")
-    g = parser.add_argument_group("run")
-    g.add_argument("--default-guidance", type=float, default=d.default_guidance_scale,
-                   help="CFG scale the saved model declares as its default (default %(default)s)")
-    g.add_argument("--default-steps", type=int, default=d.default_steps,
-                   help="sampling steps the saved model declares as its default (default %(default)s)")
-    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints (default %(default)s)")
-    g.add_argument("--log-every", type=int, default=d.log_every, help="steps per loss-curve point (default %(default)s)")
-    g.add_argument("--max-minutes", type=float, default=None,
-                   help="wall-time budget of this call; at the limit a checkpoint is written and the exit status is 10")
-    g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if there is one")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the transformer (GPU; compiles for ~1 min)")
+    for group_name, flags in TRAIN_FLAGS.items():
+        group = parser if group_name is None else parser.add_argument_group(group_name)
+        for flag, (field, kind, text) in flags.items():
+            default = _field_default(field)
+            if kind is None:
+                group.add_argument(flag, action="store_true", help=text)
+                continue
+            if default is not None and "(default" not in text:
+                text += " (default %(default)s)"
+            group.add_argument(flag, type=kind, default=default, help=text)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the parsed TRAIN_FLAGS describe; a bad value is a TrainError."""
+    values: dict[str, dict[str, Any]] = {"": {}, "mixture": {}, "size": {}}
     try:
-        mixture = Mixture(
-            still_fraction=args.still_fraction, static_caption_prob=args.static_caption_prob,
-            motion_weights=parse_motion_weights(args.motion_weights), two_ball_prob=args.two_ball_prob,
-            textured_prob=args.textured_prob, holdout=parse_holdout(args.holdout),
-        )
-        size = replace(ModelSize(), num_layers=args.layers, num_heads=args.heads, head_dim=args.head_dim,
-                       ffn_dim=args.ffn_dim, text_dim=args.text_dim, text_layers=args.text_layers, flow_shift=args.flow_shift,
-                       patch=args.patch)
+        for flags in TRAIN_FLAGS.values():
+            for flag, (field, _, _) in flags.items():
+                value = getattr(args, _dest(flag))
+                owner, _, name = field.rpartition(".")
+                values[owner][name] = TEXT_FIELDS[field][1](value) if field in TEXT_FIELDS else value
+        mixture, size = Mixture(**values["mixture"]), ModelSize(**values["size"])
     except ValueError as error:
         raise TrainError(str(error)) from None
-    return TrainConfig(
-        out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-        min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema=args.ema,
-        text_dropout=args.text_dropout, seed=args.seed, pool_size=args.pool_size, mixture=mixture, size=size,
-        default_guidance_scale=args.default_guidance, default_steps=args.default_steps, workers=args.workers,
-        checkpoint_every=args.checkpoint_every, log_every=args.log_every, max_minutes=args.max_minutes,
-        resume=args.resume, device=args.device, compile=args.compile,
-    )
+    return TrainConfig(**values[""], mixture=mixture, size=size)
 
 
 def command(args: argparse.Namespace) -> int:
@@ -490,7 +516,7 @@ def set_defaults(model_dir: Path, guidance_scale: float | None = None, steps: in
     if bad:
         raise TrainError(f"defaults must be > 0, got {bad}")
     index.update({k: v for k, v in updates.items() if v is not None})
-    _write_json(index_path, index)
+    write_json(index_path, index)
     return {k: index.get(k) for k in updates}
 
 
@@ -508,14 +534,7 @@ def defaults_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inertia.testbed.train", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return command(args)
-    except InertiaError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command("python -m inertia.testbed.train", __doc__, add_arguments, command, argv)
 
 
 if __name__ == "__main__":
