@@ -37,6 +37,7 @@ from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.validation import check_image_file, reject_embedded_guidance
 from ..testbed.checkpoint import DEFAULT_MODEL, default_model_with_digest, is_default_model, model_path
+from .wan import hook_wan_self_attention, wan_token_layout
 
 #: The prompt of a run that gives none (a commanded motion, in the test bed's grammar).
 DEFAULT_PROMPT = "the red ball rolls right fast"
@@ -197,8 +198,6 @@ class TestbedBackbone(Backbone):
     # ----- attention interface ----------------------------------------------------------------------
     def token_layout(self, job: TestbedJob, section: Section) -> TokenLayout:
         """Video tokens only, frame-major; frame 0 is the conditioning frame (as in Wan I2V)."""
-        from .wan import wan_token_layout
-
         return wan_token_layout(self.transformer, section.latents.shape, conditioned=True)
 
     @property
@@ -207,8 +206,6 @@ class TestbedBackbone(Backbone):
 
     def hooked_attention(self, hooks: AttentionHooks):
         # The transformer is diffusers' WanTransformer3DModel: Wan's hooked self-attention applies as is.
-        from .wan import hook_wan_self_attention
-
         return hook_wan_self_attention(self.transformer, hooks)
 
     def decode(self, job: TestbedJob) -> np.ndarray:
