@@ -6,14 +6,24 @@ Training mixture (`Mixture`), per ball:
 * otherwise the caption commands one of the seven motions (left/right/up/down at a named speed,
   jump, bounce, leave) with relative weights ``motion_weights``, long-tailed by default
   (`DEFAULT_MOTION_WEIGHTS`: rolling left/right is common, moving up/down less so, leaving,
-  bouncing and jumping rare, as everyday motions outnumber acrobatics in video corpora), and with probability
-  ``static_caption_prob`` the clip still shows the ball standing where it started ("caption
-  noise": a caption describing motion the clip does not show, as web-video corpora pair action
-  captions with clips in which little happens).
+  bouncing and jumping rare, as everyday motions outnumber acrobatics in video corpora); the
+  speed of a left/right/up/down command is drawn with relative weights ``speed_weights`` (even by
+  default; a small "fast" weight makes fast commands rare too);
+* with probability ``static_caption_prob`` the clip still shows a ball commanded to move standing
+  where it started ("caption noise": a caption describing motion the clip does not show, as
+  web-video corpora pair action captions with clips in which little happens).
 
 So a share ``still_fraction + (1 - still_fraction) * static_caption_prob`` of balls is static:
 the mixture is biased toward stable scenes the way large video corpora are, which is what makes
-the trained model refuse commanded motion ("static death") part of the time.
+the trained model refuse commanded motion ("static death") part of the time. Two recipes:
+
+* v1 (the shipped model): caption noise 0.6 with the default weights; static death is injected
+  by captions that contradict their clips, and the bimodal target breaks balls into blobs;
+* v2 (issue 19): no caption noise (``static_caption_prob`` 0), a steeper motion tail and rare fast
+  speeds; every caption is true, and static death can only come from under-motion on the
+  commands the model saw rarely, as in large models trained on long-tailed data.
+
+The defaults keep v1's pool bit for bit, so its command still reproduces it.
 
 Held out from training, and used by evaluation only:
 
@@ -62,6 +72,26 @@ TRAIN_STREAM = 0
 CHUNK_SIZE = 256
 
 
+#: Relative weights of the named speeds of left/right/up/down commands: even by default (v1's
+#: mixture); a small "fast" weight makes fast commands the rare tail.
+DEFAULT_SPEED_WEIGHTS: dict[str, float] = {s: 1.0 for s in sim.SPEEDS}
+
+
+def _full_weights(given: Mapping[str, float] | None, defaults: Mapping[str, float], what: str) -> dict[str, float]:
+    """`given` completed from `defaults` (every key, in the defaults' order), checked: known keys,
+    finite and >= 0, not all zero."""
+    weights = dict(given or {})
+    unknown = sorted(set(weights) - set(defaults))
+    if unknown:
+        raise ValueError(f"mixture {what}: unknown name(s) {unknown} (allowed: {', '.join(defaults)})")
+    if any(not (math.isfinite(v) and v >= 0) for v in weights.values()):
+        raise ValueError(f"mixture {what} must be finite and >= 0, got {weights}")
+    full = {k: float(weights.get(k, d)) for k, d in defaults.items()}
+    if not any(full.values()):
+        raise ValueError(f"mixture {what}: all zero")
+    return full
+
+
 @dataclass(frozen=True)
 class Mixture:
     """The training data mixture (see the module docstring)."""
@@ -72,6 +102,7 @@ class Mixture:
     two_ball_prob: float = 0.25
     textured_prob: float = 0.5
     holdout: tuple[tuple[str, str], ...] = DEFAULT_HOLDOUT
+    speed_weights: Mapping[str, float] | None = None  # None: DEFAULT_SPEED_WEIGHTS; names given override it
 
     def __post_init__(self) -> None:
         for name in ("still_fraction", "static_caption_prob", "two_ball_prob", "textured_prob"):
@@ -80,16 +111,10 @@ class Mixture:
                 raise ValueError(f"mixture {name} must be in [0, 1], got {value}")
         if self.still_fraction >= 1.0:
             raise ValueError("mixture still_fraction must be < 1 (some clips must command motion)")
-        weights = dict(self.motion_weights or {})
-        unknown = sorted(set(weights) - set(COMMANDED_MOTIONS))
-        if unknown:
-            raise ValueError(f"mixture motion_weights: unknown motion(s) {unknown} (allowed: {', '.join(COMMANDED_MOTIONS)})")
-        if any(not (math.isfinite(v) and v >= 0) for v in weights.values()):
-            raise ValueError(f"mixture motion_weights must be finite and >= 0, got {weights}")
         object.__setattr__(self, "motion_weights",
-                           {m: float(weights.get(m, DEFAULT_MOTION_WEIGHTS[m])) for m in COMMANDED_MOTIONS})
-        if not any(self.motion_weights.values()):
-            raise ValueError("mixture motion_weights: all zero")
+                           _full_weights(self.motion_weights, DEFAULT_MOTION_WEIGHTS, "motion_weights"))
+        object.__setattr__(self, "speed_weights",
+                           _full_weights(self.speed_weights, DEFAULT_SPEED_WEIGHTS, "speed_weights"))
         holdout = tuple((str(c), str(m)) for c, m in self.holdout)
         for colour, motion in holdout:
             if colour not in sim.PALETTE or motion not in COMMANDED_MOTIONS:
@@ -113,6 +138,7 @@ class Mixture:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["motion_weights"] = dict(self.motion_weights)
+        data["speed_weights"] = dict(self.speed_weights)
         data["holdout"] = [f"{c}:{m}" for c, m in self.holdout]
         data["static_share"] = self.static_share
         return data
@@ -147,23 +173,36 @@ def format_holdout(pairs: Iterable[tuple[str, str]]) -> str:
     return ",".join(f"{c}:{m}" for c, m in pairs)
 
 
-def format_motion_weights(weights: Mapping[str, float]) -> str:
-    """{'left': 2.0, 'jump': 0.5} -> 'left=2,jump=0.5' (the inverse of `parse_motion_weights`)."""
+def format_weights(weights: Mapping[str, float]) -> str:
+    """{'left': 2.0, 'jump': 0.5} -> 'left=2,jump=0.5' (the inverse of `parse_weights`)."""
     return ",".join(f"{k}={v:g}" for k, v in weights.items())
 
 
-def parse_motion_weights(text: str) -> dict[str, float]:
-    """'left=2,jump=0.5' -> {'left': 2.0, 'jump': 0.5} (unnamed motions keep their default weight);
-    'uniform' -> weight 1 for every motion."""
+def parse_weights(text: str, names: Sequence[str]) -> dict[str, float]:
+    """'left=2,jump=0.5' -> {'left': 2.0, 'jump': 0.5} (unnamed keys keep their default weight);
+    'uniform' -> weight 1 for every one of `names`. Unknown names are left to `Mixture` to reject."""
     if text.strip().lower() == "uniform":
-        return {m: 1.0 for m in COMMANDED_MOTIONS}
+        return {name: 1.0 for name in names}
     weights = {}
     for item in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"motion weight {item!r}: expected motion=weight, e.g. left=2")
-        weights[key.strip()] = float(value)
+            raise ValueError(f"weight {item!r}: expected name=weight, e.g. {names[0]}=2")
+        try:
+            weights[key.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"weight {item!r}: {value.strip()!r} is not a number") from None
     return weights
+
+
+def parse_motion_weights(text: str) -> dict[str, float]:
+    """`parse_weights` over the commanded motions."""
+    return parse_weights(text, COMMANDED_MOTIONS)
+
+
+def parse_speed_weights(text: str) -> dict[str, float]:
+    """`parse_weights` over the named speeds."""
+    return parse_weights(text, tuple(sim.SPEEDS))
 
 
 # --------------------------------------------------------------------------- layouts
@@ -216,10 +255,11 @@ def commanded_spec(
 
 @dataclass(frozen=True)
 class TrainingClip:
-    frames: np.ndarray  # uint8 (T, H, W, 3)
+    frames: np.ndarray | None  # uint8 (T, H, W, 3); None once moved into a pool's stacked frames
     prompt: str  # the caption (what the clip is said to show)
     shown: tuple[str, ...]  # motion each ball actually performs, in caption order
     commanded: tuple[str, ...]  # motion each ball's caption commands
+    speeds: tuple[str | None, ...]  # speed each ball's caption names (None: it names none)
 
 
 def _holds_out(spec: ClipSpec, holdout: set[tuple[str, str]]) -> bool:
@@ -238,7 +278,8 @@ def sample_training_clip(
     weights = mixture.per_ball_weights()
     for _ in range(1000):
         spec = sim.sample_spec(
-            rng, motion_weights=weights, two_ball_prob=mixture.two_ball_prob, textured_prob=mixture.textured_prob,
+            rng, motion_weights=weights, speed_weights=mixture.speed_weights, two_ball_prob=mixture.two_ball_prob,
+            textured_prob=mixture.textured_prob,
             num_frames=num_frames, height=height, width=width,
         )
         if _holds_out(spec, holdout):
@@ -256,17 +297,18 @@ def sample_training_clip(
             prompt=spec.prompt,
             shown=tuple(b.motion for b in shown),
             commanded=tuple(b.motion for b in spec.balls),
+            speeds=tuple(b.speed for b in spec.balls),
         )
     raise RuntimeError("could not draw a training clip outside the held-out combinations in 1000 tries")
 
 
-def _render_chunk(args: tuple) -> tuple[np.ndarray, list[str], list[tuple[str, ...]], list[tuple[str, ...]]]:
+def _render_chunk(args: tuple) -> tuple[np.ndarray, list[TrainingClip]]:
+    """Frames (stacked) and the clips without their frames, so workers send each frame once."""
     seed, chunk, count, mixture_dict, num_frames, height, width = args
     rng = np.random.default_rng([seed, TRAIN_STREAM, chunk])
     mixture = Mixture.from_dict(mixture_dict)
     clips = [sample_training_clip(rng, mixture, num_frames, height, width) for _ in range(count)]
-    return (np.stack([c.frames for c in clips]), [c.prompt for c in clips],
-            [c.shown for c in clips], [c.commanded for c in clips])
+    return np.stack([c.frames for c in clips]), [replace(c, frames=None) for c in clips]
 
 
 @dataclass
@@ -311,9 +353,10 @@ def generate_pool(
         with mp.get_context(method).Pool(min(workers, len(jobs))) as pool:
             results = pool.map(_render_chunk, jobs, chunksize=1)
     frames = np.concatenate([r[0] for r in results])
-    captions = [p for r in results for p in r[1]]
-    shown = [s for r in results for s in r[2]]
-    commanded = [c for r in results for c in r[3]]
+    clips = [c for r in results for c in r[1]]
+    captions = [c.prompt for c in clips]
+    shown = [c.shown for c in clips]
+    commanded = [c.commanded for c in clips]
     prompts = sorted(set(captions))
     index = {p: i for i, p in enumerate(prompts)}
     balls_shown = Counter(m for s in shown for m in s)
@@ -327,6 +370,7 @@ def generate_pool(
         "unique_prompts": len(prompts),
         "balls_by_commanded_motion": dict(sorted(balls_commanded.items())),
         "balls_by_shown_motion": dict(sorted(balls_shown.items())),
+        "balls_by_commanded_speed": dict(sorted(Counter(str(s) for c in clips for s in c.speeds).items())),
         "static_caption_balls": noisy,
         "static_ball_share": balls_shown["still"] / n_balls,
         "clips_with_a_static_ball_commanded_to_move": sum(

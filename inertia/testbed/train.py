@@ -47,7 +47,15 @@ from ..core.devices import resolve_device
 from ..core.errors import InertiaError
 from ..core.io import atomic_write_text, write_json
 from .commands import run_command
-from .data import Mixture, format_holdout, format_motion_weights, generate_pool, parse_holdout, parse_motion_weights
+from .data import (
+    Mixture,
+    format_holdout,
+    format_weights,
+    generate_pool,
+    parse_holdout,
+    parse_motion_weights,
+    parse_speed_weights,
+)
 from .model import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, ModelSize, first_frame_condition, new_pipeline, shifted_sigmas
 
 EXIT_PAUSED = 10
@@ -420,6 +428,9 @@ TRAIN_FLAGS: dict[str | None, dict[str, tuple[str, Callable[[str], Any] | None, 
         "--motion-weights": ("mixture.motion_weights", str,
                              "relative weights of the commanded motions, e.g. left=2,jump=0.5 (unnamed motions keep "
                              "their default; 'uniform' = all 1; default %(default)s)"),
+        "--speed-weights": ("mixture.speed_weights", str,
+                            "relative weights of the named speeds of left/right/up/down commands, e.g. slow=4,fast=1 "
+                            "makes fast commands rare (unnamed speeds keep their default; default %(default)s)"),
         "--two-ball-prob": ("mixture.two_ball_prob", float, "share of two-ball clips"),
         "--textured-prob": ("mixture.textured_prob", float, "share of textured backgrounds"),
         "--holdout": ("mixture.holdout", str,
@@ -451,7 +462,8 @@ TRAIN_FLAGS: dict[str | None, dict[str, tuple[str, Callable[[str], Any] | None, 
 #: Fields given as text on the command line: (field value -> text, text -> field value). The text
 #: is parsed after argparse, so a bad value is a one-line TrainError like every other setting.
 TEXT_FIELDS: dict[str, tuple[Callable[[Any], str], Callable[[str], Any]]] = {
-    "mixture.motion_weights": (format_motion_weights, parse_motion_weights),
+    "mixture.motion_weights": (format_weights, parse_motion_weights),
+    "mixture.speed_weights": (format_weights, parse_speed_weights),
     "mixture.holdout": (format_holdout, parse_holdout),
 }
 
