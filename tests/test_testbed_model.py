@@ -89,8 +89,7 @@ def test_resume_from_a_checkpoint_equals_unbroken_training(tmp_path):
     straight = Trainer(tiny_config(tmp_path / "a"), log=lambda _: None).run()
     assert straight["finished"]
     paused = Trainer(tiny_config(tmp_path / "b"), log=lambda _: None).run(stop_at=2)
-    assert paused == {"finished": False, "step": 2, "out": str(tmp_path / "b")}
-    assert not (tmp_path / "b" / "model").exists()
+    assert paused == {"finished": False, "step": 2, "out": str(tmp_path / "b"), "model": str(tmp_path / "b" / "model")}
     state = json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 2
     resumed = Trainer(tiny_config(tmp_path / "b", resume=True), log=lambda _: None).run()
@@ -105,6 +104,8 @@ def test_time_budget_pauses_with_exit_status_10_and_resume_finishes(tmp_path):
     out = str(tmp_path / "run")
     assert main(["testbed", "train", "--out", out, "--steps", "2", "--max-minutes", "0.001", *TINY_FLAGS]) == 10
     assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 0
+    paused = json.loads((tmp_path / "run" / "model" / "training.json").read_text())
+    assert (paused["steps"], paused["finished"]) == (0, False)
     assert main(["testbed", "train", "--out", out, "--steps", "2", "--resume", *TINY_FLAGS]) == 0
     assert (tmp_path / "run" / "model" / "model_index.json").is_file()
 

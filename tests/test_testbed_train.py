@@ -4,17 +4,26 @@ shape, and running without pydantic."""
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-import pytest
+import numpy as np
+import torch
+from safetensors.torch import load_file
 
+from inertia.backbones.testbed import TestbedBackbone
+from inertia.cli import main
+from inertia.core.config import RunConfig
+from inertia.run import generate, plan_run
 from inertia.testbed import evaluate as testbed_evaluate
 from inertia.testbed import train as testbed_train
 from inertia.testbed.data import Mixture
-from inertia.testbed.model import ModelSize
-from inertia.testbed.train import TrainConfig, add_arguments, config_from_args
+from inertia.testbed.model import TINY_SIZE, ModelSize
+from inertia.testbed.train import TrainConfig, Trainer, add_arguments, config_from_args
+from tiny_testbed import TINY_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,3 +87,56 @@ def test_trainer_runs_without_pydantic():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "--static-caption-prob" in result.stdout
+
+
+# --------------------------------------------------------------------------- saved models
+
+
+def saved_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    files = {"transformer": "diffusion_pytorch_model.safetensors", "text_encoder": "model.safetensors"}
+    return {f"{part}.{key}": tensor for part, name in files.items()
+            for key, tensor in load_file(str(model_dir / part / name)).items()}
+
+
+def sample(model_dir: Path, dtype: str = "float32") -> np.ndarray:
+    config = RunConfig(backbone="testbed", model=str(model_dir), prompt="the red ball rolls left fast", seed=1,
+                       steps=2, device="cpu", dtype=dtype)
+    return generate(plan_run(config), progress=False).frames
+
+
+def test_bfloat16_storage_rounds_the_same_weights_and_loads_in_the_runs_dtype(tiny_testbed_run, tmp_path):
+    # the fixture's run (tiny_testbed.train_tiny), saved in bfloat16
+    flags = ["--out", str(tmp_path), "--steps", "4", *TINY_FLAGS, "--save-dtype", "bfloat16"]
+    assert main(["testbed", "train", *flags]) == 0
+    full, half = saved_weights(tiny_testbed_run / "model"), saved_weights(tmp_path / "model")
+    assert full.keys() == half.keys()
+    assert {v.dtype for v in full.values()} == {torch.float32} and {v.dtype for v in half.values()} == {torch.bfloat16}
+    assert all(torch.equal(half[k], full[k].to(torch.bfloat16)) for k in full)
+    assert json.loads((tmp_path / "model" / "training.json").read_text())["save_dtype"] == "bfloat16"
+    config = RunConfig(backbone="testbed", model=str(tmp_path / "model"), device="cpu", dtype="float32")
+    backbone = TestbedBackbone.load(plan_run(config).config)
+    assert {p.dtype for p in backbone.pipe.transformer.parameters()} == {torch.float32}
+    assert {p.dtype for p in backbone.pipe.text_encoder.parameters()} == {torch.float32}
+    frames = sample(tmp_path / "model")
+    assert frames.shape == (17, 32, 32, 3) and np.isfinite(frames).all()
+    assert np.abs(frames - sample(tiny_testbed_run / "model")).max() < 0.05  # bf16 rounding only
+    assert sample(tmp_path / "model", dtype="bfloat16").shape == (17, 32, 32, 3)
+
+
+def test_a_paused_run_leaves_the_ema_weights_so_far_as_a_usable_model(tmp_path):
+    cfg = TrainConfig(out=tmp_path, steps=4, batch_size=2, pool_size=12, workers=0, warmup=2, size=TINY_SIZE,
+                      log_every=1, checkpoint_every=2, device="cpu")
+    trainer = Trainer(cfg, log=lambda _: None)
+    live = {n: p.detach().clone() for n, p in trainer.params.items()}
+    result = trainer.run(stop_at=3)
+    assert result["finished"] is False and result["model"] == str(tmp_path / "model")
+    ema = load_file(str(tmp_path / "checkpoint" / "ema.safetensors"))
+    saved = saved_weights(tmp_path / "model")
+    assert saved.keys() == ema.keys() and all(torch.equal(saved[k], ema[k]) for k in ema)
+    assert any(not torch.equal(trainer.params[n].detach(), live[n]) for n in live)  # it did train
+    assert not all(torch.equal(trainer.params[n].detach(), ema[n]) for n in ema)  # live weights left alone
+    record = json.loads((tmp_path / "model" / "training.json").read_text())
+    assert (record["steps"], record["finished"]) == (3, False)
+    assert np.isfinite(sample(tmp_path / "model")).all()
+    finished = Trainer(replace(cfg, resume=True), log=lambda _: None).run()
+    assert finished["finished"] and json.loads((tmp_path / "model" / "training.json").read_text())["finished"]

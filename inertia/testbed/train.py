@@ -2,7 +2,8 @@
 
 Reproducible: the data pool, the weight initialisation and every random draw of training (batch
 indices, noise, noise levels, text dropout) come from `--seed`; a run stopped by `--max-minutes`
-writes a checkpoint and `--resume` continues it to the same result as an unbroken run.
+writes a checkpoint and a usable model (the EMA weights so far), and `--resume` continues it to
+the same result as an unbroken run.
 
 Objective (rectified flow, as diffusers' flow-matching schedulers expect):
     x_t = (1 - sigma) x0 + sigma * noise,   target = noise - x0,   timestep = 1000 sigma,
@@ -14,8 +15,9 @@ replaced by the empty prompt with probability `--text-dropout`, which trains the
 branch that classifier-free guidance needs.
 
 Outputs in `--out` (default runs/testbed):
-    model/            the trained pipeline (EMA weights), `save_pretrained` safetensors with a
-                      model_index.json and training.json: load with TestbedPipeline.from_pretrained
+    model/            the trained pipeline (EMA weights; float32, or bfloat16 with `--save-dtype`),
+                      `save_pretrained` safetensors with a model_index.json and training.json (its
+                      "finished" is false after a pause): load with TestbedPipeline.from_pretrained
     loss_curve.json   mean training loss per `--log-every` steps
     train_record.json what was run: config, data mixture and pool statistics, device, timings
     checkpoint/       the resume point (weights, EMA, AdamW moments, RNG state; safetensors)
@@ -63,6 +65,9 @@ CHECKPOINT = "checkpoint"
 MODEL = "model"
 #: Seconds kept free at the end of a --max-minutes budget for the final checkpoint/model save.
 SAVE_RESERVE_S = 15.0
+#: Storage dtypes of the saved model (training and checkpoints stay float32): bfloat16 halves the
+#: files (a 4 M-parameter model fits the 16 MB cap); loading casts to the run's dtype.
+SAVE_DTYPES = ("float32", "bfloat16")
 
 
 class TrainError(InertiaError):
@@ -97,9 +102,10 @@ class TrainConfig:
     resume: bool = False
     device: str = "auto"
     compile: bool = False
+    save_dtype: str = "float32"
 
     RUN_ONLY = ("out", "workers", "checkpoint_every", "log_every", "max_minutes", "resume", "device", "compile",
-                "default_guidance_scale", "default_steps")
+                "default_guidance_scale", "default_steps", "save_dtype")
 
     def __post_init__(self) -> None:
         checks = {
@@ -108,6 +114,7 @@ class TrainConfig:
             "grad_clip": self.grad_clip >= 0, "ema": 0 <= self.ema < 1, "text_dropout": 0 <= self.text_dropout < 1,
             "seed": self.seed >= 0, "pool_size": self.pool_size >= 1, "checkpoint_every": self.checkpoint_every >= 1,
             "log_every": self.log_every >= 1, "max_minutes": self.max_minutes is None or self.max_minutes > 0,
+            "save_dtype": self.save_dtype in SAVE_DTYPES,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -302,7 +309,7 @@ class Trainer:
 
     # ----- the loop -----------------------------------------------------------------------------------
     def run(self, stop_at: int | None = None) -> dict[str, Any]:
-        """Train to cfg.steps; stop early (checkpoint written, finished False) when the
+        """Train to cfg.steps; stop early (checkpoint and model written, finished False) when the
         --max-minutes budget runs out or, for tests, at step `stop_at`."""
         cfg = self.cfg
         budget = None if cfg.max_minutes is None else cfg.max_minutes * 60
@@ -315,10 +322,11 @@ class Trainer:
             if out_of_time or (stop_at is not None and self.step >= stop_at):
                 self._flush_curve(window, window_n, window_start)
                 self.save_checkpoint()
-                self._write_curve()
+                model_dir = self.write_outputs()
                 why = "--max-minutes" if out_of_time else f"stop_at={stop_at}"
-                self.log(f"stopped by {why} at step {self.step} of {cfg.steps}; continue with --resume")
-                return {"finished": False, "step": self.step, "out": str(self.out)}
+                self.log(f"stopped by {why} at step {self.step} of {cfg.steps}; the EMA weights so far are in "
+                         f"{model_dir}; continue with --resume")
+                return {"finished": False, "step": self.step, "out": str(self.out), "model": str(model_dir)}
             window += self.train_step()
             window_n += 1
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -327,7 +335,9 @@ class Trainer:
             if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                 last_save = self.save_checkpoint()
         self.save_checkpoint()
-        return self.finish()
+        model_dir = self.write_outputs()
+        self.log(f"finished {cfg.steps} steps in {self.elapsed() / 60:.1f} min; model: {model_dir}")
+        return {"finished": True, "step": self.step, "out": str(self.out), "model": str(model_dir)}
 
     def _flush_curve(self, window: torch.Tensor, n: int, started: float) -> None:
         if n == 0:
@@ -344,26 +354,34 @@ class Trainer:
     def _write_curve(self) -> None:
         write_json(self.out / "loss_curve.json", {"loss_curve": self.curve})
 
-    def finish(self) -> dict[str, Any]:
-        """Write the EMA weights as the trained pipeline (save_pretrained, safetensors) and the records."""
+    def ema_pipeline(self) -> Any:
+        """A CPU copy of the pipeline holding the EMA weights in `save_dtype`; the training state
+        (live weights, EMA, optimizer, random stream) is left as it is."""
+        cfg = self.cfg
+        pipe = new_pipeline(cfg.size, seed=None, default_guidance_scale=cfg.default_guidance_scale,
+                            default_steps=cfg.default_steps)
         with torch.no_grad():
-            for name, p in self.params.items():
-                p.copy_(self.ema[name])
-        pipe = self.pipe
-        pipe.transformer.eval().to("cpu")
-        pipe.text_encoder.eval().to("cpu")
+            for prefix, module in (("transformer", pipe.transformer), ("text_encoder", pipe.text_encoder)):
+                for name, p in module.named_parameters():
+                    p.copy_(self.ema[f"{prefix}.{name}"])
+                module.eval().to(getattr(torch, cfg.save_dtype))
+        return pipe
+
+    def write_outputs(self) -> Path:
+        """Write the EMA weights as a loadable pipeline (OUT/model: save_pretrained safetensors with
+        training.json), the loss curve and train_record.json, at the end and at a pause alike, so a
+        run stopped by --max-minutes still leaves a usable model; returns the model directory."""
         model_dir = self.out / MODEL
         tmp = self.out / (MODEL + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        pipe.save_pretrained(tmp, safe_serialization=True)
+        self.ema_pipeline().save_pretrained(tmp, safe_serialization=True)
         record = self.record()
         write_json(tmp / "training.json", record)
         shutil.rmtree(model_dir, ignore_errors=True)
         os.replace(tmp, model_dir)
         self._write_curve()
         write_json(self.out / "train_record.json", record)
-        self.log(f"finished {self.cfg.steps} steps in {record['train_minutes']:.1f} min; model: {model_dir}")
-        return {"finished": True, "step": self.step, "out": str(self.out), "model": str(model_dir)}
+        return model_dir
 
     def record(self) -> dict[str, Any]:
         import diffusers
@@ -378,6 +396,8 @@ class Trainer:
             "holdout": [f"{c}:{m}" for c, m in self.cfg.mixture.holdout],
             "pool": self.pool.stats,
             "steps": self.step,
+            "finished": self.step >= self.cfg.steps,
+            "save_dtype": self.cfg.save_dtype,
             "samples_seen": self.step * self.cfg.batch_size,
             "final_loss": last.get("loss"),
             "device": device,
@@ -392,7 +412,7 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
-    """Train (or resume) as configured; returns {"finished", "step", "out"[, "model"]}."""
+    """Train (or resume) as configured; returns {"finished", "step", "out", "model"}."""
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     return Trainer(cfg, log).run()
 
@@ -452,10 +472,13 @@ TRAIN_FLAGS: dict[str | None, dict[str, tuple[str, Callable[[str], Any] | None, 
         "--checkpoint-every": ("checkpoint_every", int, "steps between checkpoints"),
         "--log-every": ("log_every", int, "steps per loss-curve point"),
         "--max-minutes": ("max_minutes", float,
-                          "wall-time budget of this call; at the limit a checkpoint is written and the exit status is 10"),
+                          "wall-time budget of this call; at the limit a checkpoint and the model so far are written "
+                          "and the exit status is 10"),
         "--resume": ("resume", None, "continue from OUT/checkpoint if there is one"),
         "--device": ("device", str, "auto, cpu, cuda, cuda:N"),
         "--compile": ("compile", None, "torch.compile the transformer (GPU; compiles for ~1 min)"),
+        "--save-dtype": ("save_dtype", str, "dtype of the saved model's weights: float32, or bfloat16 for half-size "
+                                            "files (loading casts to the run's dtype)"),
     },
 }
 
@@ -468,12 +491,12 @@ TEXT_FIELDS: dict[str, tuple[Callable[[Any], str], Callable[[str], Any]]] = {
 }
 
 
-def _field_default(field: str) -> Any:
+def _field_default(target: str) -> Any:
     """The dataclass default of a TRAIN_FLAGS field, as the flag takes it."""
     value: Any = TrainConfig()
-    for name in field.split("."):
+    for name in target.split("."):
         value = getattr(value, name)
-    return TEXT_FIELDS[field][0](value) if field in TEXT_FIELDS else value
+    return TEXT_FIELDS[target][0](value) if target in TEXT_FIELDS else value
 
 
 def _dest(flag: str) -> str:
@@ -483,8 +506,8 @@ def _dest(flag: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for group_name, flags in TRAIN_FLAGS.items():
         group = parser if group_name is None else parser.add_argument_group(group_name)
-        for flag, (field, kind, text) in flags.items():
-            default = _field_default(field)
+        for flag, (target, kind, text) in flags.items():
+            default = _field_default(target)
             if kind is None:
                 group.add_argument(flag, action="store_true", help=text)
                 continue
@@ -498,10 +521,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values: dict[str, dict[str, Any]] = {"": {}, "mixture": {}, "size": {}}
     try:
         for flags in TRAIN_FLAGS.values():
-            for flag, (field, _, _) in flags.items():
+            for flag, (target, _, _) in flags.items():
                 value = getattr(args, _dest(flag))
-                owner, _, name = field.rpartition(".")
-                values[owner][name] = TEXT_FIELDS[field][1](value) if field in TEXT_FIELDS else value
+                owner, _, name = target.rpartition(".")
+                values[owner][name] = TEXT_FIELDS[target][1](value) if target in TEXT_FIELDS else value
         mixture, size = Mixture(**values["mixture"]), ModelSize(**values["size"])
     except ValueError as error:
         raise TrainError(str(error)) from None
