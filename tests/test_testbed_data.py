@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from inertia.cli import main
-from inertia.testbed.data import Mixture, generate_pool, sample_training_clip
+from inertia.testbed import simulator as sim
+from inertia.testbed.data import Mixture, commanded_spec, generate_pool, heldout_items, item_seed, sample_training_clip
 from tiny_testbed import TINY_FLAGS
 
 
@@ -59,3 +60,26 @@ def test_mixture_records_and_restores_its_speed_weights():
 def test_bad_weights_are_one_line_errors(tmp_path, capsys, flags, message):
     assert main(["testbed", "train", "--out", str(tmp_path), *flags, *TINY_FLAGS]) == 2
     assert capsys.readouterr().err.strip() == message
+
+
+# --------------------------------------------------------------------------- evaluation layouts
+
+
+def test_prompts_of_one_seed_get_their_own_layouts():
+    red, green = "the red ball rolls left fast", "the green ball rolls left fast"
+    a, b = commanded_spec(red, 3), commanded_spec(green, 3)
+    # same motion, same seed: one shared stream would place both balls at the same spot
+    assert (a.balls[0].x, a.balls[0].y) != (b.balls[0].x, b.balls[0].y)
+    assert a.seed != b.seed  # the texture's phase too
+    backgrounds = {commanded_spec(item.prompt, 0).background for item in heldout_items(1)}
+    assert backgrounds == {"plain", "textured"}
+
+
+def test_a_prompt_and_seed_always_get_the_same_layout():
+    prompt = "the red ball rolls left fast"
+    assert commanded_spec(prompt, 3) == commanded_spec(prompt, 3)
+    assert commanded_spec("  The RED ball rolls left fast", 3) == commanded_spec(prompt, 3)
+    assert commanded_spec(sim.parse_prompt(prompt), 3) == commanded_spec(prompt, 3)
+    assert commanded_spec(prompt, 3) != commanded_spec(prompt, 4)
+    # pinned: the layout seed must not drift with Python's hash salt
+    assert item_seed(prompt, 3) == item_seed(sim.parse_prompt(prompt), 3) == 6245360540381680905

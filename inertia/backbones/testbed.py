@@ -5,9 +5,9 @@ static clips so that it shows static death; its physics is known exactly, so eve
 scored against the truth (`inertia.testbed.physics`, `inertia testbed evaluate`).
 
 The first frame comes from `--image` (a 32x32 RGB image) or, without one, from the simulator:
-the prompt is parsed with the test bed's grammar and its balls are laid out from the run seed
-(`inertia.testbed.data.commanded_spec`), so `--prompt "the red ball rolls left fast"` needs no
-image and the truth of the run is `commanded_spec(prompt, seed)`.
+the prompt is parsed with the test bed's grammar and its balls and background are laid out from
+the prompt and the run seed (`inertia.testbed.data.commanded_spec`), so `--prompt "the red ball
+rolls left fast"` needs no image and the truth of the run is `commanded_spec(prompt, seed)`.
 
 Denoising runs on pixels (no VAE): latents are (B, 3, 17, 32, 32) in [-1, 1]; the condition
 (mask + first frame) is concatenated on the channel axis at every step, as Wan I2V does. True

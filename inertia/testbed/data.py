@@ -28,8 +28,9 @@ The defaults keep v1's pool bit for bit, so its command still reproduces it.
 Held out from training, and used by evaluation only:
 
 * first frames and noise: evaluation items take their first frame from `commanded_spec(prompt,
-  seed)` (the run seed's own NumPy stream) and their noise from the run seed, while training
-  clips come from the streams ``SeedSequence([train_seed, TRAIN_STREAM, chunk])``;
+  seed)` (a NumPy stream seeded by a hash of the prompt and the run seed, so each item is its own
+  draw) and their noise from the run seed, while training clips come from the streams
+  ``SeedSequence([train_seed, TRAIN_STREAM, chunk])``;
 * (colour, motion) combinations in ``Mixture.holdout``: no training clip ever has a ball of that
   colour doing that motion (whatever its caption), so their prompts are unseen as a whole even
   though each colour and each motion is seen; evaluation reports them as the "unseen_combo" split.
@@ -37,6 +38,7 @@ Held out from training, and used by evaluation only:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections import Counter
@@ -219,6 +221,16 @@ def overlaps(spec: ClipSpec) -> bool:
     return False
 
 
+def item_seed(commands: Sequence[Command] | str, seed: int) -> int:
+    """The seed of one (prompt, run seed) item's layout: a stable hash (SHA-256, not Python's
+    salted `hash`) of the canonical prompt and the seed, so the prompts of one run seed are laid
+    out independently, while a prompt keeps its layout however it is spelled."""
+    if isinstance(commands, str):
+        commands = sim.parse_prompt(commands)
+    digest = hashlib.sha256(f"{sim.format_prompt(commands)}\0{int(seed)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # 63 bits: a valid NumPy seed and ClipSpec.seed
+
+
 def commanded_spec(
     commands: Sequence[Command] | str,
     seed: int,
@@ -228,15 +240,19 @@ def commanded_spec(
     width: int = sim.DEFAULT_SIZE,
     textured_prob: float = 0.5,
 ) -> ClipSpec:
-    """The clip a prompt commands, laid out from `seed`: its first frame is what the test-bed
-    backbone conditions on when no image is given, and the clip itself is the ground truth.
+    """The clip a prompt commands, laid out from (prompt, `seed`): its first frame is what the
+    test-bed backbone conditions on when no image is given, and the clip itself is the ground truth.
 
-    Each ball is placed the way the simulator's sampler places it, so the commanded motion shows
-    inside the frame; balls never overlap. Deterministic in (commands, seed, sizes).
+    Background (plain or textured, and the texture's phase) and ball positions are drawn from
+    `item_seed(commands, seed)`, so evaluation items that share a run seed are independent draws,
+    not one layout repeated over prompts. Each ball is placed the way the simulator's sampler places
+    it, so the commanded motion shows inside the frame; balls never overlap. Deterministic in
+    (commands, seed, sizes).
     """
     if isinstance(commands, str):
         commands = sim.parse_prompt(commands)
-    rng = np.random.default_rng(seed)
+    layout_seed = item_seed(commands, seed)
+    rng = np.random.default_rng(layout_seed)
     background = "textured" if rng.random() < textured_prob else "plain"
     for _ in range(sim.MAX_LAYOUT_TRIES):
         # The simulator's own placement rule (private there; it is the rule training clips follow).
@@ -244,7 +260,7 @@ def commanded_spec(
             sim._sample_ball(rng, c.colour, c.motion, c.speed, sim.DEFAULT_RADIUS, num_frames, height, width)
             for c in commands
         )
-        spec = ClipSpec(balls, num_frames, height, width, background, int(seed))
+        spec = ClipSpec(balls, num_frames, height, width, background, layout_seed)
         if not overlaps(spec):
             return spec
     raise ValueError(f"could not place the balls of {sim.format_prompt(commands)!r} without overlap")

@@ -239,7 +239,8 @@ class TestbedPipeline(DiffusionPipeline):
         return type(self.scheduler).from_config(self.scheduler.config)
 
     def first_frame(self, prompt: str, seed: int) -> np.ndarray:
-        """uint8 (H, W, 3): the simulator's first frame for the prompt's commands, laid out from `seed`."""
+        """uint8 (H, W, 3): the simulator's first frame for the prompt's commands, laid out from
+        (prompt, `seed`) (`data.commanded_spec`)."""
         from . import simulator as sim
         from .data import commanded_spec
 
@@ -266,8 +267,8 @@ class TestbedPipeline(DiffusionPipeline):
         """Generate one video: float32 frames (T, H, W, 3) in [0, 1].
 
         `image` is the first frame (uint8 H x W x 3); without it the simulator renders the first
-        frame the prompt commands, laid out from `seed`. Noise comes from `generator` (default: a
-        CPU generator seeded with `seed`). CFG runs when guidance_scale > 1.
+        frame the prompt commands, laid out from (prompt, `seed`). Noise comes from `generator`
+        (default: a CPU generator seeded with `seed`). CFG runs when guidance_scale > 1.
         """
         c = self.config
         guidance_scale = c.default_guidance_scale if guidance_scale is None else guidance_scale
