@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .core.attention import AttentionHooks
+from .core.attention import AttentionHooks, QKVTransform
 from .core.backbone import Backbone
 from .core.builtin_models import SMOKE_TEST_NOTICE
 from .core.config import PluginSpec, RunConfig, save_config
@@ -146,11 +146,13 @@ def check_batch(plans: Sequence[PlannedRun]) -> None:
 
 
 def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None,
-                   progress: bool = True) -> list[Generation]:
+                   progress: bool = True, transforms: Sequence[QKVTransform] = ()) -> list[Generation]:
     """Sample several planned videos as one batch (one is an ordinary run); writes nothing.
 
     Each video's noise comes from its own seed, exactly as an ordinary run draws it, so a batched
-    video equals the single run up to float rounding of the batched matrix products.
+    video equals the single run up to float rounding of the batched matrix products. `transforms`
+    are attention transforms that are not interventions (probes that measure attention), run
+    after the interventions' own, so they see the q/k/v the attention backend gets.
     """
     if len(plans) > 1:
         check_batch(plans)
@@ -159,7 +161,7 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
     backbone = (models or ModelCache()).get(plan.backbone, config)
     loaded = time.perf_counter()
     generators = [torch.Generator("cpu").manual_seed(p.config.seed) for p in plans]
-    hooks = AttentionHooks(plan.stack.attention_transforms, backbone.num_attention_layers)
+    hooks = AttentionHooks([*plan.stack.attention_transforms, *transforms], backbone.num_attention_layers)
     history = HistoryHooks(plan.stack.history_transforms)
     with (torch.inference_mode(), attention_backend(config.attention), backbone.hooked_attention(hooks),
           backbone.hooked_history(history)):
