@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_testbed_commands(commands) -> None:
-    """`inertia testbed train|evaluate|set-defaults`: the test-bed model's training and evaluation."""
+    """`inertia testbed train|evaluate|attention|set-defaults`: the test-bed model's training and evaluation."""
+    from .testbed import attention_probe
     from .testbed import evaluate as testbed_evaluate
     from .testbed import train as testbed_train
 
@@ -88,17 +89,22 @@ def _add_testbed_commands(commands) -> None:
     evaluate = actions.add_parser("evaluate", help="held-out static-death rate of a trained test-bed model",
                                   description=testbed_evaluate.__doc__.split("\n\n")[0])
     testbed_evaluate.add_arguments(evaluate)
+    attention = actions.add_parser("attention", help="generated frames' attention to the first frame, static vs moving",
+                                   description=attention_probe.__doc__.split("\n\n")[0])
+    attention_probe.add_arguments(attention)
     defaults = actions.add_parser("set-defaults", help="set the sampling defaults a trained test-bed model declares")
     testbed_train.add_defaults_arguments(defaults)
 
 
 def command_testbed(args: argparse.Namespace) -> int:
+    from .testbed import attention_probe
     from .testbed import evaluate as testbed_evaluate
     from .testbed import train as testbed_train
 
     return {
         "train": testbed_train.command,
         "evaluate": testbed_evaluate.command,
+        "attention": attention_probe.command,
         "set-defaults": testbed_train.defaults_command,
     }[args.testbed_command](args)
 
