@@ -109,9 +109,13 @@ def test_bfloat16_storage_rounds_the_same_weights_and_loads_in_the_runs_dtype(ti
     flags = ["--out", str(tmp_path), "--steps", "4", *TINY_FLAGS, "--save-dtype", "bfloat16"]
     assert main(["testbed", "train", *flags]) == 0
     full, half = saved_weights(tiny_testbed_run / "model"), saved_weights(tmp_path / "model")
-    assert full.keys() == half.keys()
-    assert {v.dtype for v in full.values()} == {torch.float32} and {v.dtype for v in half.values()} == {torch.bfloat16}
-    assert all(torch.equal(half[k], full[k].to(torch.bfloat16)) for k in full)
+    assert full.keys() == half.keys() and {v.dtype for v in full.values()} == {torch.float32}
+    # what from_pretrained keeps in float32 in a bfloat16 run stays float32 on disk, exactly
+    kept = {k for k in full if {"time_embedder", "scale_shift_table", "norm2", "wo"} & set(k.split("."))}
+    assert kept and all(half[k].dtype == torch.float32 and torch.equal(half[k], full[k]) for k in kept)
+    rounded = set(full) - kept
+    assert all(half[k].dtype == torch.bfloat16 and torch.equal(half[k], full[k].to(torch.bfloat16)) for k in rounded)
+    assert sum(half[k].numel() for k in rounded) > 0.5 * sum(v.numel() for v in half.values())  # 74% tiny, 98% v2
     assert json.loads((tmp_path / "model" / "training.json").read_text())["save_dtype"] == "bfloat16"
     config = RunConfig(backbone="testbed", model=str(tmp_path / "model"), device="cpu", dtype="float32")
     backbone = TestbedBackbone.load(plan_run(config).config)

@@ -356,15 +356,22 @@ class Trainer:
 
     def ema_pipeline(self) -> Any:
         """A CPU copy of the pipeline holding the EMA weights in `save_dtype`; the training state
-        (live weights, EMA, optimizer, random stream) is left as it is."""
+        (live weights, EMA, optimizer, random stream) is left as it is.
+
+        Parameters of the modules a class keeps in float32 when loading in a lower precision
+        (`_keep_in_fp32_modules`: Wan's time embedder, modulation and norms, T5's `wo`) stay float32
+        here too, so bfloat16 storage does not round what a bfloat16 run computes in float32.
+        """
         cfg = self.cfg
         pipe = new_pipeline(cfg.size, seed=None, default_guidance_scale=cfg.default_guidance_scale,
                             default_steps=cfg.default_steps)
-        with torch.no_grad():
-            for prefix, module in (("transformer", pipe.transformer), ("text_encoder", pipe.text_encoder)):
-                for name, p in module.named_parameters():
-                    p.copy_(self.ema[f"{prefix}.{name}"])
-                module.eval().to(getattr(torch, cfg.save_dtype))
+        dtype = getattr(torch, cfg.save_dtype)
+        for prefix, module in (("transformer", pipe.transformer), ("text_encoder", pipe.text_encoder)):
+            keep = set(module._keep_in_fp32_modules or ())
+            for name, p in module.named_parameters():
+                stored = torch.float32 if keep & set(name.split(".")) else dtype
+                p.data = self.ema[f"{prefix}.{name}"].detach().to("cpu", stored, copy=True)
+            module.eval()
         return pipe
 
     def write_outputs(self) -> Path:
