@@ -18,7 +18,8 @@ the mixture is biased toward stable scenes the way large video corpora are, whic
 the trained model refuse commanded motion ("static death") part of the time. Two recipes:
 
 * v1 (the shipped model): caption noise 0.6 with the default weights; static death is injected
-  by captions that contradict their clips, and the bimodal target breaks balls into blobs;
+  by captions that contradict their clips (whose bimodal targets are the likely reason its balls
+  break into blobs: see the model card);
 * v2 (issue 19): no caption noise (``static_caption_prob`` 0), a steeper motion tail and rare fast
   speeds; every caption is true, and static death can only come from under-motion on the
   commands the model saw rarely, as in large models trained on long-tailed data.

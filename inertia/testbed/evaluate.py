@@ -29,10 +29,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..core.attention import QKVTransform
 from ..core.config import PluginSpec, RunConfig
 from ..core.errors import InertiaError
 from ..core.io import frames_to_uint8, write_json
-from ..run import ModelCache, generate_batch, plan_run
+from ..run import ModelCache, PlannedRun, generate_batch, plan_run
 from . import simulator as sim
 from .checkpoint import DEFAULT_MODEL, model_path
 from .commands import run_command
@@ -53,6 +54,8 @@ def holdout_of(model_dir: Path) -> tuple[tuple[str, str], ...]:
 RATES = ("static_death", "direction_correct", "moved", "integrity_ok", "correct_and_intact")
 #: Grouped summaries: report key -> item field.
 GROUPS = {"by_split": "split", "by_speed": "speed", "by_motion": "motion"}
+#: What a bootstrap resamples: single items, or run seeds with all their items.
+BOOTSTRAP_UNITS = ("item", "seed")
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,6 @@ class Bootstrap:
 
     def to_dict(self) -> dict[str, Any]:
         return {"resamples": self.resamples, "by": self.by, "level": LEVEL, "seed": SEED}
-
-
-BOOTSTRAP_UNITS = ("item", "seed")
 
 
 def velocity_ratio(ball: dict[str, Any]) -> float | None:
@@ -133,8 +133,8 @@ def _grouped(rows: list[dict[str, Any]], key: str, bootstrap: Bootstrap | None =
     return {name: summarise(group, bootstrap) for name, group in sorted(groups.items())}
 
 
-def score_batch(items: Sequence[EvalItem], plans: Sequence[Any], cache: ModelCache,
-                transforms: Sequence[Any] = ()) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+def score_batch(items: Sequence[EvalItem], plans: Sequence[PlannedRun], cache: ModelCache,
+                transforms: Sequence[QKVTransform] = ()) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """Generate the planned videos of `items` as one batch (with extra attention `transforms`, see
     `run.generate_batch`) and score each against the simulator's truth: (rows, uint8 videos)."""
     rows, videos = [], []
