@@ -7,7 +7,6 @@ import pytest
 import torch
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor
 
-from inertia.backbones.wan import WanBackbone
 from inertia.core.attention import AttentionCall, TokenLayout, VideoBlock
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.context import StepContext

@@ -22,12 +22,12 @@ from inertia.backbones import hunyuan_attention
 from inertia.backbones.framepack import (
     BUILTIN_F1,
     BUILTIN_INVERTED,
-    HISTORY_BLOCKS,
     FramePackBackbone,
     FramePackSettings,
     builtin_weights,
     settings_for,
 )
+from inertia.backbones.framepack_sections import HISTORY_BLOCKS
 from inertia.backbones.hunyuan_text import BARE_TEMPLATE
 from inertia.cli import main
 from inertia.core.attention import AttentionHooks, VideoBlock

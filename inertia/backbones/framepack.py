@@ -70,7 +70,6 @@ from ..core.errors import ConfigError
 from ..core.history import HistoryHooks
 from ..core.validation import check_image_file, check_multiple
 from . import framepack_builtin, hunyuan_attention
-from .framepack_sections import HISTORY_BLOCKS as HISTORY_BLOCKS  # re-exported: the names history transforms get
 from .framepack_sections import (
     INVERTED,
     REAL_LATENT_WINDOW_SIZE,
