@@ -17,8 +17,8 @@ python=${PYTHON:-python3}
 # v2: a bigger model, every caption true, long-tailed motions and speeds (rare jumps, bounces and
 # fast motions), so that under-motion is learned from the data rather than injected by caption noise.
 train_flags=(
-  --out "$run" --seed 0 --steps 8000 --layers 8 --heads 6 --ffn-dim 768
-  --still-fraction 0.6 --static-caption-prob 0
+  --out "$run" --seed 0 --steps ${STEPS:-6500} --layers 8 --heads 6 --ffn-dim 768
+  --still-fraction 0.6 --static-caption-prob ${CAPTION_NOISE:-0.3}
   --motion-weights left=8,right=8,up=2,down=2,leave=1,bounce=0.5,jump=0.5 --speed-weights slow=1,fast=0.15
   --default-guidance 1.5 --save-dtype bfloat16 --compile
 )
@@ -34,7 +34,7 @@ case "${1:-}" in
   resume) train --resume --max-minutes "${MINUTES:-8.5}" ;;
   evaluate)
     "$python" -m inertia.testbed.evaluate --model "$run/model" --seeds 32 --batch-size 256 \
-      --guidance 1,1.5,2,3 --json "$run/heldout_eval.json"
+      --guidance ${GUIDANCE:-1,1.5,2} --json "$run/heldout_eval.json"
     "$python" -m inertia.testbed.attention_probe --model "$run/model" --seeds 8 --device cuda --out "$run/attention"
     ;;
   ablation)
