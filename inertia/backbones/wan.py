@@ -17,7 +17,7 @@ import torch
 from ..core.attention import AttentionHooks, TokenLayout, VideoBlock, processors_installed
 from ..core.backbone import PipelineBackbone, Section, single_section
 from ..core.builtin_models import checkpoint_path
-from ..core.checkpoints import BUILTIN_PREFIX, checkpoint_mode, is_builtin, read_checkpoint_json
+from ..core.checkpoints import BUILTIN_PREFIX, CheckpointContents, checkpoint_mode, is_builtin, read_checkpoint_json
 from ..core.config import RunConfig
 from ..core.validation import check_frames, check_image_file, check_model_mode, check_multiple, reject_embedded_guidance
 from . import wan_builtin
@@ -25,6 +25,9 @@ from . import wan_builtin
 PIPELINES = {"t2v": "WanPipeline", "i2v": "WanImageToVideoPipeline"}
 REAL_DEFAULTS = dict(height=480, width=832, num_frames=81, steps=50, guidance_scale=5.0, fps=16)
 BUILTIN_DEFAULTS = dict(height=64, width=64, num_frames=17, steps=10, guidance_scale=5.0, fps=16)
+T2V_COMPONENTS = frozenset({"scheduler", "text_encoder", "tokenizer", "transformer", "vae"})
+#: Wan 2.2 TI2V's `expand_timesteps` (per-token timesteps, its own VAE) is not handled yet.
+PIPELINE_KEYS = {"expand_timesteps": (False,)}
 
 
 @dataclass
@@ -126,12 +129,17 @@ class WanBackbone(PipelineBackbone):
         "i2v": "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
     }
     guidance_targets = ("cfg",)
+    checkpoint_contents: ClassVar[Mapping[str, CheckpointContents]] = {
+        "t2v": CheckpointContents(T2V_COMPONENTS, PIPELINE_KEYS),
+        "i2v": CheckpointContents(T2V_COMPONENTS | {"image_encoder", "image_processor"}, PIPELINE_KEYS),
+    }
 
     @classmethod
     def resolve(cls, config: RunConfig) -> RunConfig:
         mode = config.mode
         model = config.model or f"{BUILTIN_PREFIX}wan-{mode}-tiny-{wan_builtin.VERSION}"
         check_model_mode(cls.name, model, _model_mode(model), mode)
+        cls.refuse_unhandled_contents(model, mode)
         if config.image is not None:
             check_image_file("image", config.image)
         resolved = config.with_defaults(BUILTIN_DEFAULTS if is_builtin(model) else REAL_DEFAULTS)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .attention import AttentionHooks, Role, TokenLayout
+from .checkpoints import CheckpointContents, is_builtin, refuse_unhandled
 from .config import RunConfig
 from .history import HistoryHooks
 from .setup import RunSetup
@@ -52,6 +53,10 @@ class Backbone(ABC):
     #: Default real checkpoint (hub id) per mode; the built-in smoke-test model is used when
     #: the config names no model.
     default_models: ClassVar[Mapping[str, str]]
+    #: What the backbone handles in a checkpoint's model_index.json, by the mode it runs the
+    #: checkpoint in: `resolve` refuses any other component or pipeline config key before loading
+    #: (`refuse_unhandled_contents`), so that no checkpoint is silently half-used.
+    checkpoint_contents: ClassVar[Mapping[str, CheckpointContents]]
     #: Guidance scales a schedule can drive on this family ("cfg", "embedded").
     guidance_targets: ClassVar[tuple[str, ...]] = ("cfg",)
     #: Write videos without chroma subsampling or quantisation (tiny videos whose metrics read colours).
@@ -65,6 +70,14 @@ class Backbone(ABC):
     def resolve(cls, config: RunConfig) -> RunConfig:
         """Fill the config's open fields with this model's defaults and validate sizes, frame
         counts and modes. Raises ConfigError naming the field and the nearest valid values."""
+
+    @classmethod
+    def refuse_unhandled_contents(cls, model: str, mode: str) -> None:
+        """ConfigError (field "model") naming the first component or pipeline config key of `model`'s
+        model_index.json this backbone does not handle in `mode`; every backbone's `resolve` calls it.
+        Built-in models are the backbone's own and are skipped."""
+        if not is_builtin(model):
+            refuse_unhandled(cls.name, model, cls.checkpoint_contents[mode])
 
     @classmethod
     def guidance_in_force(cls, config: RunConfig) -> dict[str, float]:
