@@ -1,4 +1,4 @@
-"""The built-in tiny Wan 2.1 models (text- and image-to-video): real diffusers classes, random weights.
+"""The built-in tiny Wan 2.1 and Wan 2.2 A14B models (text- and image-to-video): real diffusers classes, random weights.
 
 Sizes are the smallest that run every code path on the CPU in a fraction of a second; the VAE keeps Wan's compression
 (8x spatial, 4x temporal) and the transformer Wan's 1x2x2 patch, so frame/size rules match the
@@ -26,6 +26,9 @@ from transformers import (
 )
 
 VERSION = "v1"
+#: Wan 2.2 A14B's expert boundaries as published (model_index.json `boundary_ratio`), kept by the tiny
+#: A14B models: `transformer` (high noise) runs timesteps >= ratio * 1000, `transformer_2` (low noise) the rest.
+A14B_BOUNDARY = {"t2v": 0.875, "i2v": 0.9}
 
 
 def tiny_scheduler() -> UniPCMultistepScheduler:
@@ -35,14 +38,12 @@ def tiny_scheduler() -> UniPCMultistepScheduler:
     )
 
 
-def tiny_components(mode: str) -> dict:
-    """Tiny Wan components for `mode` ("t2v" or "i2v"), weights from the caller's RNG state."""
-    i2v = mode == "i2v"
-    transformer = WanTransformer3DModel(
+def tiny_transformer(in_channels: int, image_tokens: bool) -> WanTransformer3DModel:
+    return WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
-        in_channels=36 if i2v else 16,
+        in_channels=in_channels,
         out_channels=16,
         text_dim=32,
         freq_dim=256,
@@ -51,9 +52,21 @@ def tiny_components(mode: str) -> dict:
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
-        image_dim=16 if i2v else None,
-        added_kv_proj_dim=24 if i2v else None,
+        image_dim=16 if image_tokens else None,
+        added_kv_proj_dim=24 if image_tokens else None,
     )
+
+
+def tiny_components(mode: str, a14b: bool = False) -> dict:
+    """Tiny Wan components for `mode` ("t2v" or "i2v"), weights from the caller's RNG state.
+
+    With `a14b`, Wan 2.2 A14B's layout: a second expert `transformer_2` and the published
+    `boundary_ratio`; its image-to-video model takes the image through the latent condition only
+    (no CLIP image encoder, no image cross-attention).
+    """
+    i2v = mode == "i2v"
+    image_tokens = i2v and not a14b
+    transformer = tiny_transformer(36 if i2v else 16, image_tokens)
     vae = AutoencoderKLWan(
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
     )
@@ -63,7 +76,7 @@ def tiny_components(mode: str) -> dict:
     components = dict(
         transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=ByT5Tokenizer(), scheduler=tiny_scheduler()
     )
-    if i2v:
+    if image_tokens:
         components["image_encoder"] = CLIPVisionModel(
             CLIPVisionConfig(
                 hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -71,13 +84,16 @@ def tiny_components(mode: str) -> dict:
             )
         )
         components["image_processor"] = CLIPImageProcessor(crop_size=32, size=32)
+    if a14b:
+        components["transformer_2"] = tiny_transformer(36 if i2v else 16, image_tokens=False)
+        components["boundary_ratio"] = A14B_BOUNDARY[mode]
     return components
 
 
-def tiny_pipeline(mode: str):
+def tiny_pipeline(mode: str, a14b: bool = False):
     pipeline_cls = WanImageToVideoPipeline if mode == "i2v" else WanPipeline
-    return pipeline_cls(**tiny_components(mode))
+    return pipeline_cls(**tiny_components(mode, a14b))
 
 
-def build(mode: str, directory: Path) -> None:
-    tiny_pipeline(mode).save_pretrained(directory, safe_serialization=True)
+def build(mode: str, directory: Path, a14b: bool = False) -> None:
+    tiny_pipeline(mode, a14b).save_pretrained(directory, safe_serialization=True)

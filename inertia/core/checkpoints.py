@@ -89,6 +89,11 @@ def _is_absent(value: Any) -> bool:
     return value is None or (_is_component(value) and value == [None, None])
 
 
+def has_component(index: Mapping[str, Any], name: str) -> bool:
+    """Whether model_index.json `index` has component `name` (a null entry counts as absent)."""
+    return _is_component(index.get(name)) and not _is_absent(index[name])
+
+
 def refuse_unhandled(backbone: str, model: str, handled: CheckpointContents) -> None:
     """ConfigError (field "model") naming the first component, then the first pipeline config key, in
     `model`'s model_index.json that `handled` does not cover: a backbone that ignored one would run only
