@@ -1,4 +1,5 @@
-"""Wan 2.2 A14B on the wan backbone: two experts split at boundary_ratio, each with its own CFG scale.
+"""Wan 2.2 on the wan backbone. A14B: two experts split at boundary_ratio, each with its own CFG scale;
+TI2V-5B: per-token timesteps and a 48-channel VAE, text- and image-to-video from one checkpoint.
 
 Parity is bit for bit (CPU, float32) against WanPipeline / WanImageToVideoPipeline on tiny A14B-style
 checkpoints saved and loaded back; the tiny scheduler's 4 steps [999, 900, 750, 500] put the boundary
@@ -42,10 +43,10 @@ def ours(model, interventions=(), models=None, **overrides):
 def theirs(pipeline_cls, model, **extra):
     pipe = pipeline_cls.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
-    out = pipe(prompt="a red ball jumps", negative_prompt="blurry", height=SIZE["height"], width=SIZE["width"],
-               num_frames=SIZE["num_frames"], num_inference_steps=SIZE["steps"], guidance_scale=5.0,
-               generator=torch.Generator().manual_seed(7), output_type="np", **extra)
-    return out.frames[0]
+    arguments = dict(prompt="a red ball jumps", negative_prompt="blurry", height=SIZE["height"], width=SIZE["width"],
+                     num_frames=SIZE["num_frames"], num_inference_steps=SIZE["steps"], guidance_scale=5.0,
+                     generator=torch.Generator().manual_seed(7), output_type="np")
+    return pipe(**{**arguments, **extra}).frames[0]
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +220,8 @@ def test_inconsistent_expert_checkpoints_are_refused(wan_t2v_dir, wan22_t2v_dir,
 def test_unknown_builtin_names_are_refused():
     assert refusal("builtin:wan22-t2v-tiny-v1") == (
         "model: unknown built-in Wan model 'builtin:wan22-t2v-tiny-v1'; allowed: builtin:wan-t2v-tiny-v1, "
-        "builtin:wan-i2v-tiny-v1, builtin:wan22-a14b-t2v-tiny-v1, builtin:wan22-a14b-i2v-tiny-v1"
+        "builtin:wan-i2v-tiny-v1, builtin:wan22-a14b-t2v-tiny-v1, builtin:wan22-a14b-i2v-tiny-v1, "
+        "builtin:wan22-ti2v-tiny-v1"
     )
 
 
@@ -229,6 +231,47 @@ def test_load_refuses_a_checkpoint_that_is_not_what_was_resolved(wan22_t2v_dir):
     with pytest.raises(ConfigError) as error:
         WanBackbone.load(resolved.model_copy(update={"guidance_scale_2": None}))
     assert str(error.value) == (
-        f"model: {wan22_t2v_dir} has two experts, unlike the config resolved before it was here; run again "
-        "(its configs are cached now)"
+        f"model: {wan22_t2v_dir} (two experts, expand_timesteps false) is not the checkpoint resolved before it "
+        "was here; run again (its configs are cached now)"
     )
+
+
+# ----- Wan 2.2 TI2V-5B ---------------------------------------------------------------------------------
+TI2V_SIZE = dict(height=32, width=64)  # multiples of 32: 16x VAE compression x patch 2
+BUILTIN_TI2V = "builtin:wan22-ti2v-tiny-v1"
+
+
+def test_ti2v_text_to_video_matches_wan_pipeline_bit_for_bit(wan22_ti2v_dir):
+    expected = theirs(WanPipeline, wan22_ti2v_dir, **TI2V_SIZE)
+    result = ours(wan22_ti2v_dir, **TI2V_SIZE)
+    assert result.frames.shape == expected.shape == (9, 32, 64, 3)
+    assert np.array_equal(result.frames, expected)
+    assert [s.expert for s in result.trace] == [None] * 4
+
+
+def test_ti2v_image_to_video_from_the_same_checkpoint_matches_the_pipeline_bit_for_bit(wan22_ti2v_dir, image_file):
+    expected = theirs(WanImageToVideoPipeline, wan22_ti2v_dir, image=load_image(str(image_file)), **TI2V_SIZE)
+    result = ours(wan22_ti2v_dir, image=image_file, **TI2V_SIZE)
+    assert result.frames.shape == expected.shape
+    assert np.array_equal(result.frames, expected)
+    assert not np.array_equal(result.frames, ours(wan22_ti2v_dir, **TI2V_SIZE).frames)
+
+
+def test_ti2v_sizes_follow_its_16x_vae_and_real_defaults_are_published_ones(wan22_ti2v_dir, image_file):
+    assert refusal(wan22_ti2v_dir) == (  # width 48
+        "width: 48 is not a multiple of 32 (VAE 16x spatial compression x patch 2); nearest valid: 32 or 64"
+    )
+    for image in (None, image_file):
+        resolved = WanBackbone.resolve(RunConfig(backbone="wan", model=str(wan22_ti2v_dir), image=image))
+        got = {k: getattr(resolved, k) for k in ("height", "width", "num_frames", "steps", "guidance_scale", "fps")}
+        assert got == dict(height=704, width=1280, num_frames=121, steps=50, guidance_scale=5.0, fps=24)
+        assert resolved.guidance_scale_2 is None
+
+
+def test_ti2v_builtin_runs_both_modes_with_unlearn_identity(models, image_file):
+    for image in (None, image_file):
+        baseline = ours(BUILTIN_TI2V, (), models, image=image, **TI2V_SIZE).frames
+        same = ours(BUILTIN_TI2V, ["unlearn:sigma_blur=0"], models, image=image, **TI2V_SIZE).frames
+        blurred = ours(BUILTIN_TI2V, ["unlearn:sigma_blur=1.3"], models, image=image, **TI2V_SIZE).frames
+        assert np.array_equal(same, baseline)
+        assert not np.array_equal(blurred, baseline)
