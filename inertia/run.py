@@ -171,7 +171,7 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
             job = backbone.prepare_batch([p.config for p in plans], generators)
         total = plan.backbone.total_steps(config)
         trace = sample(backbone, job, plan.stack, plan.setup.guidance, total, progress=progress, hooks=hooks,
-                       history=history)
+                       history=history, expert_guidance=plan.setup.expert_guidance)
         sampled = time.perf_counter()
         videos = backbone.decode(job)[None] if len(plans) == 1 else backbone.decode_batch(job)
     done = time.perf_counter()
@@ -225,6 +225,8 @@ def write_run(plan: PlannedRun, result: Generation, suite: MetricSuite | None) -
         "requested_config": plan.requested.model_dump(mode="json", exclude_defaults=True),
         "interventions": [repr(i) for i in plan.stack.interventions],
         "guidance_in_force": dict(plan.setup.guidance),
+        **({"guidance_by_expert": {k: dict(v) for k, v in plan.setup.expert_guidance.items()}}
+           if plan.setup.expert_guidance else {}),
         "versions": package_versions(),
         "device": device_description(config.device),
         "seed": config.seed,

@@ -28,12 +28,13 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def save_tiny_wan(directory: Path, mode: str, seed: int = 0) -> Path:
-    """A tiny Wan checkpoint saved with save_pretrained, as a real one would be on disk."""
+def save_tiny_wan(directory: Path, mode: str, seed: int = 0, variant: str = "wan2.1") -> Path:
+    """A tiny Wan checkpoint saved with save_pretrained, as a real one would be on disk (`variant`:
+    see `wan_builtin.VARIANTS`)."""
     from inertia.backbones.wan_builtin import tiny_pipeline
 
     torch.manual_seed(seed)
-    tiny_pipeline(mode).save_pretrained(directory)
+    tiny_pipeline(mode, variant).save_pretrained(directory)
     return directory
 
 
@@ -45,6 +46,22 @@ def wan_t2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def wan_i2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_wan(tmp_path_factory.mktemp("wan_i2v"), "i2v")
+
+
+@pytest.fixture(scope="session")
+def wan22_t2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_wan(tmp_path_factory.mktemp("wan22_t2v"), "t2v", variant="wan2.2-a14b")
+
+
+@pytest.fixture(scope="session")
+def wan22_i2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_wan(tmp_path_factory.mktemp("wan22_i2v"), "i2v", variant="wan2.2-a14b")
+
+
+@pytest.fixture(scope="session")
+def wan22_ti2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Wan 2.2 TI2V: one checkpoint for text- and image-to-video."""
+    return save_tiny_wan(tmp_path_factory.mktemp("wan22_ti2v"), "t2v", variant="wan2.2-ti2v")
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ import torch
 from ..core.attention import AttentionHooks, TokenLayout, VideoBlock, processors_installed
 from ..core.backbone import PipelineBackbone, Section, whole_video_section
 from ..core.builtin_models import checkpoint_path
-from ..core.checkpoints import BUILTIN_PREFIX, checkpoint_mode, is_builtin, read_checkpoint_json
+from ..core.checkpoints import BUILTIN_PREFIX, CheckpointContents, checkpoint_mode, is_builtin, read_checkpoint_json
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.validation import (
@@ -56,6 +56,7 @@ REAL_DEFAULTS = {
     "1.5": dict(height=768, width=1360, num_frames=81, steps=50, guidance_scale=6.0, fps=16),
 }
 BUILTIN_DEFAULTS = dict(height=32, width=48, num_frames=9, steps=8, guidance_scale=6.0, fps=8)
+CONTENTS = CheckpointContents(frozenset({"scheduler", "text_encoder", "tokenizer", "transformer", "vae"}))
 
 
 # ----- what a checkpoint can take, known before loading -----------------------------------------
@@ -289,6 +290,7 @@ class CogVideoXBackbone(PipelineBackbone):
     modes = ("t2v", "i2v")
     default_models: ClassVar[Mapping[str, str]] = {"t2v": "THUDM/CogVideoX-2b", "i2v": "THUDM/CogVideoX-5b-I2V"}
     guidance_targets = ("cfg",)
+    checkpoint_contents: ClassVar[Mapping[str, CheckpointContents]] = {"t2v": CONTENTS, "i2v": CONTENTS}
 
     @classmethod
     def builtin_model(cls, mode: str) -> str:
@@ -300,6 +302,7 @@ class CogVideoXBackbone(PipelineBackbone):
         model = config.model or cls.builtin_model(mode)
         layout = read_layout(model)
         check_model_mode(FAMILY, model, layout.mode, mode)
+        cls.refuse_unhandled_contents(model, mode)
         if config.image is not None:
             check_image_file("image", config.image)
         resolved = config.with_defaults(run_defaults(model, layout)).model_copy(update={"model": model})

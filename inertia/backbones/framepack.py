@@ -64,7 +64,7 @@ import torch
 from ..core.attention import AttentionHooks, Role, TokenLayout
 from ..core.backbone import PipelineBackbone, Section
 from ..core.builtin_models import builtin_model_dir
-from ..core.checkpoints import BUILTIN_PREFIX, is_builtin, pipeline_class_name, read_checkpoint_json
+from ..core.checkpoints import BUILTIN_PREFIX, CheckpointContents, is_builtin, pipeline_class_name, read_checkpoint_json
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.history import HistoryHooks
@@ -78,7 +78,7 @@ from .framepack_sections import (
     SectionContext,
     SectionHistory,
 )
-from .hunyuan_text import TextConditions, check_true_cfg, embedded_guidance, prompt_template, true_cfg_on
+from .hunyuan_text import PIPELINE_COMPONENTS, TextConditions, check_true_cfg, embedded_guidance, prompt_template, true_cfg_on
 
 F1_MODEL = "lllyasviel/FramePack_F1_I2V_HY_20250503"
 INVERTED_MODEL = "lllyasviel/FramePackI2V_HY"
@@ -213,11 +213,13 @@ class FramePackBackbone(PipelineBackbone):
     modes = ("i2v",)
     default_models: ClassVar[Mapping[str, str]] = {"i2v": F1_MODEL}
     guidance_targets = ("embedded", "cfg")
+    checkpoint_contents = {"i2v": CheckpointContents(PIPELINE_COMPONENTS | {"feature_extractor", "image_encoder"})}
 
     @classmethod
     def resolve(cls, config: RunConfig) -> RunConfig:
         model = config.model or BUILTIN_F1
         builtin = _layout(model) == "builtin"
+        cls.refuse_unhandled_contents(model, "i2v")
         if config.image is None and not builtin:
             raise ConfigError("image", f"framepack is image-to-video: give --image (the start frame) for {model}")
         if config.image is not None:

@@ -27,12 +27,19 @@ import torch
 from ..core.attention import AttentionHooks, TokenLayout
 from ..core.backbone import PipelineBackbone, Section, single_section
 from ..core.builtin_models import checkpoint_path
-from ..core.checkpoints import BUILTIN_PREFIX, is_builtin, pipeline_class_name, read_checkpoint_json
+from ..core.checkpoints import BUILTIN_PREFIX, CheckpointContents, is_builtin, pipeline_class_name, read_checkpoint_json
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.validation import check_frames, check_multiple
 from . import hunyuan_attention, hunyuan_builtin
-from .hunyuan_text import TextConditions, check_true_cfg, embedded_guidance, prompt_template, true_cfg_on
+from .hunyuan_text import (
+    PIPELINE_COMPONENTS,
+    TextConditions,
+    check_true_cfg,
+    embedded_guidance,
+    prompt_template,
+    true_cfg_on,
+)
 
 PIPELINE = "HunyuanVideoPipeline"
 BUILTIN_MODEL = f"{BUILTIN_PREFIX}hunyuan-t2v-tiny-{hunyuan_builtin.VERSION}"
@@ -121,6 +128,7 @@ class HunyuanVideoBackbone(PipelineBackbone):
     modes = ("t2v",)
     default_models: ClassVar[Mapping[str, str]] = {"t2v": "hunyuanvideo-community/HunyuanVideo"}
     guidance_targets = ("embedded", "cfg")
+    checkpoint_contents: ClassVar[Mapping[str, CheckpointContents]] = {"t2v": CheckpointContents(PIPELINE_COMPONENTS)}
 
     @classmethod
     def resolve(cls, config: RunConfig) -> RunConfig:
@@ -128,6 +136,7 @@ class HunyuanVideoBackbone(PipelineBackbone):
             raise ConfigError("image", "hunyuan is text-to-video and takes no conditioning image; drop --image")
         model = config.model or BUILTIN_MODEL
         _check_pipeline(model)
+        cls.refuse_unhandled_contents(model, "t2v")
         facts = checkpoint_facts(model)
         _check_guidance(config, model, facts)
         defaults = dict(BUILTIN_DEFAULTS if is_builtin(model) else REAL_DEFAULTS)

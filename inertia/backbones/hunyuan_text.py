@@ -15,6 +15,9 @@ import torch
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
 
+#: The components of a saved HunyuanVideo pipeline (FramePack's adds its image encoder and processor).
+PIPELINE_COMPONENTS = frozenset({"scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2",
+                                 "transformer", "vae"})
 #: Llama tokens per prompt after the template's system part is cropped (the pipelines' default).
 MAX_SEQUENCE_LENGTH = 256
 #: The prompt template for tokenizers without Llama 3's chat tokens: the prompt alone, nothing cropped.

@@ -32,7 +32,7 @@ import torch
 
 from ..core.attention import AttentionHooks, Role, TokenLayout
 from ..core.backbone import Backbone, Section, single_section
-from ..core.checkpoints import read_checkpoint_json
+from ..core.checkpoints import CheckpointContents, read_checkpoint_json
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.validation import check_image_file, reject_embedded_guidance
@@ -91,12 +91,15 @@ class TestbedBackbone(Backbone):
     supports_batching = True
     default_prompt = DEFAULT_PROMPT
     lossless_video = True
+    checkpoint_contents = {"i2v": CheckpointContents(frozenset({"scheduler", "text_encoder", "tokenizer", "transformer"}),
+                                                     dict.fromkeys(FALLBACK))}
 
     # ----- before any model loads ------------------------------------------------------------------
     @classmethod
     def resolve(cls, config: RunConfig) -> RunConfig:
         requested = config.model or DEFAULT_MODEL
         settings = _model_settings(requested)
+        cls.refuse_unhandled_contents(str(model_path(requested)), "i2v")
         model = requested
         if is_default_model(requested):
             model = default_model_with_digest()

@@ -1,14 +1,30 @@
-"""Wan 2.1 (text- and image-to-video) behind the denoise-step interface.
+"""Wan 2.1 and Wan 2.2 (A14B, TI2V-5B; text- and image-to-video) behind the denoise-step interface.
 
 The diffusers pipeline object is used as the container of the real components and for its
 prompt/image encoding and latent preparation, so conditions and noise are exactly the
 pipeline's; the denoising loop is inertia's (`core.sampling`).
+
+Wan 2.2 A14B checkpoints are the same pipeline classes with two experts: `transformer` predicts
+the timesteps t >= boundary_ratio * num_train_timesteps (high noise), `transformer_2` the rest
+(low noise), with its own CFG scale `guidance_scale_2` (default: guidance_scale). As in
+WanPipeline, guidance_scale alone turns CFG on (> 1) for both experts, inputs are cast to the
+first transformer's dtype, and A14B image-to-video takes the image through the latent condition
+only (no CLIP image encoder). The section names each step's expert (`Section.experts`), so the
+trace records it and guidance schedules act on the scale in force at that step; the attention
+hooks are installed on both experts.
+
+Wan 2.2 TI2V-5B (`expand_timesteps`) runs text- and image-to-video from one checkpoint, with a
+48-channel VAE of 16x spatial compression: the transformer takes one timestep per token, and for
+image-to-video the image's latent frame is held fixed (its tokens' timestep 0), as
+WanPipeline and WanImageToVideoPipeline do it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,14 +33,40 @@ import torch
 from ..core.attention import AttentionHooks, TokenLayout, VideoBlock, processors_installed
 from ..core.backbone import PipelineBackbone, Section, single_section
 from ..core.builtin_models import checkpoint_path
-from ..core.checkpoints import BUILTIN_PREFIX, checkpoint_mode, is_builtin, read_checkpoint_json
+from ..core.checkpoints import (
+    BUILTIN_PREFIX,
+    CheckpointContents,
+    checkpoint_mode,
+    has_component,
+    is_builtin,
+    read_checkpoint_json,
+)
 from ..core.config import RunConfig
+from ..core.errors import ConfigError
 from ..core.validation import check_frames, check_image_file, check_model_mode, check_multiple, reject_embedded_guidance
 from . import wan_builtin
 
 PIPELINES = {"t2v": "WanPipeline", "i2v": "WanImageToVideoPipeline"}
 REAL_DEFAULTS = dict(height=480, width=832, num_frames=81, steps=50, guidance_scale=5.0, fps=16)
+#: Wan 2.2 A14B with Wan-AI's published sample settings (720p, 40 steps, the high-noise expert's scale).
+A14B_REAL_DEFAULTS = {
+    "t2v": dict(height=720, width=1280, num_frames=81, steps=40, guidance_scale=4.0, fps=16),
+    "i2v": dict(height=720, width=1280, num_frames=81, steps=40, guidance_scale=3.5, fps=16),
+}
+#: Wan 2.2 TI2V-5B with Wan-AI's published sample settings (1280x704, 121 frames at 24 fps).
+TI2V_REAL_DEFAULTS = dict(height=704, width=1280, num_frames=121, steps=50, guidance_scale=5.0, fps=24)
 BUILTIN_DEFAULTS = dict(height=64, width=64, num_frames=17, steps=10, guidance_scale=5.0, fps=16)
+HIGH_NOISE, LOW_NOISE = "high_noise", "low_noise"
+T2V_COMPONENTS = frozenset({"scheduler", "text_encoder", "tokenizer", "transformer", "transformer_2", "vae"})
+PIPELINE_KEYS = {"boundary_ratio": None, "expand_timesteps": None}
+#: Transformer config fields the two experts must share: one token layout, one layer numbering for the hooks.
+EXPERT_SHAPE = ("patch_size", "in_channels", "out_channels", "num_layers")
+#: The built-in models: name -> (variant as in `wan_builtin.VARIANTS`, the mode it is saved as).
+BUILTIN_MODELS = {
+    **{f"{BUILTIN_PREFIX}{family}-{mode}-tiny-{wan_builtin.VERSION}": (variant, mode)
+       for family, variant in (("wan", "wan2.1"), ("wan22-a14b", "wan2.2-a14b")) for mode in ("t2v", "i2v")},
+    f"{BUILTIN_PREFIX}wan22-ti2v-tiny-{wan_builtin.VERSION}": ("wan2.2-ti2v", "t2v"),
+}
 
 
 @dataclass
@@ -32,27 +74,90 @@ class WanJob:
     prompt_embeds: torch.Tensor
     negative_prompt_embeds: torch.Tensor | None
     latents: torch.Tensor
-    condition: torch.Tensor | None  # I2V: mask (4) + image latents (16), concatenated to the input
+    # I2V: mask (4) + image latents (16), concatenated to the input; TI2V: the image's latent frame
+    condition: torch.Tensor | None
     image_embeds: torch.Tensor | None  # I2V: CLIP image tokens for the image cross-attention
     steps: int
+    # TI2V (expand_timesteps): 1 where the latents are denoised, 0 on the image's frame; per-token timesteps
+    timestep_mask: torch.Tensor | None = None
 
 
-def _model_mode(model: str) -> str:
-    """The mode a checkpoint implements (built-ins carry it in their name)."""
+@dataclass(frozen=True)
+class WanCheckpoint:
+    """What a Wan checkpoint is, known before loading."""
+
+    modes: tuple[str, ...]  # Wan 2.2 TI2V: text- and image-to-video from one checkpoint
+    boundary_ratio: float | None = None  # Wan 2.2 A14B: where `transformer_2` takes over; None: one transformer
+    image_encoder: bool = False  # image-to-video with CLIP image tokens (Wan 2.1)
+    expand_timesteps: bool = False  # Wan 2.2 TI2V: per-token timesteps, 48-channel VAE with 16x spatial compression
+
+    @property
+    def experts(self) -> bool:
+        return self.boundary_ratio is not None
+
+    @classmethod
+    def published(cls, variant: str, mode: str) -> "WanCheckpoint":
+        """The layout Wan-AI publishes for `variant` (see `wan_builtin.VARIANTS`), which the built-ins keep."""
+        if variant == "wan2.2-ti2v":
+            return cls(("t2v", "i2v"), expand_timesteps=True)
+        if variant == "wan2.2-a14b":
+            return cls((mode,), wan_builtin.A14B_BOUNDARY[mode])
+        return cls((mode,), image_encoder=mode == "i2v")
+
+
+def read_checkpoint(model: str) -> WanCheckpoint:
+    """From a built-in's name, the checkpoint's model_index.json, or for a hub id not in the local cache
+    its name (Wan-AI's "-A14B-" and "-TI2V-" repositories; `load` checks what arrives)."""
     if is_builtin(model):
-        return "i2v" if "-i2v-" in model else "t2v"
-    return checkpoint_mode("wan", model, PIPELINES)
+        if model not in BUILTIN_MODELS:
+            raise ConfigError("model", f"unknown built-in Wan model {model!r}; allowed: {', '.join(BUILTIN_MODELS)}")
+        return WanCheckpoint.published(*BUILTIN_MODELS[model])
+    mode = checkpoint_mode("wan", model, PIPELINES)
+    index = read_checkpoint_json(model, "model_index.json")
+    if index is None:
+        name = model.upper()
+        variant = "wan2.2-ti2v" if "TI2V" in name else "wan2.2-a14b" if "A14B" in name else "wan2.1"
+        return WanCheckpoint.published(variant, mode)
+    ratio, second = index.get("boundary_ratio"), has_component(index, "transformer_2")
+    if second != (ratio is not None):
+        have, lack = ("component transformer_2", "boundary_ratio") if second else ("boundary_ratio", "transformer_2")
+        raise ConfigError("model", f"{model} has {have} but no {lack}; a two-expert Wan 2.2 checkpoint needs both "
+                                   "(transformer_2 runs the timesteps below boundary_ratio * num_train_timesteps)")
+    expand = bool(index.get("expand_timesteps"))
+    return WanCheckpoint(("t2v", "i2v") if expand else (mode,), ratio, has_component(index, "image_encoder"), expand)
 
 
-def _compression(model: str) -> tuple[int, int, int]:
-    """(temporal, spatial, patch) factors: from the checkpoint's configs when readable, else Wan 2.1's."""
+def _check_transformers(model: str, checkpoint: WanCheckpoint, mode: str) -> None:
+    """The experts share their layout, and an image encoder is there exactly when the transformer takes
+    its tokens (image_dim): either mismatch would leave part of the checkpoint unused or misread."""
+    transformer = None if is_builtin(model) else read_checkpoint_json(model, "transformer/config.json")
+    if transformer is None:
+        return
+    if checkpoint.experts:
+        second = read_checkpoint_json(model, "transformer_2/config.json") or {}
+        differ = [key for key in EXPERT_SHAPE if key in second and second[key] != transformer.get(key)]
+        if differ:
+            raise ConfigError("model", f"{model}: transformer and transformer_2 differ in {', '.join(differ)}; "
+                                       "the two experts must share them")
+    image_dim = transformer.get("image_dim")
+    if mode == "i2v" and (image_dim is not None) != checkpoint.image_encoder:
+        if checkpoint.image_encoder:
+            problem = "has component image_encoder, but its transformer takes no image tokens (image_dim null)"
+        else:
+            problem = f"has no component image_encoder, but its transformer takes CLIP image tokens (image_dim {image_dim})"
+        raise ConfigError("model", f"{model} {problem}")
+
+
+def _compression(model: str, checkpoint: WanCheckpoint) -> tuple[int, int, int]:
+    """(temporal, spatial, patch) factors, as the pipelines read them from the VAE config, else the published
+    ones (spatial: 8, TI2V's VAE 16)."""
+    spatial = 16 if checkpoint.expand_timesteps else 8
     if is_builtin(model):
-        return 4, 8, 2
+        return 4, spatial, 2
     vae = read_checkpoint_json(model, "vae/config.json") or {}
     transformer = read_checkpoint_json(model, "transformer/config.json") or {}
-    downsample = vae.get("temperal_downsample", [False, True, True])
     patch = transformer.get("patch_size", [1, 2, 2])
-    return 2 ** sum(downsample), 2 ** len(downsample), patch[1]
+    return vae.get("scale_factor_temporal", 4), vae.get("scale_factor_spatial", spatial), patch[1]
 
 
 def _rotate(hidden: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor) -> torch.Tensor:
@@ -119,50 +224,95 @@ def hook_wan_self_attention(transformer: Any, hooks: AttentionHooks):
 
 class WanBackbone(PipelineBackbone):
     name = "wan"
-    description = "Wan 2.1 (diffusers WanTransformer3DModel, flow-matching UniPC), text- and image-to-video, true CFG."
     modes = ("t2v", "i2v")
     default_models: ClassVar[Mapping[str, str]] = {
         "t2v": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
         "i2v": "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
     }
     guidance_targets = ("cfg",)
+    description = (
+        "Wan 2.1 and Wan 2.2 (diffusers WanTransformer3DModel, flow-matching UniPC; A14B: high- and low-noise "
+        "experts; TI2V-5B: text- and image-to-video from one checkpoint), true CFG."
+    )
+    checkpoint_contents: ClassVar[Mapping[str, CheckpointContents]] = {
+        "t2v": CheckpointContents(T2V_COMPONENTS, PIPELINE_KEYS),
+        "i2v": CheckpointContents(T2V_COMPONENTS | {"image_encoder", "image_processor"}, PIPELINE_KEYS),
+    }
 
     @classmethod
     def resolve(cls, config: RunConfig) -> RunConfig:
         mode = config.mode
         model = config.model or f"{BUILTIN_PREFIX}wan-{mode}-tiny-{wan_builtin.VERSION}"
-        check_model_mode(cls.name, model, _model_mode(model), mode)
+        checkpoint = read_checkpoint(model)
+        check_model_mode(cls.name, model, mode if mode in checkpoint.modes else checkpoint.modes[0], mode)
+        cls.refuse_unhandled_contents(model, mode)
+        _check_transformers(model, checkpoint, mode)
         if config.image is not None:
             check_image_file("image", config.image)
-        resolved = config.with_defaults(BUILTIN_DEFAULTS if is_builtin(model) else REAL_DEFAULTS)
-        resolved = resolved.model_copy(update={"model": model})
+        if is_builtin(model):
+            defaults = BUILTIN_DEFAULTS
+        elif checkpoint.expand_timesteps:
+            defaults = TI2V_REAL_DEFAULTS
+        else:
+            defaults = A14B_REAL_DEFAULTS[mode] if checkpoint.experts else REAL_DEFAULTS
+        resolved = config.with_defaults(defaults).model_copy(update={"model": model})
         reject_embedded_guidance(cls.name, resolved)
-        temporal, spatial, patch = _compression(model)
+        resolved = _resolve_guidance_2(resolved, checkpoint)
+        temporal, spatial, patch = _compression(model, checkpoint)
         why = f"VAE {spatial}x spatial compression x patch {patch}"
         check_multiple("height", resolved.height, spatial * patch, why)
         check_multiple("width", resolved.width, spatial * patch, why)
         check_frames("num_frames", resolved.num_frames, temporal, f"VAE {temporal}x temporal compression")
         return resolved
 
+    @classmethod
+    def expert_guidance(cls, config: RunConfig) -> dict[str, dict[str, float]]:
+        """Wan 2.2 A14B (`resolve` sets guidance_scale_2 exactly for two-expert checkpoints): the
+        high-noise expert takes guidance_scale, the low-noise one guidance_scale_2; as in WanPipeline,
+        guidance_scale alone turns CFG on (> 1) for both."""
+        if config.guidance_scale_2 is None:
+            return {}
+        if config.guidance_scale <= 1.0:
+            return {HIGH_NOISE: {}, LOW_NOISE: {}}
+        return {HIGH_NOISE: {"cfg": config.guidance_scale}, LOW_NOISE: {"cfg": config.guidance_scale_2}}
+
     supports_attention_hooks = True
 
     # ----- loading ---------------------------------------------------------------------------
+    def __init__(self, pipeline: Any, device: torch.device, smoke_test: bool):
+        super().__init__(pipeline, device, smoke_test)
+        ratio = pipeline.config.boundary_ratio
+        #: Wan 2.2 A14B: timesteps below this one are the low-noise expert's (None: one transformer).
+        self.boundary = None if ratio is None else ratio * pipeline.scheduler.config.num_train_timesteps
+        self.low_noise = None if ratio is None else pipeline.transformer_2
+        #: Wan 2.2 TI2V: one timestep per token (`WanJob.timestep_mask`).
+        self.expand_timesteps = bool(pipeline.config.expand_timesteps)
+
     @classmethod
     def load(cls, config: RunConfig) -> "WanBackbone":
         from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
 
-        mode = config.mode
-        builtin = is_builtin(config.model)
-        path = checkpoint_path(config.model, lambda directory: wan_builtin.build(mode, directory))
+        mode, model = config.mode, config.model
+        builtin = is_builtin(model)
+        checkpoint = read_checkpoint(model)
+        path = checkpoint_path(model, lambda directory: _build_builtin(model, directory))
         pipeline_cls = WanImageToVideoPipeline if mode == "i2v" else WanPipeline
         dtype = getattr(torch, config.dtype)
         # The VAE (and CLIP image encoder) stay float32, as Wan's reference inference keeps them.
         extra: dict[str, Any] = {"vae": AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=torch.float32)}
-        if mode == "i2v":
+        if checkpoint.image_encoder:
             from transformers import CLIPVisionModel
 
             extra["image_encoder"] = CLIPVisionModel.from_pretrained(path, subfolder="image_encoder", dtype=torch.float32)
         pipeline = pipeline_cls.from_pretrained(path, dtype=dtype, **extra)
+        # A hub id that was not in the local cache was resolved by its name: check what arrived.
+        if not builtin:
+            cls.refuse_unhandled_contents(model, mode)
+        experts, expand = pipeline.config.boundary_ratio is not None, bool(pipeline.config.expand_timesteps)
+        if experts != (config.guidance_scale_2 is not None) or expand != checkpoint.expand_timesteps:
+            raise ConfigError("model", f"{model} ({'two experts' if experts else 'one transformer'}, expand_timesteps "
+                                       f"{str(expand).lower()}) is not the checkpoint resolved before it was here; "
+                                       "run again (its configs are cached now)")
         pipeline.set_progress_bar_config(disable=True)
         device = torch.device(config.device)
         pipeline.to(device)
@@ -179,38 +329,53 @@ class WanBackbone(PipelineBackbone):
             device=self.device,
         )
         pipe.scheduler.set_timesteps(config.steps, device=self.device)
-        condition = image_embeds = None
+        condition = image_embeds = mask = None
         if config.image is None:
             latents = pipe.prepare_latents(
                 1, self.transformer.config.in_channels, config.height, config.width, config.num_frames,
                 torch.float32, self.device, generator,
             )
+            if self.expand_timesteps:
+                mask = torch.ones(latents.shape, dtype=torch.float32, device=self.device)
         else:
             from diffusers.utils import load_image
 
             image = load_image(str(config.image))
-            image_embeds = pipe.encode_image(image, self.device).to(dtype)
+            if self.transformer.config.image_dim is not None:  # CLIP image tokens: Wan 2.1, not Wan 2.2 A14B
+                image_embeds = pipe.encode_image(image, self.device).to(dtype)
             pixels = pipe.video_processor.preprocess(image, height=config.height, width=config.width)
-            latents, condition = pipe.prepare_latents(
+            latents, condition, *masks = pipe.prepare_latents(
                 pixels.to(self.device, dtype=torch.float32), 1, pipe.vae.config.z_dim, config.height, config.width,
                 config.num_frames, torch.float32, self.device, generator,
             )
-        return WanJob(prompt_embeds.to(dtype), negative_embeds.to(dtype), latents, condition, image_embeds, config.steps)
+            mask = masks[0] if masks else None  # TI2V (expand_timesteps): the first-frame mask
+        return WanJob(prompt_embeds.to(dtype), negative_embeds.to(dtype), latents, condition, image_embeds, config.steps,
+                      mask)
 
     def sections(self, job: WanJob) -> Iterator[Section]:
-        return single_section(job, self.pipe.scheduler)
+        scheduler = self.pipe.scheduler
+        experts = None
+        if self.boundary is not None:  # the pipelines' rule: the high-noise expert for t >= boundary
+            experts = [HIGH_NOISE if t >= self.boundary else LOW_NOISE for t in scheduler.timesteps]
+        return single_section(job, scheduler, experts)
 
     def predict(
         self, job: WanJob, section: Section, step: int, scales: Mapping[str, float], uncond: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        latents = section.latents
-        model_input = latents if job.condition is None else torch.cat([latents, job.condition], dim=1)
-        model_input = model_input.to(self.transformer.dtype)
-        timestep = section.timesteps[step].expand(latents.shape[0])
+        latents, mask, t = section.latents, job.timestep_mask, section.timesteps[step]
+        model_input = _with_condition(latents, job)
+        model_input = model_input.to(self.transformer.dtype)  # the first transformer's, as in the pipelines
+        if mask is None:
+            timestep = t.expand(latents.shape[0])
+        else:  # one timestep per token (patch positions of each latent frame), 0 on the image's frame
+            _, patch_h, patch_w = self.transformer.config.patch_size
+            timestep = (mask[0][0][:, ::patch_h, ::patch_w] * t).flatten().unsqueeze(0).expand(latents.shape[0], -1)
+        low_noise = section.experts is not None and section.experts[step] == LOW_NOISE
+        transformer = self.low_noise if low_noise else self.transformer
 
         def forward(embeds: torch.Tensor, branch: str) -> torch.Tensor:
-            with self.transformer.cache_context(branch):
-                return self.transformer(
+            with transformer.cache_context(branch):
+                return transformer(
                     hidden_states=model_input,
                     timestep=timestep,
                     encoder_hidden_states=embeds,
@@ -229,14 +394,53 @@ class WanBackbone(PipelineBackbone):
     def num_attention_layers(self) -> int:
         return len(self.transformer.blocks)
 
-    def hooked_attention(self, hooks: AttentionHooks):
-        return hook_wan_self_attention(self.transformer, hooks)
+    @contextmanager
+    def hooked_attention(self, hooks: AttentionHooks) -> Iterator[None]:
+        """Both experts of a Wan 2.2 A14B checkpoint are hooked (they share the layer numbering)."""
+        with ExitStack() as stack:
+            for transformer in (self.transformer, self.low_noise):
+                if transformer is not None:
+                    stack.enter_context(hook_wan_self_attention(transformer, hooks))
+            yield
 
     def decode(self, job: WanJob) -> np.ndarray:
         vae = self.pipe.vae
-        latents = job.latents.to(vae.device, vae.dtype)
+        latents = job.latents
+        if job.timestep_mask is not None and job.condition is not None:  # TI2V image-to-video: the image's frame
+            latents = _with_condition(latents, job)
+        latents = latents.to(vae.device, vae.dtype)
         shape = (1, vae.config.z_dim, 1, 1, 1)
         mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents)
         inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents)
         video = vae.decode(latents / inv_std + mean, return_dict=False)[0]
         return self.pipe.video_processor.postprocess_video(video, output_type="np")[0]
+
+
+def _resolve_guidance_2(config: RunConfig, checkpoint: WanCheckpoint) -> RunConfig:
+    """guidance_scale_2 for a two-expert checkpoint (default, as in WanPipeline: guidance_scale); refused for one
+    transformer, or where it could not act (CFG off: WanPipeline decides CFG from guidance_scale alone)."""
+    scale, scale_2 = config.guidance_scale, config.guidance_scale_2
+    if not checkpoint.experts:
+        if scale_2 is not None:
+            raise ConfigError("guidance_scale_2", f"{config.model} has one transformer; guidance_scale_2 is the "
+                                                  "low-noise expert's scale of a two-expert model (Wan 2.2 A14B)")
+        return config
+    if scale <= 1.0 and scale_2 not in (None, scale):
+        raise ConfigError("guidance_scale_2", f"{scale_2:g} cannot act: guidance_scale {scale:g} <= 1 turns CFG off "
+                                              "for both experts (as in WanPipeline); raise guidance_scale or drop it")
+    return config.model_copy(update={"guidance_scale_2": scale if scale_2 is None else scale_2})
+
+
+def _with_condition(latents: torch.Tensor, job: WanJob) -> torch.Tensor:
+    """The model input: the latents with the image condition, as the pipelines combine them (I2V: concatenated
+    channels; TI2V image-to-video: the image's latent frame in place of the denoised one)."""
+    if job.condition is None:
+        return latents
+    if job.timestep_mask is None:
+        return torch.cat([latents, job.condition], dim=1)
+    return (1 - job.timestep_mask) * job.condition + job.timestep_mask * latents
+
+
+def _build_builtin(model: str, directory: Path) -> None:
+    variant, mode = BUILTIN_MODELS[model]
+    wan_builtin.build(mode, directory, variant)

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from .attention import AttentionHooks, Role, TokenLayout
+from .checkpoints import CheckpointContents, is_builtin, refuse_unhandled
 from .config import RunConfig
+from .errors import ConfigError
 from .history import HistoryHooks
 from .setup import RunSetup
 
@@ -40,6 +42,8 @@ class Section:
     timesteps: torch.Tensor
     sigmas: list[float]
     state: dict[str, Any] = field(default_factory=dict)
+    #: The expert that predicts each step, for a checkpoint with several (`Backbone.expert_guidance`).
+    experts: list[str] | None = None
 
 
 class Backbone(ABC):
@@ -52,6 +56,10 @@ class Backbone(ABC):
     #: Default real checkpoint (hub id) per mode; the built-in smoke-test model is used when
     #: the config names no model.
     default_models: ClassVar[Mapping[str, str]]
+    #: What the backbone handles in a checkpoint's model_index.json, by the mode it runs the
+    #: checkpoint in: `resolve` refuses any other component or pipeline config key before loading
+    #: (`refuse_unhandled_contents`), so that no checkpoint is silently half-used.
+    checkpoint_contents: ClassVar[Mapping[str, CheckpointContents]]
     #: Guidance scales a schedule can drive on this family ("cfg", "embedded").
     guidance_targets: ClassVar[tuple[str, ...]] = ("cfg",)
     #: Write videos without chroma subsampling or quantisation (tiny videos whose metrics read colours).
@@ -67,6 +75,14 @@ class Backbone(ABC):
         counts and modes. Raises ConfigError naming the field and the nearest valid values."""
 
     @classmethod
+    def refuse_unhandled_contents(cls, model: str, mode: str) -> None:
+        """ConfigError (field "model") naming the first component or pipeline config key of `model`'s
+        model_index.json this backbone does not handle in `mode`; every backbone's `resolve` calls it.
+        Built-in models are the backbone's own and are skipped."""
+        if not is_builtin(model):
+            refuse_unhandled(cls.name, model, cls.checkpoint_contents[mode])
+
+    @classmethod
     def guidance_in_force(cls, config: RunConfig) -> dict[str, float]:
         """Base scale of each guidance the resolved config turns on, keyed by target.
 
@@ -76,12 +92,25 @@ class Backbone(ABC):
         return {"cfg": config.guidance_scale} if config.guidance_scale > 1.0 else {}
 
     @classmethod
+    def expert_guidance(cls, config: RunConfig) -> dict[str, dict[str, float]]:
+        """Base scales per expert, keyed by expert name, when the resolved config's checkpoint hands
+        denoising from one model to another during the run (Wan 2.2 A14B: "high_noise", then
+        "low_noise"); each step then takes the scales of the expert its section names for it
+        (`Section.experts`), so guidance schedules act on the scale in force at that step. Empty for
+        a single model (the default), whose steps all take `guidance_in_force`."""
+        return {}
+
+    @classmethod
     def default_guidance_target(cls, config: RunConfig) -> str:
         """The guidance a schedule drives when it names none: the one actually in force."""
         return cls.guidance_targets[0]
 
     @classmethod
     def setup(cls, config: RunConfig) -> RunSetup:
+        experts = cls.expert_guidance(config)
+        if config.guidance_scale_2 is not None and not experts:
+            raise ConfigError("guidance_scale_2", f"{cls.name} model {config.model} has one denoiser; guidance_scale_2 "
+                                                  "is the low-noise expert's scale of a two-expert model (Wan 2.2 A14B)")
         return RunSetup(
             config=config,
             backbone=cls.name,
@@ -91,6 +120,7 @@ class Backbone(ABC):
             token_roles=cls.token_roles(config),
             attention_hooks=cls.supports_attention_hooks,
             history_hooks=cls.supports_history_hooks,
+            expert_guidance=experts,
         )
 
     @classmethod
@@ -218,17 +248,20 @@ class PipelineBackbone(Backbone):
         return self.pipe.scheduler.step(prediction, section.timesteps[step], section.latents, return_dict=False)[0]
 
 
-def whole_video_section(job: Any, timesteps: torch.Tensor, sigmas: Sequence[float]) -> Iterator[Section]:
+def whole_video_section(
+    job: Any, timesteps: torch.Tensor, sigmas: Sequence[float], experts: list[str] | None = None
+) -> Iterator[Section]:
     """The one section of a whole-video backbone: denoises `job.latents` over `timesteps` (with each
-    step's noise level in `sigmas`) and writes the denoised latents back to `job.latents`."""
-    section = Section(index=0, count=1, latents=job.latents, timesteps=timesteps, sigmas=list(sigmas))
+    step's noise level in `sigmas`, and expert in `experts` for a checkpoint with several) and writes
+    the denoised latents back to `job.latents`."""
+    section = Section(index=0, count=1, latents=job.latents, timesteps=timesteps, sigmas=list(sigmas), experts=experts)
     yield section
     job.latents = section.latents
 
 
-def single_section(job: Any, scheduler: Any) -> Iterator[Section]:
+def single_section(job: Any, scheduler: Any, experts: list[str] | None = None) -> Iterator[Section]:
     """`whole_video_section` over a flow-matching scheduler's prepared timesteps: sets its begin
     index as the diffusers pipelines do and takes each step's sigma from the scheduler."""
     scheduler.set_begin_index(0)
     sigmas = [float(s) for s in scheduler.sigmas[: len(scheduler.timesteps)]]
-    return whole_video_section(job, scheduler.timesteps, sigmas)
+    return whole_video_section(job, scheduler.timesteps, sigmas, experts)

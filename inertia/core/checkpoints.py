@@ -8,6 +8,7 @@ for an uncached hub id the caller falls back to the family's published values.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -58,3 +59,58 @@ def checkpoint_mode(family: str, model: str, pipelines: Mapping[str, str]) -> st
         if name == class_name:
             return mode
     raise ConfigError("model", f"{model} is a {class_name}; {family} runs {' or '.join(pipelines.values())}")
+
+
+@dataclass(frozen=True)
+class CheckpointContents:
+    """What a backbone handles in a diffusers checkpoint's model_index.json (for one mode).
+
+    `components` are the entries naming a library and a class (`"vae": ["diffusers", "AutoencoderKLWan"]`)
+    that the backbone loads and uses; `keys` are the pipeline config keys it acts on, each with the
+    values it handles (None: every value). A null entry (`"transformer_2": [null, null]`,
+    `"boundary_ratio": null`) counts as absent: pipelines write one for every optional part or setting
+    they leave unused. Keys starting with "_" are metadata (`_class_name`, `_diffusers_version`).
+    """
+
+    components: frozenset[str]
+    keys: Mapping[str, tuple[Any, ...] | None] = field(default_factory=dict)
+
+    def describe_keys(self) -> str:
+        described = [name if values is None else " or ".join(f"{name}: {json.dumps(v)}" for v in values)
+                     for name, values in sorted(self.keys.items())]
+        return ", ".join(described) or "none"
+
+
+def _is_component(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2
+
+
+def _is_absent(value: Any) -> bool:
+    return value is None or (_is_component(value) and value == [None, None])
+
+
+def has_component(index: Mapping[str, Any], name: str) -> bool:
+    """Whether model_index.json `index` has component `name` (a null entry counts as absent)."""
+    return _is_component(index.get(name)) and not _is_absent(index[name])
+
+
+def refuse_unhandled(backbone: str, model: str, handled: CheckpointContents) -> None:
+    """ConfigError (field "model") naming the first component, then the first pipeline config key, in
+    `model`'s model_index.json that `handled` does not cover: a backbone that ignored one would run only
+    part of the checkpoint without a word. Reads no weights; a checkpoint without a readable
+    model_index.json (an uncached hub id, a bare transformer directory) has nothing to refuse here."""
+    index = read_checkpoint_json(model, "model_index.json")
+    if index is None:
+        return
+    present = {name: value for name, value in index.items() if not name.startswith("_") and not _is_absent(value)}
+    for name, value in present.items():
+        if _is_component(value) and name not in handled.components:
+            raise ConfigError("model", f"{model} has component {name}, which the {backbone} backbone does not handle "
+                                       f"(handled: {', '.join(sorted(handled.components))})")
+    for name, value in present.items():
+        if _is_component(value):
+            continue
+        values = handled.keys.get(name, ())
+        if values is not None and value not in values:
+            raise ConfigError("model", f"{model} has config key {name}: {json.dumps(value)}, which the {backbone} "
+                                       f"backbone does not handle (handled: {handled.describe_keys()})")

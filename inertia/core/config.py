@@ -56,6 +56,10 @@ class PluginSpec(BaseModel):
         return cls(name=name.strip(), params=params)
 
 
+#: RunConfig fields added after runs were first recorded (see `RunConfig.identity`).
+LATER_FIELDS = frozenset({"guidance_scale_2"})
+
+
 class RunConfig(BaseModel):
     """Everything that determines one generated video.
 
@@ -77,6 +81,10 @@ class RunConfig(BaseModel):
     steps: int | None = Field(None, gt=0)
     seed: int = Field(0, ge=0)
     guidance_scale: float | None = Field(None, ge=0, description="true classifier-free guidance scale")
+    guidance_scale_2: float | None = Field(
+        None, ge=0, description="true CFG scale of the low-noise expert of a two-expert model (Wan 2.2 A14B); "
+        "None = guidance_scale",
+    )
     embedded_guidance_scale: float | None = Field(None, ge=0, description="guidance-distilled models' embedded scale")
     fps: int | None = Field(None, gt=0)
     dtype: DType = "auto"
@@ -110,8 +118,12 @@ class RunConfig(BaseModel):
         return self.model_copy(update={key: value for key, value in defaults.items() if getattr(self, key) is None})
 
     def identity(self) -> dict[str, Any]:
-        """The fields that determine the video (everything but where it is written and how it is scored)."""
-        return self.model_dump(mode="json", exclude={"out_dir", "metrics"})
+        """The fields that determine the video (everything but where it is written and how it is scored).
+
+        A field added after runs were recorded is left out while unset (`LATER_FIELDS`), so that the
+        runs recorded before it keep their hashes."""
+        data = self.model_dump(mode="json", exclude={"out_dir", "metrics"})
+        return {key: value for key, value in data.items() if not (key in LATER_FIELDS and value is None)}
 
     def run_hash(self) -> str:
         """Stable hash of the identity; names the output directory."""

@@ -12,8 +12,9 @@ class StepContext:
 
     `sigma` is the noise level in [0, 1] (1 = pure noise): the flow-matching sigma for
     flow-matching schedulers, sqrt(1 - alphabar_t) for DDPM-family ones.
-    `guidance` holds the base scale of every guidance in force for the run, keyed by target
-    ("cfg" for true classifier-free guidance, "embedded" for guidance-distilled models).
+    `guidance` holds the base scale of every guidance in force at this step, keyed by target
+    ("cfg" for true classifier-free guidance, "embedded" for guidance-distilled models): the run's,
+    or, for a checkpoint with several experts (Wan 2.2 A14B), those of the expert predicting it.
     `envelope` is e(sigma) from the run's envelope provider (`decay`: sigma ** p), or None when
     the run has none; each intervention says what it fades by without one (`envelope_or`).
     """

@@ -105,14 +105,15 @@ class GuidanceSchedule(Intervention):
             raise ConfigError(
                 field, f"{setup.backbone} has no {target!r} guidance; allowed: {', '.join(setup.guidance_targets)}"
             )
-        if target not in setup.guidance:
+        bases = setup.guidance_sets  # one per expert of a checkpoint with several
+        if any(target not in base for base in bases):
             raise ConfigError(
                 field,
                 f"{target} guidance is off in this run ({_off_reason(target)}), so {self.name} cannot change anything",
             )
-        reason = self.unchangeable(setup.guidance[target])
-        if reason:
-            raise ConfigError(self.name, f"cannot change anything: {reason}")
+        reasons = [self.unchangeable(base[target]) for base in bases]
+        if all(reasons):
+            raise ConfigError(self.name, f"cannot change anything: {'; '.join(dict.fromkeys(reasons))}")
 
     def unchangeable(self, base: float) -> str | None:
         """Why this schedule would leave a base scale unchanged at every step, or None."""

@@ -19,8 +19,9 @@ from .intervention import InterventionStack
 
 @dataclass(frozen=True)
 class StepRecord:
-    """What actually happened at one step: the noise level, every guidance scale used, and the
-    rule that combined the predictions ("cond" when the conditional prediction was used alone)."""
+    """What actually happened at one step: the noise level, every guidance scale used, the rule
+    that combined the predictions ("cond" when the conditional prediction was used alone) and, for a
+    checkpoint with several experts, the one that predicted."""
 
     section: int
     step: int
@@ -28,6 +29,7 @@ class StepRecord:
     sigma: float
     guidance: dict[str, float]
     combine: str
+    expert: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,8 +44,13 @@ def sample(
     progress: bool = True,
     hooks: AttentionHooks | None = None,
     history: HistoryHooks | None = None,
+    expert_guidance: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[StepRecord]:
     """Denoise every section of `job` in place and return the per-step trace.
+
+    A step's base guidance scales (`StepContext.guidance`) are `guidance`, or, when its section
+    names the expert that predicts it, that expert's scales in `expert_guidance`
+    (`RunSetup.expert_guidance`).
 
     With `hooks`, the loop keeps them told of the current section's token layout and step, so
     the backbone's attention processors can apply the run's q/k/v transforms; with `history`, of
@@ -63,12 +70,13 @@ def sample(
             num_steps = len(section.timesteps)
             for step, timestep in enumerate(section.timesteps):
                 sigma = section.sigmas[step]
+                expert = None if section.experts is None else section.experts[step]
                 ctx = StepContext(
                     step=step,
                     num_steps=num_steps,
                     timestep=float(timestep),
                     sigma=sigma,
-                    guidance=guidance,
+                    guidance=guidance if expert is None else expert_guidance[expert],
                     envelope=stack.envelope(sigma),
                     section=section.index,
                     num_sections=section.count,
@@ -86,6 +94,6 @@ def sample(
                     where = f"step {step}" + (f" of section {section.index}" if section.count > 1 else "")
                     raise NonFiniteLatentsError(f"latents became NaN/Inf at {where} (sigma {sigma:.4f}); run stopped")
                 combined = CONDITIONAL_ONLY if uncond is None else rule.name
-                trace.append(StepRecord(section.index, step, float(timestep), sigma, dict(scales), combined))
+                trace.append(StepRecord(section.index, step, float(timestep), sigma, dict(scales), combined, expert))
                 bar.update()
     return trace

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from .attention import Role
@@ -15,6 +15,9 @@ class RunSetup:
 
     `guidance` maps each guidance target in force to its base scale (a target is absent when
     the run turns it off, e.g. Wan with guidance_scale <= 1 runs no unconditional pass).
+    `expert_guidance` holds each expert's base scales when the checkpoint hands denoising from one
+    model to another during the run (Wan 2.2 A14B: "high_noise", then "low_noise"); a step then
+    takes the scales of the expert that predicts it, and `guidance` is the first expert's.
     `default_guidance_target` is the target a schedule drives when it does not name one.
     `token_roles` are the roles of the video tokens in the run's self-attention;
     `attention_hooks` says whether the backbone routes self-attention through inertia's hook, and
@@ -29,3 +32,9 @@ class RunSetup:
     token_roles: frozenset[Role] = frozenset({"noisy"})
     attention_hooks: bool = False
     history_hooks: bool = False
+    expert_guidance: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    @property
+    def guidance_sets(self) -> tuple[Mapping[str, float], ...]:
+        """The base scales a step of this run can have: each expert's, or the run's `guidance`."""
+        return tuple(self.expert_guidance.values()) or (self.guidance,)
