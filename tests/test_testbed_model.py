@@ -249,6 +249,11 @@ def test_every_intervention_works_on_the_testbed(model_dir):
         inside = 0.3 < step.sigma <= 0.9
         assert (step.guidance["cfg"], step.combine) == ((3.0, "cfg") if inside else (1.0, "cond"))
     assert not np.array_equal(interval.frames, baseline)
+    # the combiners: each combines every step at s_base (their formulas: tests/test_rivals.py)
+    for name in ("cfg_zero_star", "apg", "tcfg", "fdg"):
+        combined = run(name)
+        assert [(step.guidance["cfg"], step.combine) for step in combined.trace] == [(3.0, name)] * 3
+        assert not np.array_equal(combined.frames, baseline)
     registry = default_registry().interventions
     assert exercised == {name for name, source in registry.sources.items() if source == "inertia.builtins"}
 
