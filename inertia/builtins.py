@@ -9,6 +9,8 @@ from .backbones.testbed import TestbedBackbone
 from .backbones.wan import WanBackbone
 from .interventions.dynamic_cfg import DynamicCfg
 from .interventions.guidance import Boost, Decay, Relax
+from .interventions.guiders import Apg, CfgZeroStar, Fdg, Tcfg
+from .interventions.schedules import Constant, Interval
 from .interventions.unlearn import Unlearn
 from .metrics import builtin_metrics
 from .hookspec import hookimpl
@@ -21,7 +23,7 @@ def inertia_backbones():
 
 @hookimpl
 def inertia_interventions():
-    return [Relax, Decay, Boost, DynamicCfg, Unlearn]
+    return [Relax, Decay, Boost, DynamicCfg, Unlearn, Constant, Interval, CfgZeroStar, Apg, Tcfg, Fdg]
 
 
 @hookimpl

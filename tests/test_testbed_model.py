@@ -240,6 +240,21 @@ def test_every_intervention_works_on_the_testbed(model_dir):
     # unlearn: a blur of width 0 changes nothing, a real one changes the video
     assert np.array_equal(run("unlearn:sigma_blur=0").frames, baseline)
     assert not np.array_equal(run("unlearn:sigma_blur=1.0").frames, baseline)
+    # constant: s = scale; interval: s = s_base while 0.3 < sigma <= 0.9, else 1 (the conditional prediction alone)
+    constant = run("constant:scale=2")
+    assert [scale for scale, _, _, _ in scales(constant)] == [2.0] * 3
+    assert not np.array_equal(constant.frames, baseline)
+    interval = run("interval:sigma_lo=0.3,sigma_hi=0.9")
+    assert {step.guidance["cfg"] for step in interval.trace} == {1.0, 3.0}
+    for step in interval.trace:
+        inside = 0.3 < step.sigma <= 0.9
+        assert (step.guidance["cfg"], step.combine) == ((3.0, "cfg") if inside else (1.0, "cond"))
+    assert not np.array_equal(interval.frames, baseline)
+    # the combiners: each combines every step at s_base (their formulas: tests/test_rivals.py)
+    for name in ("cfg_zero_star", "apg", "tcfg", "fdg"):
+        combined = run(name)
+        assert [(step.guidance["cfg"], step.combine) for step in combined.trace] == [(3.0, name)] * 3
+        assert not np.array_equal(combined.frames, baseline)
     registry = default_registry().interventions
     assert exercised == {name for name, source in registry.sources.items() if source == "inertia.builtins"}
 
