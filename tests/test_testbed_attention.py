@@ -16,7 +16,7 @@ from inertia.core.config import RunConfig
 from inertia.core.context import StepContext
 from inertia.run import ModelCache, generate_batch, plan_run
 from inertia.testbed.attention_probe import FirstFrameAttention, first_frame_share
-from inertia.testbed.checkpoint import DEFAULT_MODEL
+from inertia.testbed.checkpoint import DEFAULT_MODEL, default_weights_dir
 
 #: One conditioning frame and three generated frames of 2x2 tokens.
 LAYOUT = TokenLayout(16, (VideoBlock(0, 1, 2, 2, "condition"), VideoBlock(4, 3, 2, 2, "noisy")))
@@ -68,7 +68,8 @@ def test_probe_on_the_shipped_model_changes_nothing_and_reports_by_class(tmp_pat
     probed = generate_batch(plans, cache, progress=False, transforms=[probe])
     plain = generate_batch(plans, cache, progress=False)
     assert all(np.array_equal(a.frames, b.frames) for a, b in zip(probed, plain))
-    assert probe.shares.shape == (2, 2, 3, 4)  # branch, video, step, layer (CFG 1.5: both branches)
+    layers = json.loads((default_weights_dir() / "transformer" / "config.json").read_text())["num_layers"]
+    assert probe.shares.shape == (2, 2, 3, layers)  # branch, video, step, layer (CFG 1.5: both branches)
     assert ((probe.shares > 0) & (probe.shares < 1)).all()
 
     out = tmp_path / "probe"
@@ -77,7 +78,7 @@ def test_probe_on_the_shipped_model_changes_nothing_and_reports_by_class(tmp_pat
     assert main(args) == 0
     report = json.loads((out / "attention.json").read_text())
     assert (out / "attention.png").stat().st_size > 0
-    assert report["items"] == 2 and report["layers"] == 4 and len(report["sigmas"]) == 3
+    assert report["items"] == 2 and report["layers"] == layers and len(report["sigmas"]) == 3
     assert report["uniform_share"] == pytest.approx(1 / 17)
     np.testing.assert_allclose([row["conditional"] for row in report["rows"]], probe.shares[0], rtol=1e-5)
     for name, outcome in (("static", "static_death"), ("moving", "moved")):
