@@ -57,5 +57,6 @@ def format_listing(listing: dict[str, list[dict[str, Any]]]) -> str:
             if plugin.get("weights"):
                 lines.append(f"      weights: {plugin['weights']}")
             for p in plugin["params"]:
-                lines.append(f"      {p['name']}: {p['type']} = {p['default']!r}  (allowed: {p['allowed']})  {p['description']}")
+                default = "(required)" if p["required"] else repr(p["default"])
+                lines.append(f"      {p['name']}: {p['type']} = {default}  (allowed: {p['allowed']})  {p['description']}")
     return "\n".join(lines)

@@ -120,8 +120,9 @@ def test_inertia_plugins_lists_the_rivals_with_their_parameters(capsys):
     for name, params in expected.items():
         assert [p["name"] for p in listing[name]["params"]] == params, name
         assert listing[name]["source"] == "inertia.builtins"
+    assert [p["required"] for p in listing["interval"]["params"]] == [False, True, True, False]
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    assert any(line.strip().startswith("sigma_lo: float = ") and "(required)" in line
+    assert any(line.strip().startswith("sigma_lo: float = (required)  ")
                and "(allowed: >= 0.0 and <= 1.0)" in line for line in out.splitlines())
     assert "momentum: float = -0.5  (allowed: > -1.0 and < 1.0)" in out

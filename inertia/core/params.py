@@ -25,13 +25,15 @@ class NoParams(Params):
 
 @dataclass(frozen=True)
 class ParamInfo:
-    """One parameter as a user sees it: name, type, default, allowed range or choices, meaning."""
+    """One parameter as a user sees it: name, type, default (None when `required`), allowed range
+    or choices, meaning."""
 
     name: str
     type: str
     default: Any
     allowed: str
     description: str
+    required: bool = False
 
 
 def _type_name(annotation: Any) -> str:
@@ -57,14 +59,15 @@ def describe_params(model: type[Params]) -> list[ParamInfo]:
     """List a parameter model's fields in declaration order."""
     infos = []
     for name, field in model.model_fields.items():
-        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        required = field.is_required()
         infos.append(
             ParamInfo(
                 name=name,
                 type=_type_name(field.annotation),
-                default="(required)" if field.is_required() else default,
+                default=None if required else field.get_default(call_default_factory=True),
                 allowed=_allowed(field.annotation, field.metadata),
                 description=field.description or "",
+                required=required,
             )
         )
     return infos
