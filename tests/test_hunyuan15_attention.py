@@ -15,9 +15,9 @@ from diffusers.models.attention_dispatch import AttentionBackendName, _Attention
 from diffusers.models.transformers.transformer_hunyuan_video15 import HunyuanVideo15AttnProcessor2_0
 from diffusers.utils import load_image
 
-from inertia.backbones import hunyuan15_attention, hunyuan15_builtin
+from inertia.backbones import hunyuan15_builtin, hunyuan_attention
 from inertia.backbones.hunyuan15 import BUILTIN_MODELS, HunyuanVideo15Backbone
-from inertia.backbones.hunyuan15_attention import HookedHunyuanVideo15Attention
+from inertia.backbones.hunyuan_attention import HookedHunyuanVideo15Attention
 from inertia.cli import main
 from inertia.core.attention import AttentionHooks, VideoBlock
 from inertia.core.builtin_models import checkpoint_path
@@ -176,7 +176,7 @@ def test_identity_transform_is_bit_identical_to_the_pipeline_and_sees_every_call
 def test_processors_are_the_stock_ones_again_after_a_run(models):
     planned = plan("unlearn:sigma_blur=0.6")
     backbone = models.get(planned.backbone, planned.config)
-    modules = hunyuan15_attention.attention_modules(backbone.transformer)
+    modules = hunyuan_attention.attention_modules(backbone.transformer)
     stock = [module.processor for module in modules]
     assert len(modules) == backbone.num_attention_layers == 2
     generate(planned, models, progress=False)
@@ -225,6 +225,19 @@ def test_mask_refusing_backends_are_refused_before_loading(attention):
     assert str(error.value) == (
         f"attention: {attention} refuses the attention mask hunyuan15 always passes; allowed: native, math, cudnn, "
         "efficient, flex, xformers, flash-attn-varlen"
+    )
+
+
+def test_the_processor_refuses_a_mask_refusing_backend_at_any_batch_size(models):
+    backbone, _, _ = prepared(models)
+    attn = backbone.transformer.transformer_blocks[0].attn
+    hooked = HookedHunyuanVideo15Attention(0, AttentionHooks([], 1))
+    hooked._attention_backend = AttentionBackendName._NATIVE_FLASH
+    with torch.inference_mode(), pytest.raises(ConfigError) as error:
+        hooked(attn, torch.randn(1, 6, 16), torch.randn(1, 4, 16), attention_mask=torch.ones(1, 4))
+    assert str(error.value) == (
+        "attention: flash refuses the attention mask this forward passes (HunyuanVideo 1.5 masks the context "
+        "padding in every forward); allowed: native, math, cudnn, efficient, flex, xformers, flash-attn-varlen"
     )
 
 

@@ -24,7 +24,8 @@ taken as given, the image cropped to them the pipeline's way. Step-distilled ima
 text-to-video pipeline passes none, and neither does this backbone there).
 
 Attention: every joint self-attention of the transformer goes through inertia's hook while a run
-samples (`hunyuan15_attention`); the sequence is `[video | context]` and always masked.
+samples (`hunyuan_attention.HookedHunyuanVideo15Attention`); the sequence is `[video | context]` and always
+masked, so mask-refusing backends are refused before loading.
 """
 
 from __future__ import annotations
@@ -50,8 +51,14 @@ from ..core.checkpoints import (
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.validation import check_frames, check_image_file, check_model_mode, check_multiple, reject_embedded_guidance
-from . import hunyuan15_attention, hunyuan15_builtin
-from .hunyuan_attention import joint_layout, refuse_mask_refusing_backend
+from . import hunyuan15_builtin
+from .hunyuan_attention import (
+    HookedHunyuanVideo15Attention,
+    install_processors,
+    joint_layout,
+    num_attention_layers,
+    refuse_mask_refusing_backend,
+)
 
 PIPELINES = {"t2v": "HunyuanVideo15Pipeline", "i2v": "HunyuanVideo15ImageToVideoPipeline"}
 BUILTIN_MODELS = {mode: f"{BUILTIN_PREFIX}hunyuan15-{mode}-tiny-{hunyuan15_builtin.VERSION}" for mode in PIPELINES}
@@ -358,10 +365,10 @@ class HunyuanVideo15Backbone(PipelineBackbone):
 
     @property
     def num_attention_layers(self) -> int:
-        return len(self.transformer.transformer_blocks)
+        return num_attention_layers(self.transformer)
 
     def hooked_attention(self, hooks: AttentionHooks):
-        return hunyuan15_attention.install_processors(self.transformer, hooks)
+        return install_processors(self.transformer, hooks, HookedHunyuanVideo15Attention)
 
     def decode(self, job: Hunyuan15Job) -> np.ndarray:
         vae = self.pipe.vae
