@@ -170,9 +170,9 @@ def test_the_checkpoints_guider_sets_the_default_scale(tmp_path):
     ({"use_original_formulation": True}, "use_original_formulation: True, which the hunyuan15 backbone does not "
                                          "reproduce (handled: False)"),
     ({"start": 0.2}, "start: 0.2, which the hunyuan15 backbone does not reproduce (handled: 0.0); the interval "
-                     "schedule runs CFG over a window of steps"),
+                     "schedule sets CFG over a range of noise levels"),
     ({"stop": 0.9}, "stop: 0.9, which the hunyuan15 backbone does not reproduce (handled: 1.0); the interval "
-                    "schedule runs CFG over a window of steps"),
+                    "schedule sets CFG over a range of noise levels"),
     ({"momentum": 0.5}, "momentum: 0.5, which the hunyuan15 backbone does not reproduce (not handled)"),
 ])
 def test_guider_settings_the_loop_would_not_reproduce_are_refused(tmp_path, setting, message):

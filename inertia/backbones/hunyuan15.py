@@ -146,7 +146,7 @@ def check_guider_settings(model: str, settings: Mapping[str, Any]) -> None:
         handled = GUIDER_SETTINGS.get(key, ())
         if handled is not None and value not in handled:
             allowed = "not handled" if key not in GUIDER_SETTINGS else f"handled: {handled[0]!r}"
-            hint = "; the interval schedule runs CFG over a window of steps" if key in ("start", "stop") else ""
+            hint = "; the interval schedule sets CFG over a range of noise levels" if key in ("start", "stop") else ""
             raise ConfigError("model", f"{model} has guider setting {key}: {value!r}, which the hunyuan15 backbone "
                                        f"does not reproduce ({allowed}){hint}")
 
