@@ -5,6 +5,7 @@ from __future__ import annotations
 from .backbones.cogvideox import CogVideoXBackbone
 from .backbones.framepack import FramePackBackbone
 from .backbones.hunyuan import HunyuanVideoBackbone
+from .backbones.hunyuan15 import HunyuanVideo15Backbone
 from .backbones.testbed import TestbedBackbone
 from .backbones.wan import WanBackbone
 from .interventions.dynamic_cfg import DynamicCfg
@@ -18,7 +19,8 @@ from .hookspec import hookimpl
 
 @hookimpl
 def inertia_backbones():
-    return [WanBackbone, HunyuanVideoBackbone, CogVideoXBackbone, FramePackBackbone, TestbedBackbone]
+    return [WanBackbone, HunyuanVideoBackbone, HunyuanVideo15Backbone, CogVideoXBackbone, FramePackBackbone,
+            TestbedBackbone]
 
 
 @hookimpl

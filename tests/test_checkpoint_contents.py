@@ -35,6 +35,12 @@ def build_hunyuan(directory):
     hunyuan_builtin.build(directory)
 
 
+def build_hunyuan15(mode):
+    from inertia.backbones import hunyuan15_builtin
+
+    return lambda directory: hunyuan15_builtin.build(mode, directory)
+
+
 def build_framepack(directory):
     from inertia.backbones import framepack_builtin
 
@@ -48,6 +54,7 @@ def copy_testbed(directory):
 WAN = "scheduler, text_encoder, tokenizer, transformer, transformer_2, vae"
 WAN_KEYS = "boundary_ratio, expand_timesteps"
 HUNYUAN = "scheduler, text_encoder, text_encoder_2, tokenizer, tokenizer_2, transformer, vae"
+HUNYUAN15 = "guider, image_encoder, scheduler, text_encoder, text_encoder_2, tokenizer, tokenizer_2, transformer, vae"
 #: backbone, mode, how to save its tiny model, the components it handles, the config keys it handles.
 CASES = {
     "wan-t2v": ("wan", "t2v", build_wan("t2v"), WAN, WAN_KEYS),
@@ -57,6 +64,8 @@ CASES = {
     "cogvideox-i2v": ("cogvideox", "i2v", build_cogvideox("i2v"), "scheduler, text_encoder, tokenizer, transformer, vae",
                       "none"),
     "hunyuan": ("hunyuan", "t2v", build_hunyuan, HUNYUAN, "none"),
+    "hunyuan15-t2v": ("hunyuan15", "t2v", build_hunyuan15("t2v"), HUNYUAN15.replace("image_encoder, ", ""), "none"),
+    "hunyuan15-i2v": ("hunyuan15", "i2v", build_hunyuan15("i2v"), "feature_extractor, " + HUNYUAN15, "none"),
     "framepack": ("framepack", "i2v", build_framepack, "feature_extractor, image_encoder, " + HUNYUAN, "none"),
     "testbed": ("testbed", "i2v", copy_testbed, "scheduler, text_encoder, tokenizer, transformer",
                 "default_fps, default_guidance_scale, default_steps, height, max_sequence_length, num_frames, width"),

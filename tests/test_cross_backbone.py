@@ -17,7 +17,8 @@ WAN22 = dict(model="builtin:wan22-a14b-t2v-tiny-v1", guidance_scale_2=3.0)
 @pytest.mark.parametrize("backbone, target, fields, experts", [
     ("wan", "cfg", {}, {None}), ("wan", "cfg", WAN22, {"high_noise", "low_noise"}),
     ("wan", "cfg", {"model": "builtin:wan22-ti2v-tiny-v1"}, {None}), ("cogvideox", "cfg", {}, {None}),
-    ("hunyuan", "embedded", {}, {None}), ("framepack", "embedded", {}, {None}), ("testbed", "cfg", {}, {None}),
+    ("hunyuan", "embedded", {}, {None}), ("hunyuan15", "cfg", {}, {None}), ("framepack", "embedded", {}, {None}),
+    ("testbed", "cfg", {}, {None}),
 ])
 def test_relax_with_decay_follows_the_formula_on_each_backbones_sigmas(backbone, target, fields, experts):
     plan = plan_run(RunConfig(backbone=backbone, device="cpu", steps=3, interventions=INTERVENTIONS, **fields))

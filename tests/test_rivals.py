@@ -16,7 +16,7 @@ from inertia.run import ModelCache, generate, plan_run
 
 #: HunyuanVideo and FramePack run true CFG only with a negative prompt and guidance_scale > 1.
 TRUE_CFG = dict(guidance_scale=3.0, negative_prompt="a still, frozen picture")
-BACKBONES = {"wan": {}, "cogvideox": {}, "testbed": {}, "hunyuan": TRUE_CFG, "framepack": TRUE_CFG}
+BACKBONES = {"wan": {}, "cogvideox": {}, "testbed": {}, "hunyuan": TRUE_CFG, "hunyuan15": {}, "framepack": TRUE_CFG}
 COMBINERS = ["cfg_zero_star", "apg", "tcfg", "fdg"]
 
 

@@ -1,8 +1,9 @@
-"""The attention interface shared by the HunyuanVideo family (hunyuan, framepack).
+"""The attention interface shared by the HunyuanVideo family (hunyuan, framepack, hunyuan15).
 
-Both transformers (`HunyuanVideoTransformer3DModel`, `HunyuanVideoFramepackTransformer3DModel`)
-run joint self-attention of the latent stream with the text stream, sequence `[latent | text]`,
-through diffusers' `HunyuanVideoAttnProcessor2_0` in two kinds of block:
+HunyuanVideo's and FramePack's transformers (`HunyuanVideoTransformer3DModel`,
+`HunyuanVideoFramepackTransformer3DModel`) run joint self-attention of the latent stream with the
+text stream, sequence `[latent | text]`, through diffusers' `HunyuanVideoAttnProcessor2_0` in two
+kinds of block:
 
 * dual-stream blocks (`transformer_blocks[i].attn`): the latent and text streams have their own
   projections (`to_q/k/v` and `add_q/k/v_proj`) and are joined after RoPE;
@@ -13,6 +14,12 @@ these modules. Layers are numbered for transforms as the model runs them: dual-s
 0 .. D-1, then single-stream blocks D .. D+S-1. The text refiner's self-attention inside
 `context_embedder` attends over text tokens only (no video token, no position embedding) and keeps
 its stock processor.
+
+HunyuanVideo 1.5's transformer (`HunyuanVideo15Transformer3DModel`) has dual-stream blocks only, the
+context stream `[image | glyph | prompt]` in place of the text, and its `HunyuanVideo15AttnProcessor2_0`
+computes the same dual-stream attention except that it builds the attention mask itself
+(`HookedHunyuanVideo15Attention`: the context mask, True over the latent tokens, made 2-D), in every
+forward and at any batch size.
 
 Which backends can run: HunyuanVideo masks the text padding in every forward; FramePack drops the
 padding instead at batch size 1 and passes no mask then (a mask only at batch size > 1).
@@ -141,6 +148,7 @@ class HookedHunyuanVideoAttention:
             key = torch.cat([key, encoder_key], dim=1)
             value = torch.cat([value, encoder_value], dim=1)
 
+        attention_mask = self.joint_mask(query, attention_mask)
         # Position embeddings are applied above: transforms see post-RoPE queries and keys.
         query, key, value = self.hooks.apply(query, key, value, self.layer)
         if attention_mask is not None:
@@ -162,34 +170,67 @@ class HookedHunyuanVideoAttention:
                 encoder_hidden_states = attn.to_add_out(encoder_hidden_states)
         return hidden_states, encoder_hidden_states
 
+    #: Why a forward passes a mask, for the refusal of a mask-refusing backend.
+    mask_reason = "text padding at batch size > 1"
+
+    def joint_mask(self, query: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The mask the backend gets for the joint sequence `query` (batch, sequence, heads, head_dim): the
+        model's own, as `HunyuanVideoAttnProcessor2_0` passes it on."""
+        return attention_mask
+
     def _check_mask_support(self) -> None:
         refused = _refused_backend(self._attention_backend)
         if refused is not None:
             raise ConfigError(
                 "attention",
-                f"{refused} refuses the attention mask this forward passes (text padding at batch size > 1); "
+                f"{refused} refuses the attention mask this forward passes ({self.mask_reason}); "
                 f"allowed: {mask_capable_backends()}",
             )
 
 
+class HookedHunyuanVideo15Attention(HookedHunyuanVideoAttention):
+    """The joint self-attention of one HunyuanVideo 1.5 block (`HunyuanVideo15AttnProcessor2_0`), with
+    inertia's hook between the position embedding and the attention backend.
+
+    Its blocks are all dual-stream, and the stock processor computes q/k/v, their norms, RoPE on the
+    latent stream and the joined context stream operation for operation as HunyuanVideo's dual-stream
+    path does; what differs is the mask, which the processor builds from the context mask the model
+    passes: padded with True over the latent tokens in front and made 2-D (a padding token neither
+    attends nor is attended to). Bit-identical to the stock processor with no transform registered.
+    """
+
+    mask_reason = "HunyuanVideo 1.5 masks the context padding in every forward"
+
+    def joint_mask(self, query: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        batch_size, seq_len, _, _ = query.shape
+        attention_mask = F.pad(attention_mask, (seq_len - attention_mask.shape[1], 0), value=True).bool()
+        rows = attention_mask.view(batch_size, 1, 1, seq_len).repeat(1, 1, seq_len, 1)
+        return (rows & rows.transpose(2, 3)).bool()
+
+
 # ----- installing the processors -------------------------------------------------------------------
 def attention_modules(transformer: Any) -> list[Any]:
-    """The joint self-attention modules in the order the model runs them (dual-, then single-stream)."""
+    """The joint self-attention modules in the order the model runs them (dual-, then single-stream;
+    HunyuanVideo 1.5 has no single-stream block)."""
     return [block.attn for block in transformer.transformer_blocks] + [
-        block.attn for block in transformer.single_transformer_blocks
+        block.attn for block in getattr(transformer, "single_transformer_blocks", ())
     ]
 
 
 def num_attention_layers(transformer: Any) -> int:
-    return len(transformer.transformer_blocks) + len(transformer.single_transformer_blocks)
+    return len(attention_modules(transformer))
 
 
-def install_processors(transformer: Any, hooks: AttentionHooks) -> AbstractContextManager[None]:
-    """Route every joint self-attention of `transformer` through `hooks` for the duration; the stock
-    processors come back afterwards. Uses each module's `set_processor` (FramePack's transformer
-    lacks diffusers' `AttentionMixin`)."""
+def install_processors(
+    transformer: Any, hooks: AttentionHooks, processor: type[HookedHunyuanVideoAttention] = HookedHunyuanVideoAttention
+) -> AbstractContextManager[None]:
+    """Route every joint self-attention of `transformer` through `hooks` for the duration, with `processor`
+    (`HookedHunyuanVideo15Attention` for HunyuanVideo 1.5); the stock processors come back afterwards.
+    Uses each module's `set_processor` (FramePack's transformer lacks diffusers' `AttentionMixin`)."""
     modules = attention_modules(transformer)
-    processors = [HookedHunyuanVideoAttention(i, hooks, module.processor) for i, module in enumerate(modules)]
+    processors = [processor(i, hooks, module.processor) for i, module in enumerate(modules)]
     return processors_installed(modules, processors)
 
 
