@@ -10,6 +10,7 @@ from .backbones.wan import WanBackbone
 from .interventions.dynamic_cfg import DynamicCfg
 from .interventions.guidance import Boost, Decay, Relax
 from .interventions.guiders import Apg, CfgZeroStar, Fdg, Tcfg
+from .interventions.history_noise import HistoryNoise
 from .interventions.schedules import Constant, Interval
 from .interventions.unlearn import Unlearn
 from .metrics import builtin_metrics
@@ -23,7 +24,7 @@ def inertia_backbones():
 
 @hookimpl
 def inertia_interventions():
-    return [Relax, Decay, Boost, DynamicCfg, Unlearn, Constant, Interval, CfgZeroStar, Apg, Tcfg, Fdg]
+    return [Relax, Decay, Boost, DynamicCfg, Unlearn, Constant, Interval, CfgZeroStar, Apg, Tcfg, Fdg, HistoryNoise]
 
 
 @hookimpl
