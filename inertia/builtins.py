@@ -7,6 +7,7 @@ from .backbones.framepack import FramePackBackbone
 from .backbones.hunyuan import HunyuanVideoBackbone
 from .backbones.testbed import TestbedBackbone
 from .backbones.wan import WanBackbone
+from .interventions.alg import Alg
 from .interventions.dynamic_cfg import DynamicCfg
 from .interventions.guidance import Boost, Decay, Relax
 from .interventions.guiders import Apg, CfgZeroStar, Fdg, Tcfg
@@ -24,7 +25,7 @@ def inertia_backbones():
 
 @hookimpl
 def inertia_interventions():
-    return [Relax, Decay, Boost, DynamicCfg, Unlearn, Constant, Interval, CfgZeroStar, Apg, Tcfg, Fdg, HistoryNoise]
+    return [Relax, Decay, Boost, DynamicCfg, Unlearn, Constant, Interval, CfgZeroStar, Apg, Tcfg, Fdg, HistoryNoise, Alg]
 
 
 @hookimpl

@@ -1,6 +1,6 @@
-"""history_noise, an intervention on the context latents (`interventions.context`): its formula
-against hand-computed values, the reproducible noise, refusals before loading, and runs on
-every backbone it applies to, whose trace says at which steps it changed the context."""
+"""history_noise and alg, the interventions on the context latents (`interventions.context`): their
+formulas against hand-computed values, the reproducible noise, refusals before loading, and runs on
+every backbone they apply to, whose trace says at which steps which of them changed the context."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from inertia.core.context import StepContext
 from inertia.core.errors import ConfigError
 from inertia.core.history import HistoryBlocks
 from inertia.core.setup import RunSetup
+from inertia.interventions.alg import Alg, AlgParams, blend_weight, low_pass
 from inertia.interventions.history_noise import SALT, HistoryNoise, HistoryNoiseParams, noise_seed, noised
 from inertia.run import ModelCache, generate, generate_batch, plan_run
 
@@ -39,6 +40,50 @@ def ctx(step=0, section=0, envelope=None) -> StepContext:
 
 def framepack_blocks(seeds=(3,), **latents) -> HistoryBlocks:
     return HistoryBlocks(latents, {name: FRAMEPACK[name] for name in latents}, seeds)
+
+
+# ----- alg: the low-pass and its schedule --------------------------------------------------------------
+#: A 4 x 4 image that varies along the width only, and its low-pass at factor 2 worked out by hand:
+#: down (antialiased bilinear, a triangle over 2 pixels each side) gives (3*0 + 3*7 + 14) / 7 = 5 and
+#: (7 + 3*14 + 3*21) / 7 = 16; up (bilinear, half-pixel centres, edges clamped) gives
+#: 5, 0.75*5 + 0.25*16, 0.25*5 + 0.75*16, 16.
+ROW, LOW_ROW = [0.0, 7.0, 14.0, 21.0], [5.0, 7.75, 13.25, 16.0]
+
+
+def image(row=ROW, transpose=False) -> torch.Tensor:
+    plane = torch.tensor(row).repeat(4, 1)
+    return (plane.T if transpose else plane).reshape(1, 1, 1, 4, 4).contiguous()
+
+
+def test_low_pass_matches_the_hand_computed_values():
+    torch.testing.assert_close(low_pass(image(), 2.0), image(LOW_ROW), rtol=0, atol=1e-6)
+    torch.testing.assert_close(low_pass(image(transpose=True), 2.0), image(LOW_ROW, transpose=True), rtol=0, atol=1e-6)
+    two = torch.tensor([[1.0, 2.0], [3.0, 6.0]]).reshape(1, 1, 1, 2, 2)
+    assert torch.equal(low_pass(two, 2.0), torch.full_like(two, 3.0))  # down to one pixel: the mean
+    # channels and frames are filtered each on their own; the dtype is kept
+    stack = torch.cat([image(), 2 * image()], dim=2).repeat(2, 3, 1, 1, 1).to(torch.bfloat16)
+    out = low_pass(stack, 2.0)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out[1, 2, 1].float(), 2 * image(LOW_ROW)[0, 0, 0], rtol=0, atol=0.07)
+    assert torch.equal(low_pass(image(), 1.0), image())  # factor 1: the image itself (refused by check)
+
+
+def test_alg_blends_back_linearly_and_stops_at_end_step():
+    assert [blend_weight(step, 5, 2) for step in range(7)] == [1, 1, 1, 2 / 3, 1 / 3, 0, 0]
+    assert [blend_weight(step, 2, 0) for step in range(3)] == [1, 1, 0]
+    alg = checked(Alg, AlgParams, factor=2.0, end_step=5, blend_steps=2)
+    history = torch.randn(1, 1, 2, 4, 4)
+    blocks = framepack_blocks(image=image(), **{"4x": history, "2x": history, "1x": history})
+    full = alg.transform_history(blocks, ctx(step=1))
+    torch.testing.assert_close(full["image"], image(LOW_ROW), rtol=0, atol=1e-6)
+    assert all(full[name] is blocks[name] for name in ("4x", "2x", "1x"))  # role=condition: history stays
+    third = alg.transform_history(blocks, ctx(step=3))["image"]  # a = 2/3: x + 2/3 (low(x) - x)
+    torch.testing.assert_close(third, image([10 / 3, 7.5, 13.5, 21 - 10 / 3]), rtol=0, atol=1e-5)
+    assert alg.transform_history(blocks, ctx(step=5)) is blocks  # full resolution again
+    faded = alg.transform_history(blocks, ctx(step=0, envelope=0.5))["image"]  # decay: a = 1 * 0.5
+    torch.testing.assert_close(faded, image([2.5, 7.375, 13.625, 18.5]), rtol=0, atol=1e-5)
+    both = checked(Alg, AlgParams, factor=2.0, end_step=1, role="context").transform_history(blocks, ctx())
+    torch.testing.assert_close(both["4x"], low_pass(history, 2.0))
 
 
 # ----- history_noise: the mix and its noise --------------------------------------------------------------
@@ -125,21 +170,32 @@ T2V = ("cannot change anything: this {} run hands over no context latents (a tex
 
 @pytest.mark.parametrize("backbone, intervention, image, message", [
     ("wan", "history_noise", False, "history_noise: " + T2V.format("wan")),
+    ("wan", "alg:end_step=2", False, "alg: " + T2V.format("wan")),
+    ("cogvideox", "alg:end_step=2", False, "alg: " + T2V.format("cogvideox")),
     ("hunyuan", "history_noise", False,
      "history_noise: hunyuan does not hand its context latents to inertia's hooks, so history_noise cannot change "
      "anything"),
     ("wan", "history_noise:level=0", True, "history_noise: cannot change anything: level 0 adds no noise"),
+    ("testbed", "alg:end_step=2,factor=1", False, "alg: cannot change anything: factor 1 resizes the latents to their "
+                                                  "own size"),
     ("wan", "history_noise:role=history", True,
      "history_noise.role: this wan run hands over no history block (it hands over image (condition)); allowed: "
      "context, condition"),
     ("framepack", "history_noise:blocks=[8x]", False,
      "history_noise.blocks: 8x not handed over by this framepack run; allowed: 4x (history), 2x (history), "
      "1x (history), image (condition)"),
+    ("framepack", PluginSpec(name="alg", params=dict(end_step=2, blocks=["image", "4x"])), False,
+     "alg.blocks: 4x is a history block, which role=condition leaves out; allowed with role=condition: image"),
 ])
 def test_refused_before_loading(backbone, intervention, image, message, image_file, no_model_loading):
     with pytest.raises(ConfigError) as error:
         plan_run(run_config(backbone, intervention, image=image_file if image else None))
     assert str(error.value) == message
+
+
+def test_alg_needs_an_end_step(no_model_loading):
+    with pytest.raises(ConfigError, match=r"alg.*end_step"):
+        plan_run(run_config("testbed", "alg"))
 
 
 # ----- runs on every backbone they apply to -------------------------------------------------------------------
@@ -152,7 +208,7 @@ BACKBONES = {
 
 
 @pytest.mark.parametrize("backbone", list(BACKBONES))
-def test_it_acts_on_the_backbone_and_the_trace_says_when(backbone, image_file):
+def test_both_act_on_the_backbone_and_the_trace_says_when(backbone, image_file):
     models = ModelCache()
     extra = dict(BACKBONES[backbone])
     image = image_file if extra.pop("image", False) else None
@@ -167,6 +223,7 @@ def test_it_acts_on_the_backbone_and_the_trace_says_when(backbone, image_file):
     for text, name, active in (
         ("history_noise:level=0.5", "history_noise", lambda step: True),
         ("history_noise:level=0.5,role=condition,end_step=1", "history_noise", lambda step: step < 1),
+        ("alg:factor=2,end_step=2", "alg", lambda step: step < 2),
     ):
         result = run(text)
         assert len(result.trace) == steps
@@ -174,9 +231,10 @@ def test_it_acts_on_the_backbone_and_the_trace_says_when(backbone, image_file):
         assert np.isfinite(result.frames).all()
         assert not np.array_equal(result.frames, baseline.frames), text
         assert [step.guidance for step in result.trace] == [step.guidance for step in baseline.trace]
-    # with decay: it fades with e(sigma) = sigma ** p and still acts
-    faded = run("history_noise:level=0.5", "decay:p=1")
-    assert [step.context for step in faded.trace] == [["history_noise"]] * steps
+    # with decay: both fade with e(sigma) = sigma ** p and still act; the trace names both where both acted
+    both = run("history_noise:level=0.5", "alg:end_step=1", "decay:p=1")
+    assert [step.context for step in both.trace] == [["history_noise", "alg"] if s < 1 else ["history_noise"]
+                                                     for s in per_section]
 
 
 def test_batched_testbed_runs_each_draw_their_own_noise():
@@ -191,16 +249,18 @@ def test_batched_testbed_runs_each_draw_their_own_noise():
 
 def test_cli_record_names_the_intervention_and_the_steps_it_acted_on(tmp_path, image_file):
     args = ["run", "--backbone", "wan", "--image", str(image_file), "--steps", "3", "--intervention",
-            "history_noise:end_step=2", "--quiet", "--out", str(tmp_path)]
+            "alg:factor=4,end_step=2", "--quiet", "--out", str(tmp_path)]
     assert main(args) == 0
     (run_dir,) = tmp_path.glob("wan-*")
     record = json.loads((run_dir / "record.json").read_text())
-    assert [i.split("(")[0] for i in record["interventions"]] == ["history_noise"]
-    assert [step["context"] for step in record["trace"]] == [["history_noise"], ["history_noise"], []]
+    assert [i.split("(")[0] for i in record["interventions"]] == ["alg"]
+    assert [step["context"] for step in record["trace"]] == [["alg"], ["alg"], []]
 
 
-def test_inertia_plugins_lists_the_context_interventions_with_their_parameters(capsys):
+def test_inertia_plugins_lists_both_with_their_parameters(capsys):
     assert main(["plugins", "--json"]) == 0
     listing = {i["name"]: i for i in json.loads(capsys.readouterr().out)["interventions"]}
     assert [p["name"] for p in listing["history_noise"]["params"]] == ["role", "blocks", "end_step", "level", "seed"]
-    assert listing["history_noise"]["source"] == "inertia.builtins"
+    assert [p["name"] for p in listing["alg"]["params"]] == ["role", "blocks", "end_step", "factor", "blend_steps"]
+    assert [p["required"] for p in listing["alg"]["params"]] == [False, False, True, False, False]
+    assert {listing[name]["source"] for name in ("history_noise", "alg")} == {"inertia.builtins"}
