@@ -22,6 +22,10 @@ A transform receives `HistoryBlocks` and the step's `StepContext`, and returns a
 same names and shapes (the input tensors themselves for blocks it leaves unchanged). The backbone
 feeds the transformed latents in place of its own and keeps everything else as it was; when no
 transform changes anything it feeds its own tensors, so the model's inputs stay bit-identical.
+
+The interface kept its first name (`HistoryHooks`, `transform_history`, `supports_history_hooks`)
+when the conditioning image joined it: "history" in these names is the whole clean context, and a
+block's role says which part of it a block is.
 """
 
 from __future__ import annotations
