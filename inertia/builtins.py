@@ -8,9 +8,11 @@ from .backbones.hunyuan import HunyuanVideoBackbone
 from .backbones.hunyuan15 import HunyuanVideo15Backbone
 from .backbones.testbed import TestbedBackbone
 from .backbones.wan import WanBackbone
+from .interventions.alg import Alg
 from .interventions.dynamic_cfg import DynamicCfg
 from .interventions.guidance import Boost, Decay, Relax
 from .interventions.guiders import Apg, CfgZeroStar, Fdg, Tcfg
+from .interventions.history_noise import HistoryNoise
 from .interventions.schedules import Constant, Interval
 from .interventions.unlearn import Unlearn
 from .metrics import builtin_metrics
@@ -25,7 +27,7 @@ def inertia_backbones():
 
 @hookimpl
 def inertia_interventions():
-    return [Relax, Decay, Boost, DynamicCfg, Unlearn, Constant, Interval, CfgZeroStar, Apg, Tcfg, Fdg]
+    return [Relax, Decay, Boost, DynamicCfg, Unlearn, Constant, Interval, CfgZeroStar, Apg, Tcfg, Fdg, HistoryNoise, Alg]
 
 
 @hookimpl

@@ -162,7 +162,7 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
     loaded = time.perf_counter()
     generators = [torch.Generator("cpu").manual_seed(p.config.seed) for p in plans]
     hooks = AttentionHooks([*plan.stack.attention_transforms, *transforms], backbone.num_attention_layers)
-    history = HistoryHooks(plan.stack.history_transforms)
+    history = HistoryHooks(plan.stack.history_transforms, seeds=[p.config.seed for p in plans])
     with (torch.inference_mode(), attention_backend(config.attention), backbone.hooked_attention(hooks),
           backbone.hooked_history(history)):
         if len(plans) == 1:

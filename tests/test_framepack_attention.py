@@ -34,6 +34,7 @@ from inertia.core.attention import AttentionHooks, VideoBlock
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.context import StepContext
 from inertia.core.errors import ConfigError
+from inertia.core.history import HistoryBlocks
 from inertia.run import ModelCache, generate, plan_run
 from inertia.core.setup import RunSetup
 from inertia.core.temporal_blur import blur_frames
@@ -275,7 +276,9 @@ def test_history_unlearning_blurs_exactly_the_history_blocks_and_warns_once_per_
     for _ in range(2):  # each run (planned anew, as `inertia run` and sweeps do) warns once per short block
         fed.clear(), contexts.clear()
         with pytest.warns(UnlearnWarning) as warned:
-            generate(plan_run(config(text)), models, progress=False)
+            result = generate(plan_run(config(text)), models, progress=False)
+        assert [step.context for step in result.trace] == [["unlearn"]] * (2 * STEPS)  # the trace says who acted
+        assert result.trace[0].to_dict()["context"] == ["unlearn"]
         assert [str(w.message) for w in warned if w.category is UnlearnWarning] == [
             f"unlearn: history block {name} has {frames} latent frame(s), too short for the length-7 kernel at "
             "sigma_blur 1; it is left unblurred"
@@ -301,14 +304,21 @@ def _ctx(step: int = 0, envelope: float | None = None) -> StepContext:
     return StepContext(step=step, num_steps=10, timestep=900.0, sigma=0.9, guidance={}, envelope=envelope)
 
 
+def _history(**latents: torch.Tensor) -> HistoryBlocks:
+    """FramePack's hand-over: history blocks, then the start image (role "condition")."""
+    return HistoryBlocks(latents, {name: "condition" if name == "image" else "history" for name in latents})
+
+
 def test_history_unlearning_respects_steps_and_decay():
-    blocks = {"4x": torch.randn(1, 4, 16, 2, 3), "2x": torch.randn(1, 4, 2, 2, 3), "1x": torch.randn(1, 4, 1, 2, 3)}
+    blocks = _history(**{"4x": torch.randn(1, 4, 16, 2, 3), "2x": torch.randn(1, 4, 2, 2, 3),
+                         "1x": torch.randn(1, 4, 1, 2, 3), "image": torch.randn(1, 4, 4, 2, 3)})  # image: long enough to blur
     unlearn = _history_unlearn(sigma_blur=0.8, start_step=2, end_step=4)
     with pytest.warns(UnlearnWarning):
         assert unlearn.transform_history(blocks, _ctx(step=1)) is blocks
     out = unlearn.transform_history(blocks, _ctx(step=3))
     torch.testing.assert_close(out["4x"], expected_blur(blocks["4x"], 0.8))
     assert out["2x"] is blocks["2x"] and out["1x"] is blocks["1x"]
+    assert out["image"] is blocks["image"]  # the start image is the condition, not history
     assert unlearn.transform_history(blocks, _ctx(step=4)) is blocks
     with pytest.warns(UnlearnWarning):
         faded = _history_unlearn(sigma_blur=0.8).transform_history(blocks, _ctx(envelope=0.25))["4x"]
@@ -320,7 +330,9 @@ def test_history_unlearning_respects_steps_and_decay():
 
 
 def test_history_unlearning_that_cannot_change_anything_is_an_error():
-    short = {"2x": torch.randn(1, 4, 2, 2, 2), "1x": torch.randn(1, 4, 1, 2, 2)}
+    # the start image's 1 frame is not history: it is neither blurred nor listed
+    short = _history(**{"2x": torch.randn(1, 4, 2, 2, 2), "1x": torch.randn(1, 4, 1, 2, 2),
+                        "image": torch.randn(1, 4, 1, 2, 2)})
     with pytest.raises(ConfigError) as error:
         _history_unlearn(sigma_blur=0.6).transform_history(short, _ctx())
     assert str(error.value) == (
@@ -364,3 +376,4 @@ def test_cli_runs_unlearn_relax_and_decay(tmp_path):
     record = json.loads((run_dir / "record.json").read_text())
     assert [i.split("(")[0] for i in record["interventions"]] == ["unlearn", "relax", "decay"]
     assert {s["section"] for s in record["trace"]} == {0, 1}
+    assert not any("context" in s for s in record["trace"])  # no history transform: the trace leaves it out

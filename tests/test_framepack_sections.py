@@ -23,6 +23,7 @@ from inertia.backbones.framepack_sections import (
     SectionHistory,
 )
 from inertia.core.errors import ConfigError
+from inertia.core.history import IMAGE_BLOCK
 
 WINDOW, CHANNELS, SIZE = 3, 2, (2, 2)  # latent window L = 3 (the built-in's), tiny latents
 
@@ -231,6 +232,18 @@ def test_history_blocks_and_with_history_round_trip():
     assert all(torch.equal(rebuilt.history_blocks()[name], changed[name]) for name in HISTORY_BLOCKS)
     assert torch.equal(rebuilt.latents_clean[:, :, :1], track.image_latents)  # the start image is not history
     for name in ("indices_latents", "indices_latents_clean", "indices_latents_history_2x", "indices_latents_history_4x"):
+        assert getattr(rebuilt, name) is getattr(context, name)
+
+
+def test_the_start_image_is_handed_over_and_replaced_on_its_own():
+    track = history(VANILLA, 2)
+    track.extend(window(), 0)
+    context = track.context(1)
+    assert torch.equal(context.start_image(), track.image_latents)
+    image = context.start_image() + 1
+    rebuilt = context.with_history({**context.history_blocks(), IMAGE_BLOCK: image})
+    assert torch.equal(rebuilt.latents_clean, torch.cat([image, context.history_blocks()["1x"]], dim=2))
+    for name in ("latents_history_2x", "latents_history_4x"):
         assert getattr(rebuilt, name) is getattr(context, name)
 
 

@@ -255,6 +255,11 @@ def test_every_intervention_works_on_the_testbed(model_dir):
         combined = run(name)
         assert [(step.guidance["cfg"], step.combine) for step in combined.trace] == [(3.0, name)] * 3
         assert not np.array_equal(combined.frames, baseline)
+    # history_noise and alg change the first frame the model is fed (formulas: tests/test_context_interventions.py)
+    for text, contexts in (("history_noise:level=0.5", [["history_noise"]] * 3), ("alg:end_step=2", [["alg"]] * 2 + [[]])):
+        result = run(text)
+        assert [step.context for step in result.trace] == contexts
+        assert not np.array_equal(result.frames, baseline)
     registry = default_registry().interventions
     assert exercised == {name for name, source in registry.sources.items() if source == "inertia.builtins"}
 

@@ -19,6 +19,12 @@ What CogVideoX does differently from Wan, and where this module follows the pipe
   `Attention` module whose stock processor calls PyTorch SDPA directly. While a run is sampled,
   `HookedCogVideoXAttention` replaces it: the same computation, with inertia's q/k/v hook after
   the rotary embedding and `dispatch_attention_fn` (the run's diffusers backend) instead of SDPA.
+
+History interface (`core.history`): an image-to-video run hands over its conditioning image as the
+block "image" (role "condition") at every prediction: the latent frames of `image_latents` that hold
+the image (frame 0; in 1.5 also the copy of it the pipeline prepends as padding), transposed to
+(B, C, F, H, W) and back; the zero frames after them stand for frames still to be generated and
+are kept back. The transformed latents are batched for `[uncond, cond]` as the pipeline batches its own.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from ..core.builtin_models import checkpoint_path
 from ..core.checkpoints import BUILTIN_PREFIX, CheckpointContents, checkpoint_mode, is_builtin, read_checkpoint_json
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
+from ..core.history import IMAGE_BLOCK, IMAGE_BLOCKS
 from ..core.validation import (
     check_frames,
     check_image_file,
@@ -314,6 +321,7 @@ class CogVideoXBackbone(PipelineBackbone):
     # Image-to-video puts the image latent in extra channels of latent frame 0: the first token
     # frame is the conditioned one (the base class's token_roles). See `token_layout`.
     supports_attention_hooks = True
+    supports_history_hooks = True
 
     # ----- loading -------------------------------------------------------------------------------
     @classmethod
@@ -387,7 +395,7 @@ class CogVideoXBackbone(PipelineBackbone):
         timestep = section.timesteps[step]
         model_input = self.pipe.scheduler.scale_model_input(_batch(section.latents, uncond), timestep)
         if job.image_latents is not None:
-            model_input = torch.cat([model_input, _batch(job.image_latents, uncond)], dim=2)
+            model_input = torch.cat([model_input, _batch(self._image_latents(job), uncond)], dim=2)
         with self.transformer.cache_context("cond_uncond" if uncond else "cond"):
             output = self.transformer(
                 hidden_states=model_input,
@@ -402,6 +410,17 @@ class CogVideoXBackbone(PipelineBackbone):
             return output, None
         uncond_output, cond_output = output.chunk(2)
         return cond_output, uncond_output
+
+    def _image_latents(self, job: CogVideoXJob) -> torch.Tensor:
+        """The image latents of this prediction: the job's, with the run's history transforms applied to
+        the frames that hold the image (frame 0, and the 1.5 padding frame that copies it)."""
+        frames = 1 + job.padding
+        changed = self.hand_over({IMAGE_BLOCK: job.image_latents[:, :frames].transpose(1, 2)}, IMAGE_BLOCKS)
+        if changed is None:
+            return job.image_latents
+        latents = job.image_latents.clone()
+        latents[:, :frames] = changed[IMAGE_BLOCK].transpose(1, 2)
+        return latents
 
     def scheduler_step(self, job: CogVideoXJob, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
         from diffusers import CogVideoXDPMScheduler

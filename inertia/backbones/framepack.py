@@ -45,8 +45,9 @@ Attention (the interface in `core.attention`, processors shared with hunyuan in 
   run. The text stream's length is therefore the prompt's own (it differs between the prompt and
   the negative prompt): `predict` hands the hooks the layout of the branch it runs.
 * Latent-level transforms (`core.history`: `Intervention.transform_history`, e.g. `unlearn:target=history`) get the
-  clean history latents of the section at every step, before they are patch-embedded
-  (`FramePackBackbone.history_context`).
+  clean context latents of the section at every step, before they are patch-embedded
+  (`FramePackBackbone.history_context`): the history blocks "4x", "2x", "1x" (role "history") and the
+  start image, "image" (role "condition": the first frame of `latents_clean`, the prefix every section sees).
 """
 
 from __future__ import annotations
@@ -67,10 +68,11 @@ from ..core.builtin_models import builtin_model_dir
 from ..core.checkpoints import BUILTIN_PREFIX, CheckpointContents, is_builtin, pipeline_class_name, read_checkpoint_json
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
-from ..core.history import HistoryHooks
+from ..core.history import IMAGE_BLOCK
 from ..core.validation import check_image_file, check_multiple
 from . import framepack_builtin, hunyuan_attention
 from .framepack_sections import (
+    HISTORY_BLOCKS,
     INVERTED,
     REAL_LATENT_WINDOW_SIZE,
     VANILLA,
@@ -82,6 +84,8 @@ from .hunyuan_text import PIPELINE_COMPONENTS, TextConditions, check_true_cfg, e
 
 F1_MODEL = "lllyasviel/FramePack_F1_I2V_HY_20250503"
 INVERTED_MODEL = "lllyasviel/FramePackI2V_HY"
+#: What every section hands to the history hooks (`core.history`): its history blocks, then the start image.
+CONTEXT_BLOCKS: Mapping[str, Role] = {**dict.fromkeys(HISTORY_BLOCKS, "history"), IMAGE_BLOCK: "condition"}
 #: Where a transformer-only checkpoint gets the rest of its pipeline (as diffusers' FramePack docs assemble it).
 BASE_MODEL = "hunyuanvideo-community/HunyuanVideo"
 IMAGE_ENCODER_MODEL = "lllyasviel/flux_redux_bfl"
@@ -248,6 +252,11 @@ class FramePackBackbone(PipelineBackbone):
     supports_history_hooks = True
 
     @classmethod
+    def history_blocks(cls, config: RunConfig) -> dict[str, Role]:
+        """Every run hands over the history blocks and the start image (`CONTEXT_BLOCKS`)."""
+        return dict(CONTEXT_BLOCKS)
+
+    @classmethod
     def token_roles(cls, config: RunConfig) -> frozenset[Role]:
         # Every section sees the start image (condition) and the 1x/2x/4x history latents.
         return frozenset({"noisy", "condition", "history"})
@@ -268,7 +277,6 @@ class FramePackBackbone(PipelineBackbone):
         self.settings = settings
         self.template = prompt_template(pipeline.tokenizer)
         self._hooks: AttentionHooks | None = None  # while a run samples (`hooked_attention`)
-        self._history: HistoryHooks | None = None  # while a run samples (`hooked_history`)
 
     @classmethod
     def load(cls, config: RunConfig) -> "FramePackBackbone":
@@ -357,20 +365,16 @@ class FramePackBackbone(PipelineBackbone):
         return self.transformer(**inputs, **text.model_inputs(), return_dict=False)[0]
 
     def history_context(self, section: Section) -> SectionContext:
-        """The section's context with the run's latent-level history transforms applied for this step.
+        """The section's context with the run's history transforms applied for this step.
 
-        The run's history hooks (`core.history`) get the history blocks
-        (`SectionContext.history_blocks`); the start image and the noisy window are not offered.
-        With no transform changing anything, the context is the section's own (bit-identical inputs).
+        The run's history hooks (`core.history`) get the history blocks (`SectionContext.history_blocks`)
+        and the start image ("image"); the noisy window is not offered. With no transform changing
+        anything, the context is the section's own (bit-identical inputs).
         """
         context: SectionContext = section.state["context"]
-        if self._history is None or not self._history.transforms:
-            return context
-        blocks = context.history_blocks()
-        changed = self._history.apply(blocks)
-        if all(changed[name] is blocks[name] for name in blocks):
-            return context
-        return context.with_history(changed)
+        blocks = {**context.history_blocks(), IMAGE_BLOCK: context.start_image()}
+        changed = self.hand_over(blocks, CONTEXT_BLOCKS)
+        return context if changed is None else context.with_history(changed)
 
     # ----- attention interface -----------------------------------------------------------------
     def token_layout(self, job: FramePackJob, section: Section) -> TokenLayout:
@@ -426,14 +430,6 @@ class FramePackBackbone(PipelineBackbone):
                 yield
             finally:
                 self._hooks = None
-
-    @contextmanager
-    def hooked_history(self, hooks: HistoryHooks) -> Iterator[None]:
-        self._history = hooks
-        try:
-            yield
-        finally:
-            self._history = None
 
     def scheduler_step(self, job: FramePackJob, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
         return self.pipe.scheduler.step(prediction.float(), section.timesteps[step], section.latents, return_dict=False)[0]

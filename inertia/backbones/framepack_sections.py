@@ -23,6 +23,7 @@ from typing import Protocol
 import torch
 
 from ..core.errors import ConfigError
+from ..core.history import IMAGE_BLOCK
 from ..core.validation import check_frames
 
 VANILLA = "vanilla"
@@ -102,9 +103,14 @@ class SectionContext:
             "1x": self.latents_clean[:, :, -HISTORY_1X:],
         }
 
+    def start_image(self) -> torch.Tensor:
+        """The start image's latents: the prefix of `latents_clean`, (B, C, 1, H, W)."""
+        return self.latents_clean[:, :, :-HISTORY_1X]
+
     def with_history(self, blocks: Mapping[str, torch.Tensor]) -> "SectionContext":
-        """This context with the history latents replaced by `blocks` (as `history_blocks` names them)."""
-        start = self.latents_clean[:, :, :-HISTORY_1X]
+        """This context with the history latents replaced by `blocks` (as `history_blocks` names them),
+        and the start image by `blocks[IMAGE_BLOCK]` when it is given."""
+        start = blocks.get(IMAGE_BLOCK, self.start_image())
         return replace(
             self,
             latents_history_4x=blocks["4x"],

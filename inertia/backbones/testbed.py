@@ -18,6 +18,10 @@ Attention: the transformer is diffusers' `WanTransformer3DModel`, so its attenti
 Wan's: self-attention (`attn1`) is over video tokens only, laid out frame-major
 (index f * 64 + h * 8 + w after the 1x4x4 patchify: `token_layout`), RoPE applied inside the
 processor before attention; the text enters through cross-attention (`attn2`).
+
+History interface (`core.history`): every run hands over its first frame as the block "image" (role
+"condition") at every prediction: channels 1-3 of frame 0 of the condition, (B, 3, 1, 32, 32)
+pixels in [-1, 1]; the mask channel and the zero frames after it are kept back.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ..core.backbone import Backbone, Section, single_section
 from ..core.checkpoints import CheckpointContents, read_checkpoint_json
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
+from ..core.history import IMAGE_BLOCK, IMAGE_BLOCKS
 from ..core.validation import check_image_file, reject_embedded_guidance
 from ..testbed.checkpoint import DEFAULT_MODEL, default_model_with_digest, is_default_model, model_path
 from .wan import hook_wan_self_attention, wan_token_layout
@@ -88,6 +93,7 @@ class TestbedBackbone(Backbone):
     default_models: ClassVar[Mapping[str, str]] = {"i2v": DEFAULT_MODEL}
     guidance_targets = ("cfg",)
     supports_attention_hooks = True
+    supports_history_hooks = True
     supports_batching = True
     default_prompt = DEFAULT_PROMPT
     lossless_video = True
@@ -133,6 +139,11 @@ class TestbedBackbone(Backbone):
     def token_roles(cls, config: RunConfig) -> frozenset[Role]:
         # Always image-to-video: frame 0 is the given first frame (mask channel 1 there).
         return frozenset({"noisy", "condition"})
+
+    @classmethod
+    def history_blocks(cls, config: RunConfig) -> dict[str, Role]:
+        # Always image-to-video: the first frame is handed over, from --image or rendered.
+        return dict(IMAGE_BLOCKS)
 
     @classmethod
     def load_key(cls, config: RunConfig) -> tuple:
@@ -192,8 +203,19 @@ class TestbedBackbone(Backbone):
         self, job: TestbedJob, section: Section, step: int, scales: Mapping[str, float], uncond: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.pipe.guided_velocities(
-            section.latents, job.condition, section.timesteps[step], job.embeds, job.negative_embeds if uncond else None
+            section.latents, self._condition(job), section.timesteps[step], job.embeds,
+            job.negative_embeds if uncond else None,
         )
+
+    def _condition(self, job: TestbedJob) -> torch.Tensor:
+        """The condition of this prediction: the job's, with the run's history transforms applied to the
+        first frame (channels 1-3 of frame 0; channel 0 is the mask)."""
+        changed = self.hand_over({IMAGE_BLOCK: job.condition[:, 1:, :1]}, IMAGE_BLOCKS)
+        if changed is None:
+            return job.condition
+        condition = job.condition.clone()
+        condition[:, 1:, :1] = changed[IMAGE_BLOCK]
+        return condition
 
     def scheduler_step(self, job: TestbedJob, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
         return job.scheduler.step(prediction, section.timesteps[step], section.latents, return_dict=False)[0]

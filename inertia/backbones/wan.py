@@ -17,6 +17,12 @@ Wan 2.2 TI2V-5B (`expand_timesteps`) runs text- and image-to-video from one chec
 48-channel VAE of 16x spatial compression: the transformer takes one timestep per token, and for
 image-to-video the image's latent frame is held fixed (its tokens' timestep 0), as
 WanPipeline and WanImageToVideoPipeline do it.
+
+History interface (`core.history`): an image-to-video run hands over its conditioning image as the
+block "image" (role "condition") at every prediction: the image-latent channels of latent frame 0 of
+`WanJob.condition` (Wan 2.1, 2.2 A14B: after the mask channels; the later frames' channels encode
+the blank frames still to be generated and are kept back), or the image's latent frame itself
+(TI2V-5B). A transformed image enters the model input only; TI2V decodes its clean image frame.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from ..core.checkpoints import (
 )
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
+from ..core.history import IMAGE_BLOCK, IMAGE_BLOCKS
 from ..core.validation import check_frames, check_image_file, check_model_mode, check_multiple, reject_embedded_guidance
 from . import wan_builtin
 
@@ -277,6 +284,7 @@ class WanBackbone(PipelineBackbone):
         return {HIGH_NOISE: {"cfg": config.guidance_scale}, LOW_NOISE: {"cfg": config.guidance_scale_2}}
 
     supports_attention_hooks = True
+    supports_history_hooks = True
 
     # ----- loading ---------------------------------------------------------------------------
     def __init__(self, pipeline: Any, device: torch.device, smoke_test: bool):
@@ -363,7 +371,7 @@ class WanBackbone(PipelineBackbone):
         self, job: WanJob, section: Section, step: int, scales: Mapping[str, float], uncond: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         latents, mask, t = section.latents, job.timestep_mask, section.timesteps[step]
-        model_input = _with_condition(latents, job)
+        model_input = _with_condition(latents, job, self._condition(job))
         model_input = model_input.to(self.transformer.dtype)  # the first transformer's, as in the pipelines
         if mask is None:
             timestep = t.expand(latents.shape[0])
@@ -385,6 +393,19 @@ class WanBackbone(PipelineBackbone):
 
         cond = forward(job.prompt_embeds, "cond")
         return cond, forward(job.negative_prompt_embeds, "uncond") if uncond else None
+
+    def _condition(self, job: WanJob) -> torch.Tensor | None:
+        """The image condition of this prediction: the job's, with the run's history transforms applied
+        to its image latents (the mask channels, if any, come first: `condition` minus the VAE's z_dim)."""
+        if job.condition is None:
+            return None
+        mask_channels = job.condition.shape[1] - self.pipe.vae.config.z_dim
+        changed = self.hand_over({IMAGE_BLOCK: job.condition[:, mask_channels:, :1]}, IMAGE_BLOCKS)
+        if changed is None:
+            return job.condition
+        condition = job.condition.clone()
+        condition[:, mask_channels:, :1] = changed[IMAGE_BLOCK]
+        return condition
 
     # ----- attention interface -----------------------------------------------------------------
     def token_layout(self, job: WanJob, section: Section) -> TokenLayout:
@@ -431,14 +452,15 @@ def _resolve_guidance_2(config: RunConfig, checkpoint: WanCheckpoint) -> RunConf
     return config.model_copy(update={"guidance_scale_2": scale if scale_2 is None else scale_2})
 
 
-def _with_condition(latents: torch.Tensor, job: WanJob) -> torch.Tensor:
-    """The model input: the latents with the image condition, as the pipelines combine them (I2V: concatenated
-    channels; TI2V image-to-video: the image's latent frame in place of the denoised one)."""
-    if job.condition is None:
+def _with_condition(latents: torch.Tensor, job: WanJob, condition: torch.Tensor | None = None) -> torch.Tensor:
+    """The model input: the latents with the image condition (default: the job's), as the pipelines combine them
+    (I2V: concatenated channels; TI2V image-to-video: the image's latent frame in place of the denoised one)."""
+    condition = job.condition if condition is None else condition
+    if condition is None:
         return latents
     if job.timestep_mask is None:
-        return torch.cat([latents, job.condition], dim=1)
-    return (1 - job.timestep_mask) * job.condition + job.timestep_mask * latents
+        return torch.cat([latents, condition], dim=1)
+    return (1 - job.timestep_mask) * condition + job.timestep_mask * latents
 
 
 def _build_builtin(model: str, directory: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,7 +23,7 @@ from .attention import AttentionHooks, Role, TokenLayout
 from .checkpoints import CheckpointContents, is_builtin, refuse_unhandled
 from .config import RunConfig
 from .errors import ConfigError
-from .history import HistoryHooks
+from .history import IMAGE_BLOCKS, HistoryHooks
 from .setup import RunSetup
 
 
@@ -120,6 +120,7 @@ class Backbone(ABC):
             token_roles=cls.token_roles(config),
             attention_hooks=cls.supports_attention_hooks,
             history_hooks=cls.supports_history_hooks,
+            history_blocks=cls.history_blocks(config),
             expert_guidance=experts,
         )
 
@@ -131,8 +132,18 @@ class Backbone(ABC):
 
     #: Whether the backbone routes self-attention through `AttentionHooks` (the attention interface).
     supports_attention_hooks: ClassVar[bool] = False
-    #: Whether the backbone feeds history latents and hands them to `HistoryHooks` (`core.history`).
+    #: Whether the backbone hands the clean context latents it feeds its model (history, conditioning
+    #: image) to `HistoryHooks` (`core.history`), through `hand_over`.
     supports_history_hooks: ClassVar[bool] = False
+
+    @classmethod
+    def history_blocks(cls, config: RunConfig) -> dict[str, Role]:
+        """The blocks this run hands to `HistoryHooks`, by name and role, in hand-over order, before
+        loading (`core.history`). The default: with the interface, an image-to-video run hands over its
+        conditioning image ("image", role "condition"); a text-to-video run hands over nothing."""
+        if not cls.supports_history_hooks or config.image is None:
+            return {}
+        return dict(IMAGE_BLOCKS)
 
     @classmethod
     def total_steps(cls, config: RunConfig) -> int:
@@ -225,10 +236,31 @@ class Backbone(ABC):
         return 0
 
     # ----- history interface ------------------------------------------------------------------
+    #: The run's history hooks while it samples (`hooked_history`), on backbones with the interface.
+    _history: HistoryHooks | None = None
+
     def hooked_history(self, hooks: HistoryHooks) -> AbstractContextManager[None]:
-        """Hand the history latents of every model prediction to `hooks` for the duration;
-        backbones with history (`supports_history_hooks`) override this."""
-        return nullcontext()
+        """Hand the context latents of every model prediction to `hooks` for the duration: backbones
+        with the interface (`supports_history_hooks`) pass them through `hand_over`."""
+        return self._history_installed(hooks) if self.supports_history_hooks else nullcontext()
+
+    @contextmanager
+    def _history_installed(self, hooks: HistoryHooks) -> Iterator[None]:
+        self._history = hooks
+        try:
+            yield
+        finally:
+            self._history = None
+
+    def hand_over(self, latents: Mapping[str, torch.Tensor], roles: Mapping[str, Role]) -> dict[str, torch.Tensor] | None:
+        """The context blocks `latents` (name -> (B, C, F, H, W), with `roles`, as `history_blocks` states
+        them) after the run's history transforms; None when nothing changed (no transform, or each left
+        every block as it was), and the backbone then feeds its own tensors: bit-identical inputs."""
+        hooks = self._history
+        if hooks is None or not hooks.transforms:
+            return None
+        changed = hooks.apply(latents, roles)
+        return None if all(changed[name] is latents[name] for name in latents) else dict(changed)
 
 
 class PipelineBackbone(Backbone):

@@ -13,9 +13,10 @@ only the hooks it needs; each is called by the sampling loop at a fixed point:
   schedules run first, so the rule combines at the scale they set (`core.combination`).
 * `transform_qkv(q, k, v, call)`: transform one self-attention call's queries, keys and values
   (after position embeddings, right before the attention backend); see `core.attention`.
-* `transform_history(latents_by_block, ctx)`: transform the clean history latents a backbone with
-  history (FramePack; runs whose `setup.history_hooks` is set) feeds its model at this step; see
-  `core.history` for what it receives and must return.
+* `transform_history(latents_by_block, ctx)`: transform the clean context latents a backbone feeds
+  its model at this step: history blocks (FramePack) and the conditioning image of image-to-video
+  runs, each block with its role; `setup.history_blocks` says before loading which a run hands
+  over. See `core.history` for what it receives and must return.
 
 The flags `uses_envelope`, `provides_envelope`, `combines_predictions`, `transforms_attention` and `transforms_history`
 say which hooks the run must call; an intervention may make the last two properties of its
@@ -49,7 +50,7 @@ class Intervention(Plugin):
     combines_predictions: ClassVar[bool] = False
     #: True when the intervention transforms self-attention q/k/v through `transform_qkv`.
     transforms_attention: ClassVar[bool] = False
-    #: True when the intervention transforms history latents through `transform_history`.
+    #: True when the intervention transforms context latents (history, conditioning image) through `transform_history`.
     transforms_history: ClassVar[bool] = False
 
     def check(self, setup: RunSetup) -> None:
@@ -69,8 +70,8 @@ class Intervention(Plugin):
         return query, key, value
 
     def transform_history(self, latents_by_block, ctx):
-        """Transform the history latents, by block name, that the backbone feeds its model at the
-        step `ctx` (see the module docstring); the default leaves them as they are."""
+        """Transform the context latents, by block name (`core.history.HistoryBlocks`: with roles and
+        seeds), that the backbone feeds its model at the step `ctx`; the default leaves them as they are."""
         return latents_by_block
 
     def guidance(self, ctx: StepContext, scales: dict[str, float]) -> dict[str, float]:

@@ -20,8 +20,10 @@ from .intervention import InterventionStack
 @dataclass(frozen=True)
 class StepRecord:
     """What actually happened at one step: the noise level, every guidance scale used, the rule
-    that combined the predictions ("cond" when the conditional prediction was used alone) and, for a
-    checkpoint with several experts, the one that predicted."""
+    that combined the predictions ("cond" when the conditional prediction was used alone), for a
+    checkpoint with several experts the one that predicted, and in a run with history transforms
+    the ones that changed the context latents the model was fed (`context`; None, and left out of
+    `to_dict`, in a run without them)."""
 
     section: int
     step: int
@@ -30,9 +32,13 @@ class StepRecord:
     guidance: dict[str, float]
     combine: str
     expert: str | None = None
+    context: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        if self.context is None:
+            del record["context"]
+        return record
 
 
 def sample(
@@ -54,7 +60,7 @@ def sample(
 
     With `hooks`, the loop keeps them told of the current section's token layout and step, so
     the backbone's attention processors can apply the run's q/k/v transforms; with `history`, of
-    the step, so a backbone with history can apply the run's history transforms.
+    the step, so a backbone can apply the run's history transforms to its context latents.
 
     At each step the schedules set the guidance scales, then the run's combination rule
     (`core.combination`; classifier-free guidance by default) says whether the unconditional
@@ -94,6 +100,8 @@ def sample(
                     where = f"step {step}" + (f" of section {section.index}" if section.count > 1 else "")
                     raise NonFiniteLatentsError(f"latents became NaN/Inf at {where} (sigma {sigma:.4f}); run stopped")
                 combined = CONDITIONAL_ONLY if uncond is None else rule.name
-                trace.append(StepRecord(section.index, step, float(timestep), sigma, dict(scales), combined, expert))
+                context = list(history.acted) if history is not None and history.transforms else None
+                trace.append(StepRecord(section.index, step, float(timestep), sigma, dict(scales), combined, expert,
+                                        context))
                 bar.update()
     return trace

@@ -21,7 +21,9 @@ class RunSetup:
     `default_guidance_target` is the target a schedule drives when it does not name one.
     `token_roles` are the roles of the video tokens in the run's self-attention;
     `attention_hooks` says whether the backbone routes self-attention through inertia's hook, and
-    `history_hooks` whether it hands its history latents to the run's history transforms.
+    `history_hooks` whether it hands the clean context latents it feeds its model to the run's history
+    transforms, and `history_blocks` which blocks this run hands over, by name and role ("history" or
+    "condition"), in hand-over order (`core.history`): empty for a text-to-video run without history.
     """
 
     config: RunConfig
@@ -32,6 +34,7 @@ class RunSetup:
     token_roles: frozenset[Role] = frozenset({"noisy"})
     attention_hooks: bool = False
     history_hooks: bool = False
+    history_blocks: Mapping[str, Role] = field(default_factory=dict)
     expert_guidance: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     @property

@@ -24,6 +24,7 @@ from pydantic import Field
 from ..core.attention import CONTEXT_ROLES, AttentionCall, Role
 from ..core.context import StepContext
 from ..core.errors import ConfigError
+from ..core.history import HistoryBlocks
 from ..core.intervention import Intervention
 from ..core.params import Params
 from ..core.setup import RunSetup
@@ -166,15 +167,18 @@ class Unlearn(Intervention):
         return out
 
     # ----- target=history --------------------------------------------------------------------------
-    def transform_history(self, latents_by_block: Mapping[str, torch.Tensor], ctx: StepContext):
-        """Blur each history block along its frames (blocks too short for the kernel stay as they are)."""
+    def transform_history(self, latents_by_block: HistoryBlocks, ctx: StepContext):
+        """Blur each history block along its frames (blocks too short for the kernel stay as they are;
+        the conditioning image, role "condition", is not history and is left alone)."""
+        history = latents_by_block.names("history")
         if not self._checked_history:
-            self._check_history(latents_by_block)
+            self._check_history({name: latents_by_block[name] for name in history})
         if not self._active(ctx.step):
             return latents_by_block
         strength = ctx.envelope_or(1.0)
         sigma = self.params.sigma_blur
-        return {name: blur_latent_frames(latents, sigma, strength) for name, latents in latents_by_block.items()}
+        return {name: blur_latent_frames(latents, sigma, strength) if name in history else latents
+                for name, latents in latents_by_block.items()}
 
     def _check_history(self, latents_by_block: Mapping[str, torch.Tensor]) -> None:
         """Once per run: some block is long enough to blur (else an error), and a warning for each one that is not."""
