@@ -46,6 +46,8 @@ def config(backbone: str, image: Path | None = None, **extra) -> RunConfig:
     ("testbed", False, None, {"image": "condition"}),  # the first frame is rendered from the prompt
     ("framepack", False, None, CONTEXT),
     ("hunyuan", False, None, {}),
+    ("hunyuan15", False, None, {}),
+    ("hunyuan15", True, None, {"image": "condition"}),
 ])
 def test_every_backbone_states_its_blocks_before_loading(backbone, image, model, expected, image_file):
     setup = plan_run(config(backbone, image_file if image else None, model=model)).setup
@@ -107,6 +109,9 @@ def image_place(backbone: str, job, section, inputs):
             job.image_latents[:, :frames].transpose(1, 2)
     if backbone == "testbed":
         return "hidden_states", (slice(None), slice(4, None), slice(0, 1)), job.condition[:, 1:, :1]
+    if backbone == "hunyuan15":  # hidden_states = [latents | condition | mask] on channels, the image on frame 0
+        channels = job.latents.shape[1]
+        return "hidden_states", (slice(None), slice(channels, 2 * channels), slice(0, 1)), job.condition[:, :, :1]
     if job.timestep_mask is not None:  # Wan 2.2 TI2V: the image's latent frame replaces frame 0 of the latents
         return "hidden_states", (slice(None), slice(None), slice(0, 1)), job.condition
     latent_channels = job.latents.shape[1]
@@ -124,10 +129,11 @@ CASES = {
                                                  num_frames=9),
     "testbed": lambda image, extra: config("testbed"),
     "framepack": lambda image, extra: config("framepack", guidance_scale=3.0, negative_prompt="still"),
+    "hunyuan15": lambda image, extra: config("hunyuan15", image, guidance_scale=3.0),
 }
 IMAGE_SHAPES = {"wan": (1, 16, 1, 8, 8), "wan22-a14b": (1, 16, 1, 8, 8), "wan22-ti2v": (1, 48, 1, 4, 4),
                 "cogvideox": (1, 4, 1, 4, 6), "cogvideox-1.5": (1, 4, 2, 4, 6), "testbed": (1, 3, 1, 32, 32),
-                "framepack": (1, 4, 1, 8, 8)}
+                "framepack": (1, 4, 1, 8, 8), "hunyuan15": (1, 4, 1, 3, 4)}
 
 
 @pytest.mark.parametrize("case", list(CASES))

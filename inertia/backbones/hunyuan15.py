@@ -256,6 +256,7 @@ class HunyuanVideo15Backbone(PipelineBackbone):
         return {} if math.isclose(scale, 1.0) else {"cfg": scale}
 
     supports_attention_hooks = True
+    supports_history_hooks = True
 
     # ----- loading ---------------------------------------------------------------------------
     @classmethod
@@ -323,7 +324,9 @@ class HunyuanVideo15Backbone(PipelineBackbone):
         self, job: Hunyuan15Job, section: Section, step: int, scales: Mapping[str, float], uncond: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         latents, timesteps = section.latents, section.timesteps
-        model_input = torch.cat([latents, job.condition, job.mask], dim=1)
+        # image-to-video: the image latent on frame 0 goes through the run's history transforms (`core.history`)
+        condition = self.with_image_handed_over(job.condition, slice(None)) if job.image_conditioned else job.condition
+        model_input = torch.cat([latents, condition, job.mask], dim=1)
         timestep = timesteps[step].expand(model_input.shape[0]).to(model_input.dtype)
         timestep_r = None
         if job.image_conditioned and self.transformer.config.use_meanflow:  # as the image-to-video pipeline only

@@ -39,7 +39,7 @@ from ..core.backbone import Backbone, Section, single_section
 from ..core.checkpoints import CheckpointContents, read_checkpoint_json
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
-from ..core.history import IMAGE_BLOCK, IMAGE_BLOCKS
+from ..core.history import IMAGE_BLOCKS
 from ..core.validation import check_image_file, reject_embedded_guidance
 from ..testbed.checkpoint import DEFAULT_MODEL, default_model_with_digest, is_default_model, model_path
 from .wan import hook_wan_self_attention, wan_token_layout
@@ -210,12 +210,7 @@ class TestbedBackbone(Backbone):
     def _condition(self, job: TestbedJob) -> torch.Tensor:
         """The condition of this prediction: the job's, with the run's history transforms applied to the
         first frame (channels 1-3 of frame 0; channel 0 is the mask)."""
-        changed = self.hand_over({IMAGE_BLOCK: job.condition[:, 1:, :1]}, IMAGE_BLOCKS)
-        if changed is None:
-            return job.condition
-        condition = job.condition.clone()
-        condition[:, 1:, :1] = changed[IMAGE_BLOCK]
-        return condition
+        return self.with_image_handed_over(job.condition, slice(1, None))
 
     def scheduler_step(self, job: TestbedJob, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
         return job.scheduler.step(prediction, section.timesteps[step], section.latents, return_dict=False)[0]

@@ -49,7 +49,6 @@ from ..core.checkpoints import (
 )
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
-from ..core.history import IMAGE_BLOCK, IMAGE_BLOCKS
 from ..core.validation import check_frames, check_image_file, check_model_mode, check_multiple, reject_embedded_guidance
 from . import wan_builtin
 
@@ -400,12 +399,7 @@ class WanBackbone(PipelineBackbone):
         if job.condition is None:
             return None
         mask_channels = job.condition.shape[1] - self.pipe.vae.config.z_dim
-        changed = self.hand_over({IMAGE_BLOCK: job.condition[:, mask_channels:, :1]}, IMAGE_BLOCKS)
-        if changed is None:
-            return job.condition
-        condition = job.condition.clone()
-        condition[:, mask_channels:, :1] = changed[IMAGE_BLOCK]
-        return condition
+        return self.with_image_handed_over(job.condition, slice(mask_channels, None))
 
     # ----- attention interface -----------------------------------------------------------------
     def token_layout(self, job: WanJob, section: Section) -> TokenLayout:

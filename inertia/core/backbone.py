@@ -23,7 +23,7 @@ from .attention import AttentionHooks, Role, TokenLayout
 from .checkpoints import CheckpointContents, is_builtin, refuse_unhandled
 from .config import RunConfig
 from .errors import ConfigError
-from .history import IMAGE_BLOCKS, HistoryHooks
+from .history import IMAGE_BLOCK, IMAGE_BLOCKS, HistoryHooks
 from .setup import RunSetup
 
 
@@ -261,6 +261,18 @@ class Backbone(ABC):
             return None
         changed = hooks.apply(latents, roles)
         return None if all(changed[name] is latents[name] for name in latents) else dict(changed)
+
+    def with_image_handed_over(self, condition: torch.Tensor, channels: slice) -> torch.Tensor:
+        """`condition` (B, C, F, H, W) with the run's history transforms applied to the conditioning
+        image it carries in `channels` of frame 0, handed over as block "image"; `condition` itself
+        when nothing changed. The image-to-video backbones that concatenate their condition on the
+        channel axis (Wan, HunyuanVideo 1.5, the test bed) share this."""
+        changed = self.hand_over({IMAGE_BLOCK: condition[:, channels, :1]}, IMAGE_BLOCKS)
+        if changed is None:
+            return condition
+        condition = condition.clone()
+        condition[:, channels, :1] = changed[IMAGE_BLOCK]
+        return condition
 
 
 class PipelineBackbone(Backbone):
