@@ -92,6 +92,16 @@ BAD_INPUTS = [
     case(["--steps", "0"], r"steps: Input should be greater than 0"),
     case(["--device", "cuda"], r"device: cuda requested but no CUDA device is visible", NO_CUDA),
     case(["--attention", "flash"], r"attention: flash needs a CUDA device \(device is cpu\)", NO_CUDA),
+    # numbers are finite: inf and nan are refused naming the field, on the command line and in plugin parameters
+    case(["--guidance", "inf"], r"^error: guidance_scale: Input should be a finite number, got inf$"),
+    case(["--guidance", "nan"], r"^error: guidance_scale: Input should be a finite number, got nan$"),
+    case(["--embedded-guidance", "inf"], r"^error: embedded_guidance_scale: Input should be a finite number, got inf$"),
+    case(["--intervention", "relax:s_min=.inf"],
+         r"^error: relax: s_min: Input should be a finite number, got inf \(parameters: target, beta, s_min\)$"),
+    case(["--intervention", "boost:b=1e309"], r"^error: boost: b: Input should be a finite number, got "),
+    case(["--intervention", "unlearn:sigma_blur=.inf"], r"^error: unlearn: sigma_blur: Input should be a finite number, got inf "),
+    case(["--intervention", "dynamic_cfg:exp=.inf"], r"^error: dynamic_cfg: exp: Input should be a finite number, got inf "),
+    case(["--intervention", "dynamic_cfg:exp=.nan"], r"^error: dynamic_cfg: exp: Input should be a finite number, got nan "),
 ]
 
 

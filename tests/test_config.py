@@ -70,3 +70,14 @@ def test_config_file_errors(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match=r"must hold a mapping of config fields"):
         load_config_file(tmp_path / "list.yaml")
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"guidance_scale": float("inf")}, "guidance_scale: Input should be a finite number, got inf"),
+    ({"guidance_scale_2": float("nan")}, "guidance_scale_2: Input should be a finite number, got nan"),
+    ({"embedded_guidance_scale": float("-inf")}, "embedded_guidance_scale: Input should be a finite number, got -inf"),
+])
+def test_numbers_are_finite(values, message):
+    with pytest.raises(InertiaError) as error:
+        build_config(values)
+    assert str(error.value) == message

@@ -72,6 +72,12 @@ def test_baseline_false_and_an_explicit_empty_condition():
     ({"prompts": ["a", "a"]}, "listed twice"),
     ({"backbones": [{"backbone": "wan"}, {"backbone": "wan"}]}, "'wan' names two backbones"),
     ({"unknown": 1}, "unknown: unknown field"),
+    ({"settings": {"guidance_scale": float("inf")}}, "settings.guidance_scale: Input should be a finite number, got inf"),
+    ({"backbones": [{"backbone": "wan", "embedded_guidance_scale": float("nan")}]},
+     "backbones.0.embedded_guidance_scale: Input should be a finite number, got nan"),
+    ({"conditions": [{"interventions": ["relax"], "grid": {"relax.s_min": [1.0, float("inf")]}}]},
+     "conditions[0] (relax; relax.s_min=inf): s_min: Input should be a finite number, got inf"),
+    ({"conditions": ["unlearn:sigma_blur=.inf"]}, "conditions[0] (unlearn): sigma_blur: Input should be a finite number, got inf"),
 ])
 def test_bad_sweep_files_fail_naming_the_field(changes, message):
     with pytest.raises(InertiaError) as error:

@@ -68,7 +68,7 @@ class RunConfig(BaseModel):
     and recorded.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     backbone: str = "testbed"
     model: str | None = Field(None, description="hub id or local directory; None = the built-in smoke-test model")

@@ -14,9 +14,10 @@ from .errors import ConfigError
 
 
 class Params(BaseModel):
-    """Base class for a plugin's parameters: unknown keys are errors, values are immutable."""
+    """Base class for a plugin's parameters: unknown keys are errors, values are immutable, and
+    numbers are finite (inf and nan are refused)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NoParams(Params):
@@ -73,6 +74,23 @@ def describe_params(model: type[Params]) -> list[ParamInfo]:
     return infos
 
 
+#: Error types whose message is clearer with the offending value after it ("..., got inf").
+SHOW_INPUT = frozenset({"finite_number"})
+
+
+def show_value(value: Any, limit: int = 40) -> str:
+    """A value as a user wrote it in YAML (true, null, inf, 'text'), cut to `limit` characters."""
+    if isinstance(value, bool) or value is None:
+        text = {True: "true", False: "false", None: "null"}[value]
+    elif isinstance(value, float):
+        text = repr(value)
+    elif isinstance(value, int):  # str() of a huge int is slow, and refused past sys.get_int_max_str_digits()
+        text = str(value) if abs(value) < 10**limit else f"an integer of more than {limit} digits"
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def format_validation_error(prefix: str, error: ValidationError, noun: str = "field") -> str:
     """One line naming each offending field and what pydantic says is allowed."""
     parts = []
@@ -81,6 +99,8 @@ def format_validation_error(prefix: str, error: ValidationError, noun: str = "fi
         field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         if item["type"] == "extra_forbidden":
             parts.append(f"{field}: unknown {noun}")
+        elif item["type"] in SHOW_INPUT:
+            parts.append(f"{field}: {item['msg']}, got {show_value(item['input'])}")
         else:
             parts.append(f"{field}: {item['msg']}")
     return "; ".join(parts)

@@ -27,7 +27,7 @@ BASELINE = "baseline"
 class GenerationSettings(BaseModel):
     """Run-config fields a sweep may set for all backbones (top-level `settings`) or for one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     height: int | None = Field(None, gt=0)
     width: int | None = Field(None, gt=0)
@@ -60,7 +60,7 @@ class BackboneEntry(GenerationSettings):
 
 
 class InterventionEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -69,7 +69,7 @@ class InterventionEntry(BaseModel):
 class ConditionEntry(BaseModel):
     """A list of interventions applied together; `grid` expands it into one condition per combination."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     interventions: list[Any] = Field(default_factory=list)
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="'intervention.param': [values, ...]")
@@ -96,7 +96,7 @@ class ConditionEntry(BaseModel):
 
 
 class PromptEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     text: str = Field(min_length=1)
     id: str | None = Field(None, description="short name in tables (default p0, p1, ...)")
@@ -106,13 +106,13 @@ class PromptEntry(BaseModel):
 
 
 class PromptFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     file: Path
 
 
 class ReportOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     values: list[str] = Field(
         default_factory=list,
@@ -123,7 +123,7 @@ class ReportOptions(BaseModel):
 class SweepSpec(BaseModel):
     """The whole sweep file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = "sweep"
     out: Path | None = Field(None, description="sweep directory (default outputs/sweeps/NAME); --out overrides")
