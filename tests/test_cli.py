@@ -102,6 +102,16 @@ BAD_INPUTS = [
     case(["--intervention", "unlearn:sigma_blur=.inf"], r"^error: unlearn: sigma_blur: Input should be a finite number, got inf "),
     case(["--intervention", "dynamic_cfg:exp=.inf"], r"^error: dynamic_cfg: exp: Input should be a finite number, got inf "),
     case(["--intervention", "dynamic_cfg:exp=.nan"], r"^error: dynamic_cfg: exp: Input should be a finite number, got nan "),
+    # ranges: seeds fit torch's 64-bit generator; sizes, frames, steps and fps stop where no real model goes
+    case(["--seed", str(2**64)], r"^error: seed: Input should be less than 18446744073709551616$"),
+    case(["--seed", "-1"], r"^error: seed: Input should be greater than or equal to 0$"),
+    case(["--fps", "2147483648"], r"^error: fps: Input should be less than or equal to 240$"),
+    case(["--fps", "100000"], r"^error: fps: Input should be less than or equal to 240$"),
+    case(["--fps", "0"], r"^error: fps: Input should be greater than or equal to 1$"),
+    case(["--height", "64000"], r"^error: height: Input should be less than or equal to 8192$"),
+    case(["--width", "8193"], r"^error: width: Input should be less than or equal to 8192$"),
+    case(["--frames", "4101"], r"^error: num_frames: Input should be less than or equal to 4097$"),
+    case(["--steps", "1001"], r"^error: steps: Input should be less than or equal to 1000$"),
 ]
 
 

@@ -56,6 +56,17 @@ class PluginSpec(BaseModel):
         return cls(name=name.strip(), params=params)
 
 
+#: Upper bounds no real model reaches, so that a typo fails before loading instead of allocating for
+#: hours: frames of 8K width (the largest published video models generate 720p-1080p); 4097 frames
+#: (4*1024+1: FramePack's longest demo video, 120 s at 30 fps, is 3600 frames; the others make at most
+#: a few hundred); 1000 steps (the schedulers' training timesteps: CogVideoX's refuse more); 1..240 fps
+#: (high-speed video; the models generate 8 to 30); seeds fit torch's 64-bit generator.
+MAX_SIZE = 8192
+MAX_FRAMES = 4097
+MAX_STEPS = 1000
+MAX_FPS = 240
+SEED_LIMIT = 2**64
+
 #: RunConfig fields added after runs were first recorded (see `RunConfig.identity`).
 LATER_FIELDS = frozenset({"guidance_scale_2"})
 
@@ -75,18 +86,18 @@ class RunConfig(BaseModel):
     prompt: str | None = Field(None, description="text prompt; None = the backbone's default prompt")
     negative_prompt: str = ""
     image: Path | None = Field(None, description="conditioning image for image-to-video")
-    height: int | None = Field(None, gt=0)
-    width: int | None = Field(None, gt=0)
-    num_frames: int | None = Field(None, gt=0)
-    steps: int | None = Field(None, gt=0)
-    seed: int = Field(0, ge=0)
+    height: int | None = Field(None, gt=0, le=MAX_SIZE)
+    width: int | None = Field(None, gt=0, le=MAX_SIZE)
+    num_frames: int | None = Field(None, gt=0, le=MAX_FRAMES)
+    steps: int | None = Field(None, gt=0, le=MAX_STEPS)
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     guidance_scale: float | None = Field(None, ge=0, description="true classifier-free guidance scale")
     guidance_scale_2: float | None = Field(
         None, ge=0, description="true CFG scale of the low-noise expert of a two-expert model (Wan 2.2 A14B); "
         "None = guidance_scale",
     )
     embedded_guidance_scale: float | None = Field(None, ge=0, description="guidance-distilled models' embedded scale")
-    fps: int | None = Field(None, gt=0)
+    fps: int | None = Field(None, ge=1, le=MAX_FPS)
     dtype: DType = "auto"
     device: str = "auto"
     attention: str = "native"

@@ -16,12 +16,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..core.config import DType, PluginSpec, read_yaml
+from ..core.config import MAX_FPS, MAX_FRAMES, MAX_SIZE, MAX_STEPS, SEED_LIMIT, DType, PluginSpec, read_yaml
 from ..core.errors import ConfigError, InertiaError
 from ..core.params import build_params, format_validation_error
 from ..registry import Registry, default_registry
 
 BASELINE = "baseline"
+#: The most seeds `seeds: N` may ask for (a list is bounded by the file that writes it).
+MAX_SEEDS = 1_000_000
 
 
 class GenerationSettings(BaseModel):
@@ -29,13 +31,13 @@ class GenerationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    height: int | None = Field(None, gt=0)
-    width: int | None = Field(None, gt=0)
-    num_frames: int | None = Field(None, gt=0)
-    steps: int | None = Field(None, gt=0)
+    height: int | None = Field(None, gt=0, le=MAX_SIZE)
+    width: int | None = Field(None, gt=0, le=MAX_SIZE)
+    num_frames: int | None = Field(None, gt=0, le=MAX_FRAMES)
+    steps: int | None = Field(None, gt=0, le=MAX_STEPS)
     guidance_scale: float | None = Field(None, ge=0)
     embedded_guidance_scale: float | None = Field(None, ge=0)
-    fps: int | None = Field(None, gt=0)
+    fps: int | None = Field(None, ge=1, le=MAX_FPS)
     negative_prompt: str | None = None
     dtype: DType | None = None
     device: str | None = None
@@ -144,11 +146,13 @@ class SweepSpec(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, seeds: list[int] | int) -> list[int]:
+        if isinstance(seeds, int) and seeds > MAX_SEEDS:
+            raise ValueError(f"a count of seeds must be at most {MAX_SEEDS}, got {seeds}")
         seeds = list(range(seeds)) if isinstance(seeds, int) else seeds
         if not seeds:
             raise ValueError("at least one seed")
-        if any(s < 0 for s in seeds):
-            raise ValueError("seeds must be >= 0")
+        if any(not 0 <= s < SEED_LIMIT for s in seeds):
+            raise ValueError(f"seeds must be >= 0 and < 2**64 ({SEED_LIMIT})")
         if len(set(seeds)) != len(seeds):
             raise ValueError("seeds repeat")
         return seeds
