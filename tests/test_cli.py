@@ -112,6 +112,13 @@ BAD_INPUTS = [
     case(["--width", "8193"], r"^error: width: Input should be less than or equal to 8192$"),
     case(["--frames", "4101"], r"^error: num_frames: Input should be less than or equal to 4097$"),
     case(["--steps", "1001"], r"^error: steps: Input should be less than or equal to 1000$"),
+    # strict types: a boolean is no number, a quoted number no number, 2.0 no integer
+    case(["--intervention", "relax:beta=true"],
+         r"^error: relax: beta: Input should be a valid number, got true \(parameters: target, beta, s_min\)$"),
+    case(["--intervention", "relax:beta='0.5'"], r"^error: relax: beta: Input should be a valid number, got '0.5' "),
+    case(["--intervention", "unlearn:layers=[true]"], r"^error: unlearn: layers.0: Input should be a valid integer, got true "),
+    case(["--intervention", "unlearn:end_step=2.0"], r"^error: unlearn: end_step: Input should be a valid integer, got 2.0 "),
+    case(["--intervention", "relax:target=1"], r"^error: relax: target: Input should be 'auto', 'cfg' or 'embedded', got 1 "),
 ]
 
 
@@ -152,3 +159,20 @@ def test_plugins_lists_builtins_with_parameters(capsys):
     listing = json.loads(capsys.readouterr().out)
     relax = next(i for i in listing["interventions"] if i["name"] == "relax")
     assert {p["name"] for p in relax["params"]} == {"target", "beta", "s_min"}
+
+
+@pytest.mark.parametrize("text, flags, beta", [
+    ("interventions: [{name: relax, params: {beta: 1}}]\n", [], 1.0),
+    ("interventions: [{name: relax, params: {beta: 2.5e-1}}]\n", [], 0.25),
+    ("steps: 3\n", ["--intervention", "relax:beta=1"], 1.0),
+    ("steps: 3\n", ["--intervention", "relax:beta=1e-1"], 0.1),
+])
+def test_ints_are_floats_and_exponents_are_numbers(tmp_path, text, flags, beta):
+    """relax:beta=1 stays a float; 1e-1 and 2.5e-1 are numbers (YAML 1.2), not strings that strict types refuse."""
+    from inertia.cli import build_parser, config_from_args
+    from inertia.run import plan_run
+
+    (tmp_path / "run.yaml").write_text(text)
+    args = build_parser().parse_args(["run", "--backbone", "wan", "--device", "cpu", "--config", str(tmp_path / "run.yaml"), *flags])
+    relax = plan_run(config_from_args(args)).stack.interventions[0]
+    assert relax.params.beta == beta and isinstance(relax.params.beta, float)

@@ -81,3 +81,25 @@ def test_numbers_are_finite(values, message):
     with pytest.raises(InertiaError) as error:
         build_config(values)
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"steps": True}, "steps: Input should be a valid integer, got true"),
+    ({"steps": 5.0}, "steps: Input should be a valid integer, got 5.0"),
+    ({"seed": "5"}, "seed: Input should be a valid integer, got '5'"),
+    ({"guidance_scale": True}, "guidance_scale: Input should be a valid number, got true"),
+    ({"guidance_scale": "5"}, "guidance_scale: Input should be a valid number, got '5'"),
+    ({"fps": False}, "fps: Input should be a valid integer, got false"),
+    ({"image": 5}, "image: Input should be a file path, got 5"),
+])
+def test_types_are_strict(values, message):
+    with pytest.raises(InertiaError) as error:
+        build_config(values)
+    assert str(error.value) == message
+
+
+def test_an_int_is_a_float_and_a_config_file_reads_exponents_as_numbers(tmp_path):
+    assert build_config({"guidance_scale": 5}).guidance_scale == 5.0
+    (tmp_path / "run.yaml").write_text("guidance_scale: 1e1\nembedded_guidance_scale: 2.5e0\n")
+    config = build_config(load_config_file(tmp_path / "run.yaml"))
+    assert config.guidance_scale == 10.0 and config.embedded_guidance_scale == 2.5

@@ -83,6 +83,13 @@ def test_baseline_false_and_an_explicit_empty_condition():
     ({"seeds": [0, 2**64]}, "seeds: Value error, seeds must be >= 0 and < 2**64 (18446744073709551616)"),
     ({"seeds": 10**18}, "seeds: Value error, a count of seeds must be at most 1000000, got 1000000000000000000"),
     ({"retries": -1}, "retries: Input should be greater than or equal to 0"),
+    ({"seeds": True}, "seeds: Value error, expected a list of seeds or a count N, got true"),
+    ({"seeds": [0, True]}, "seeds.1: Input should be a valid integer, got true"),
+    ({"baseline": 1}, "baseline: Input should be a valid boolean, got 1"),
+    ({"settings": {"steps": True}}, "settings.steps: Input should be a valid integer, got true"),
+    ({"backbones": [{"backbone": "wan", "guidance_scale": "5"}]}, "backbones.0.guidance_scale: Input should be a valid number, got '5'"),
+    ({"conditions": [{"interventions": ["relax"], "grid": {"relax.beta": [0.5, True]}}]},
+     "conditions[0] (relax; relax.beta=true): beta: Input should be a valid number, got true"),
     ({"conditions": ["unlearn:sigma_blur=.inf"]}, "conditions[0] (unlearn): sigma_blur: Input should be a finite number, got inf"),
 ])
 def test_bad_sweep_files_fail_naming_the_field(changes, message):

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
 
 from .devices import check_device_name
 from .errors import ConfigError, InertiaError
 from .io import atomic_write_text
 from .params import format_validation_error, parse_value
+from .yaml_input import load_yaml
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -86,18 +87,19 @@ class RunConfig(BaseModel):
     prompt: str | None = Field(None, description="text prompt; None = the backbone's default prompt")
     negative_prompt: str = ""
     image: Path | None = Field(None, description="conditioning image for image-to-video")
-    height: int | None = Field(None, gt=0, le=MAX_SIZE)
-    width: int | None = Field(None, gt=0, le=MAX_SIZE)
-    num_frames: int | None = Field(None, gt=0, le=MAX_FRAMES)
-    steps: int | None = Field(None, gt=0, le=MAX_STEPS)
-    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
-    guidance_scale: float | None = Field(None, ge=0, description="true classifier-free guidance scale")
-    guidance_scale_2: float | None = Field(
+    # Numbers are strict (true is not 1, "5" not 5, 2.0 not an int); an int is a float.
+    height: StrictInt | None = Field(None, gt=0, le=MAX_SIZE)
+    width: StrictInt | None = Field(None, gt=0, le=MAX_SIZE)
+    num_frames: StrictInt | None = Field(None, gt=0, le=MAX_FRAMES)
+    steps: StrictInt | None = Field(None, gt=0, le=MAX_STEPS)
+    seed: StrictInt = Field(0, ge=0, lt=SEED_LIMIT)
+    guidance_scale: StrictFloat | None = Field(None, ge=0, description="true classifier-free guidance scale")
+    guidance_scale_2: StrictFloat | None = Field(
         None, ge=0, description="true CFG scale of the low-noise expert of a two-expert model (Wan 2.2 A14B); "
         "None = guidance_scale",
     )
-    embedded_guidance_scale: float | None = Field(None, ge=0, description="guidance-distilled models' embedded scale")
-    fps: int | None = Field(None, ge=1, le=MAX_FPS)
+    embedded_guidance_scale: StrictFloat | None = Field(None, ge=0, description="guidance-distilled models' embedded scale")
+    fps: StrictInt | None = Field(None, ge=1, le=MAX_FPS)
     dtype: DType = "auto"
     device: str = "auto"
     attention: str = "native"
@@ -150,7 +152,7 @@ def read_yaml(path: Path, field: str) -> Any:
     (run configs, sweep files, prompt lists); ConfigError naming `field` when it cannot be read."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(field, f"file not found: {path}") from None
     except IsADirectoryError:

@@ -11,13 +11,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError
+from .yaml_input import load_yaml
 
 
 class Params(BaseModel):
-    """Base class for a plugin's parameters: unknown keys are errors, values are immutable, and
-    numbers are finite (inf and nan are refused)."""
+    """Base class for a plugin's parameters: unknown keys are errors, values are immutable, types are
+    strict (true is no number, "0.5" no float; an int is a float) and numbers finite (no inf, nan)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class NoParams(Params):
@@ -75,7 +76,8 @@ def describe_params(model: type[Params]) -> list[ParamInfo]:
 
 
 #: Error types whose message is clearer with the offending value after it ("..., got inf").
-SHOW_INPUT = frozenset({"finite_number"})
+SHOW_INPUT = frozenset({"finite_number", "int_type", "float_type", "bool_type", "string_type", "list_type",
+                        "dict_type", "literal_error"})
 
 
 def show_value(value: Any, limit: int = 40) -> str:
@@ -99,6 +101,8 @@ def format_validation_error(prefix: str, error: ValidationError, noun: str = "fi
         field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         if item["type"] == "extra_forbidden":
             parts.append(f"{field}: unknown {noun}")
+        elif item["type"] == "path_type":  # pydantic's message names the Python class
+            parts.append(f"{field}: Input should be a file path, got {show_value(item['input'])}")
         elif item["type"] in SHOW_INPUT:
             parts.append(f"{field}: {item['msg']}, got {show_value(item['input'])}")
         else:
@@ -118,6 +122,6 @@ def build_params(model: type[Params], values: dict[str, Any], field: str) -> Par
 def parse_value(text: str) -> Any:
     """Interpret a command-line value the way YAML would: 0.75 -> float, true -> bool, [1,2] -> list."""
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
