@@ -119,6 +119,11 @@ BAD_INPUTS = [
     case(["--intervention", "unlearn:layers=[true]"], r"^error: unlearn: layers.0: Input should be a valid integer, got true "),
     case(["--intervention", "unlearn:end_step=2.0"], r"^error: unlearn: end_step: Input should be a valid integer, got 2.0 "),
     case(["--intervention", "relax:target=1"], r"^error: relax: target: Input should be 'auto', 'cfg' or 'embedded', got 1 "),
+    # given twice: a parameter in one spec (the last one won), an intervention in one run (two unlearn blurred twice)
+    case(["--intervention", "relax:beta=0.5,beta=0.6"], r"^error: relax: beta: given twice; give each parameter once$"),
+    case(["--intervention", "unlearn", "--intervention", "unlearn"],
+         r"^error: interventions: unlearn is given twice; give each intervention once, with all its parameters$"),
+    case(["--intervention", "relax", "--intervention", "relax:beta=0.5"], r"^error: interventions: relax is given twice; "),
 ]
 
 
@@ -176,3 +181,11 @@ def test_ints_are_floats_and_exponents_are_numbers(tmp_path, text, flags, beta):
     args = build_parser().parse_args(["run", "--backbone", "wan", "--device", "cpu", "--config", str(tmp_path / "run.yaml"), *flags])
     relax = plan_run(config_from_args(args)).stack.interventions[0]
     assert relax.params.beta == beta and isinstance(relax.params.beta, float)
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused_naming_its_lines(tmp_path, capsys, no_model_loading):
+    config = tmp_path / "run.yaml"
+    config.write_text("steps: 3\nseed: 1\nsteps: 4\n")
+    assert main(["run", "--backbone", "wan", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: config: {config}: key 'steps' is given twice (lines 1 and 3); give each key once\n"
+    assert not (tmp_path / "out").exists()

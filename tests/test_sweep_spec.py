@@ -184,3 +184,13 @@ def test_cli_dry_run_shows_the_plan_and_runs_nothing(tmp_path, capsys):
 def test_cli_count_flags_out_of_range_are_one_line_before_the_file_is_read(tmp_path, capsys, flags, message):
     assert main(["sweep", str(tmp_path / "missing.yaml"), "--dry-run", *flags]) == 2
     assert capsys.readouterr().err == message + "\n"
+
+
+def test_keys_given_twice_in_sweep_and_prompt_files_are_refused(tmp_path):
+    (tmp_path / "sweep.yaml").write_text("backbones: [{backbone: wan}]\nprompts: [a]\nseeds: 1\nseeds: 2\n")
+    with pytest.raises(InertiaError, match=r"^sweep: .*sweep.yaml: key 'seeds' is given twice \(lines 3 and 4\)"):
+        load_sweep(tmp_path / "sweep.yaml")
+    (tmp_path / "prompts.yaml").write_text("- {text: a ball, id: a, id: b}\n")
+    (tmp_path / "sweep.yaml").write_text("backbones: [{backbone: wan}]\nprompts: [{file: prompts.yaml}]\nseeds: 1\n")
+    with pytest.raises(InertiaError, match=r"^prompts\[0\].file: .*prompts.yaml: key 'id' is given twice \(lines 1 and 1\)"):
+        load_sweep(tmp_path / "sweep.yaml")

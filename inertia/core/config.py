@@ -18,7 +18,7 @@ from .devices import check_device_name
 from .errors import ConfigError, InertiaError
 from .io import atomic_write_text
 from .params import format_validation_error, parse_value
-from .yaml_input import load_yaml
+from .yaml_input import DuplicateKeyError, load_yaml
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -48,13 +48,20 @@ class PluginSpec(BaseModel):
     def parse(cls, text: str) -> "PluginSpec":
         """Parse the command-line form `NAME[:key=value,key=value]`."""
         name, _, rest = text.partition(":")
+        name = name.strip()
         params: dict[str, Any] = {}
         for item in filter(None, (part.strip() for part in rest.split(","))):
             key, sep, value = item.partition("=")
-            if not sep or not key.strip():
+            key = key.strip()
+            if not sep or not key:
                 raise InertiaError(f"{text!r}: expected NAME[:key=value,...], got {item!r}")
-            params[key.strip()] = parse_value(value.strip())
-        return cls(name=name.strip(), params=params)
+            if key in params:
+                raise InertiaError(f"{name}: {key}: given twice; give each parameter once")
+            try:
+                params[key] = parse_value(value.strip())
+            except ValueError as error:
+                raise InertiaError(f"{name}: {key}: {error}") from None
+        return cls(name=name, params=params)
 
 
 #: Upper bounds no real model reaches, so that a typo fails before loading instead of allocating for
@@ -161,6 +168,9 @@ def read_yaml(path: Path, field: str) -> Any:
         raise ConfigError(field, f"{path} is not UTF-8 text") from None
     except OSError as error:
         raise ConfigError(field, f"cannot read {path}: {error.strerror or error}") from None
+    except DuplicateKeyError as error:
+        raise ConfigError(field, f"{path}: key {error.key!r} is given twice (lines {error.first} and {error.line}); "
+                                 "give each key once") from None
     except yaml.YAMLError as error:
         raise ConfigError(field, f"{path} is not valid YAML/JSON: {error}") from None
 

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError
-from .yaml_input import load_yaml
+from .yaml_input import DuplicateKeyError, load_yaml
 
 
 class Params(BaseModel):
@@ -120,8 +120,11 @@ def build_params(model: type[Params], values: dict[str, Any], field: str) -> Par
 
 
 def parse_value(text: str) -> Any:
-    """Interpret a command-line value the way YAML would: 0.75 -> float, true -> bool, [1,2] -> list."""
+    """Interpret a command-line value the way YAML would: 0.75 -> float, true -> bool, [1,2] -> list;
+    text that is not YAML stays text. ValueError for a value that is YAML but cannot be used."""
     try:
         return load_yaml(text)
+    except DuplicateKeyError as error:
+        raise ValueError(error.problem) from None
     except yaml.YAMLError:
         return text
