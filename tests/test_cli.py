@@ -124,6 +124,8 @@ BAD_INPUTS = [
     case(["--intervention", "unlearn", "--intervention", "unlearn"],
          r"^error: interventions: unlearn is given twice; give each intervention once, with all its parameters$"),
     case(["--intervention", "relax", "--intervention", "relax:beta=0.5"], r"^error: interventions: relax is given twice; "),
+    # an empty list that would make an intervention act nowhere
+    case(["--intervention", "unlearn:layers=[]"], r"^error: unlearn: layers: Input should have at least 1 item, got 0 \(parameters: "),
 ]
 
 

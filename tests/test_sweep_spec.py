@@ -90,6 +90,8 @@ def test_baseline_false_and_an_explicit_empty_condition():
     ({"backbones": [{"backbone": "wan", "guidance_scale": "5"}]}, "backbones.0.guidance_scale: Input should be a valid number, got '5'"),
     ({"conditions": [{"interventions": ["relax"], "grid": {"relax.beta": [0.5, True]}}]},
      "conditions[0] (relax; relax.beta=true): beta: Input should be a valid number, got true"),
+    ({"backbones": []}, "backbones: Input should have at least 1 item, got 0"),
+    ({"conditions": [{"interventions": [{"unlearn": {"layers": []}}]}]}, "conditions[0] (unlearn): layers: Input should have at least 1 item, got 0"),
     ({"conditions": ["unlearn:sigma_blur=.inf"]}, "conditions[0] (unlearn): sigma_blur: Input should be a finite number, got inf"),
 ])
 def test_bad_sweep_files_fail_naming_the_field(changes, message):

@@ -101,6 +101,10 @@ def format_validation_error(prefix: str, error: ValidationError, noun: str = "fi
         field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         if item["type"] == "extra_forbidden":
             parts.append(f"{field}: unknown {noun}")
+        elif item["type"] == "too_short" and "min_length" in item.get("ctx", {}):  # pydantic: "... after validation, not 0"
+            least = item["ctx"]["min_length"]
+            parts.append(f"{field}: Input should have at least {least} item{'s' if least != 1 else ''}, "
+                         f"got {item['ctx'].get('actual_length', 'fewer')}")
         elif item["type"] == "path_type":  # pydantic's message names the Python class
             parts.append(f"{field}: Input should be a file path, got {show_value(item['input'])}")
         elif item["type"] in SHOW_INPUT:
