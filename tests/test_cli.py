@@ -191,3 +191,30 @@ def test_a_key_given_twice_in_a_config_file_is_refused_naming_its_lines(tmp_path
     assert main(["run", "--backbone", "wan", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == f"error: config: {config}: key 'steps' is given twice (lines 1 and 3); give each key once\n"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("model", ["builtin:nope", "builtin:/tmp/inertia-outside-the-cache", "builtin:../../escape"])
+@pytest.mark.parametrize("backbone", ["wan", "cogvideox", "hunyuan", "framepack", "testbed"])
+def test_unknown_built_in_models_are_refused_naming_the_known_ones_before_anything_is_built(
+        tmp_path, monkeypatch, capsys, backbone, model):
+    from inertia.registry import default_registry
+
+    monkeypatch.setenv("INERTIA_HOME", str(tmp_path / "home"))
+    cls = default_registry().backbones.get(backbone)
+    monkeypatch.setattr(cls, "load", classmethod(lambda cls, config: pytest.fail("a model was loaded")))
+    assert main(["run", "--backbone", backbone, "--model", model, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    known = f"allowed: {', '.join(cls.builtin_models)}" if cls.builtin_models else "testbed has none"
+    assert err == f"error: model: unknown built-in {backbone} model {model!r}; {known}\n"
+    assert not list(tmp_path.iterdir()) and not Path("/tmp/inertia-outside-the-cache").exists()
+
+
+@pytest.mark.parametrize("name", ["/tmp/inertia-outside-the-cache", "../escape", "a/b", "..", ""])
+def test_a_built_in_model_directory_is_never_outside_the_cache(tmp_path, monkeypatch, name):
+    from inertia.core.builtin_models import builtin_model_dir
+    from inertia.core.errors import ConfigError
+
+    monkeypatch.setenv("INERTIA_HOME", str(tmp_path / "home"))
+    with pytest.raises(ConfigError, match=r"^model: builtin:.* is not a built-in model name \(a plain name, no path\)$"):
+        builtin_model_dir(name, lambda directory: pytest.fail("built"))
+    assert not list(tmp_path.iterdir()) and not Path("/tmp/inertia-outside-the-cache").exists()
