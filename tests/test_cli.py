@@ -126,6 +126,21 @@ BAD_INPUTS = [
     case(["--intervention", "relax", "--intervention", "relax:beta=0.5"], r"^error: interventions: relax is given twice; "),
     # an empty list that would make an intervention act nowhere
     case(["--intervention", "unlearn:layers=[]"], r"^error: unlearn: layers: Input should have at least 1 item, got 0 \(parameters: "),
+    # values too big or too deep to read: one line, no traceback
+    pytest.param(["--intervention", "relax:beta=" + "1" * 100_000],
+                 r"^error: relax: beta: the value has a number too long to read \(more than 4300 digits\)$", id="100k digits"),
+    pytest.param(["--intervention", "relax:beta=0x" + "f" * 5000],
+                 r"^error: relax: beta: the value has a number too long to read \(more than 4300 digits\)$", id="5000 hex digits"),
+    pytest.param(["--intervention", "relax:beta=" + "[" * 2000], r"^error: relax: beta: the value nests too deeply to read$",
+                 id="2000-deep ["),
+    pytest.param(["--intervention", "relax:beta=" + "{a: " * 2000], r"^error: relax: beta: the value nests too deeply to read$",
+                 id="2000-deep {"),
+    case(["--intervention", "relax:beta=&a [*a]"], r"^error: relax: beta: the value has an alias that refers to itself$"),
+    case(["--intervention", "relax:beta=2020-13-01"], r"^error: relax: beta: the value cannot be read \(month must be in 1..12\)$"),
+    case(["--intervention", "relax:beta=!!int ''"], r"^error: relax: beta: the value cannot be read \(IndexError: "),
+    pytest.param(["--intervention", "relax:beta=" + "9" * 400],
+                 r"^error: relax: beta: Input should be a valid number, got an integer of more than 40 digits \(parameters: ",
+                 id="an int past the largest float"),
 ]
 
 
@@ -218,3 +233,17 @@ def test_a_built_in_model_directory_is_never_outside_the_cache(tmp_path, monkeyp
     with pytest.raises(ConfigError, match=r"^model: builtin:.* is not a built-in model name \(a plain name, no path\)$"):
         builtin_model_dir(name, lambda directory: pytest.fail("built"))
     assert not list(tmp_path.iterdir()) and not Path("/tmp/inertia-outside-the-cache").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seed: " + "1" * 100_000 + "\n", "has a number too long to read (more than 4300 digits)"),
+    ("prompt: " + "[" * 2000 + "\n", "nests too deeply to read"),
+    ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcdef", "bcdefg")),
+     "holds more than 1000000 values once its aliases are expanded"),
+], ids=["100k digits", "2000-deep", "alias bomb"])
+def test_config_files_too_big_or_deep_to_read_are_one_line(tmp_path, capsys, no_model_loading, text, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    assert main(["run", "--backbone", "wan", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: config: {config} {message}\n"

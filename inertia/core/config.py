@@ -18,7 +18,7 @@ from .devices import check_device_name
 from .errors import ConfigError, InertiaError
 from .io import atomic_write_text
 from .params import format_validation_error, parse_value
-from .yaml_input import DuplicateKeyError, load_yaml
+from .yaml_input import DuplicateKeyError, UnreadableYAMLError, load_yaml
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -168,6 +168,8 @@ def read_yaml(path: Path, field: str) -> Any:
         raise ConfigError(field, f"{path} is not UTF-8 text") from None
     except OSError as error:
         raise ConfigError(field, f"cannot read {path}: {error.strerror or error}") from None
+    except UnreadableYAMLError as error:
+        raise ConfigError(field, f"{path} {error}") from None
     except DuplicateKeyError as error:
         raise ConfigError(field, f"{path}: key {error.key!r} is given twice (lines {error.first} and {error.line}); "
                                  "give each key once") from None

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError
-from .yaml_input import DuplicateKeyError, load_yaml
+from .yaml_input import DuplicateKeyError, UnreadableYAMLError, load_yaml
 
 
 class Params(BaseModel):
@@ -130,5 +130,7 @@ def parse_value(text: str) -> Any:
         return load_yaml(text)
     except DuplicateKeyError as error:
         raise ValueError(error.problem) from None
+    except UnreadableYAMLError as error:
+        raise ValueError(f"the value {error}") from None
     except yaml.YAMLError:
         return text
