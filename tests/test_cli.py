@@ -247,3 +247,56 @@ def test_config_files_too_big_or_deep_to_read_are_one_line(tmp_path, capsys, no_
     config.write_text(text)
     assert main(["run", "--backbone", "wan", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == f"error: config: {config} {message}\n"
+
+
+@pytest.mark.parametrize("make_out, problem", [
+    (lambda tmp: (tmp / "file").write_text("") or tmp / "file", "{tmp}/file is a file, not a directory"),
+    (lambda tmp: (tmp / "file").write_text("") or tmp / "file" / "sub", "{tmp}/file is a file, not a directory"),
+    (lambda tmp: tmp / ("x" * 300), "the name 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' is 300 bytes long; the file system allows 255"),
+], ids=["a file", "under a file", "a name too long"])
+def test_an_output_directory_that_cannot_be_written_is_one_line_before_loading(tmp_path, capsys, no_model_loading,
+                                                                             make_out, problem):
+    out = make_out(tmp_path)
+    assert main(["run", "--backbone", "wan", "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: out_dir: cannot write {out}/wan-") and err.count("\n") == 1
+    assert err.endswith(": " + problem.format(tmp=tmp_path) + "\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["file"])
+
+
+def test_a_read_only_output_directory_is_one_line_before_loading(tmp_path, capsys, monkeypatch, no_model_loading):
+    import os
+
+    out = tmp_path / "read-only"
+    out.mkdir()
+    out.chmod(0o555)
+    if os.access(out, os.W_OK):  # root writes anyway: pretend the permission holds
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == out else real(path, mode, **kw))
+    assert main(["run", "--backbone", "wan", "--quiet", "--out", str(out / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: out_dir: cannot write {out}/runs/wan-") and err.endswith(f": {out} is not writable\n")
+    assert not list(out.iterdir())
+
+
+def test_a_sweep_directory_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "sweep.yaml").write_text("backbones: [{backbone: wan, num_frames: 9, height: 32, width: 32, steps: 2}]\n"
+                                         "prompts: [a ball]\nseeds: 1\n")
+    (tmp_path / "file").write_text("")
+    assert main(["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "file"), "--quiet"]) == 2
+    assert capsys.readouterr().err == f"error: out: cannot write {tmp_path}/file: {tmp_path}/file is a file, not a directory\n"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"steps: [1\n", "is not valid YAML/JSON: line 2, column 1: expected ',' or ']', but got '<stream end>' "
+                     "(while parsing a flow sequence at line 1, column 8)"),
+    (b"\x00\x01\x02", "is not valid YAML/JSON: position 0: unacceptable character #x0000: special characters are not allowed"),
+    (b"\xff\xfe", "is not UTF-8 text"),
+    (b"a: b: c\n", "is not valid YAML/JSON: line 1, column 5: mapping values are not allowed here"),
+    (None, "is a directory, not a file"),
+], ids=["syntax", "binary", "not UTF-8", "nested mapping", "a directory"])
+def test_a_config_that_cannot_be_read_is_one_line(tmp_path, capsys, no_model_loading, content, message):
+    config = tmp_path / "run.yaml"
+    config.mkdir() if content is None else config.write_bytes(content)
+    assert main(["run", "--backbone", "wan", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: config: {config} {message}\n"

@@ -18,7 +18,7 @@ from .devices import check_device_name
 from .errors import ConfigError, InertiaError
 from .io import atomic_write_text
 from .params import format_validation_error, parse_value
-from .yaml_input import DuplicateKeyError, UnreadableYAMLError, load_yaml
+from .yaml_input import DuplicateKeyError, UnreadableYAMLError, describe_yaml_error, load_yaml
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -174,7 +174,7 @@ def read_yaml(path: Path, field: str) -> Any:
         raise ConfigError(field, f"{path}: key {error.key!r} is given twice (lines {error.first} and {error.line}); "
                                  "give each key once") from None
     except yaml.YAMLError as error:
-        raise ConfigError(field, f"{path} is not valid YAML/JSON: {error}") from None
+        raise ConfigError(field, f"{path} is not valid YAML/JSON: {describe_yaml_error(error)}") from None
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -109,3 +109,18 @@ def _check_expanded(value: Any, path: set[int], budget: list[int]) -> None:
             _check_expanded(child, path, budget)
     finally:
         path.discard(id(value))
+
+
+def describe_yaml_error(error: yaml.YAMLError) -> str:
+    """PyYAML's error in one line: where (line, column) and what, without the quoted source lines."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = error.problem or error.context or "not valid"
+        if error.problem and error.context:
+            start = error.context_mark
+            what += f" ({error.context}{f' at line {start.line + 1}, column {start.column + 1}' if start else ''})"
+        return where + what
+    if isinstance(error, yaml.reader.ReaderError):  # a character YAML does not allow, e.g. a NUL byte
+        return f"position {error.position}: {str(error).splitlines()[0]}"
+    return " ".join(str(error).split())
