@@ -189,11 +189,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands.update(_sweep_commands())
         return commands[args.command](args)
     except NonFiniteLatentsError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 3
     except InertiaError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
+
+
+def one_line(error: Exception) -> str:
+    """The message on one line even where it quotes a name or path holding a line break."""
+    return str(error).replace("\r", "\\r").replace("\n", "\\n")
 
 
 if __name__ == "__main__":

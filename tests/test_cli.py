@@ -300,3 +300,9 @@ def test_a_config_that_cannot_be_read_is_one_line(tmp_path, capsys, no_model_loa
     config.mkdir() if content is None else config.write_bytes(content)
     assert main(["run", "--backbone", "wan", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == f"error: config: {config} {message}\n"
+
+
+def test_an_error_quoting_a_line_break_stays_one_line(tmp_path, capsys, no_model_loading):
+    missing = tmp_path / "two\nlines.yaml"
+    assert main(["run", "--backbone", "wan", "--config", str(missing)]) == 2
+    assert capsys.readouterr().err == f"error: config: file not found: {tmp_path}/two\\nlines.yaml\n"

@@ -55,12 +55,13 @@ class PluginSpec(BaseModel):
             key = key.strip()
             if not sep or not key:
                 raise InertiaError(f"{text!r}: expected NAME[:key=value,...], got {item!r}")
+            where = ": ".join(part if part.isprintable() else repr(part) for part in (name, key))
             if key in params:
-                raise InertiaError(f"{name}: {key}: given twice; give each parameter once")
+                raise InertiaError(f"{where}: given twice; give each parameter once")
             try:
                 params[key] = parse_value(value.strip())
             except ValueError as error:
-                raise InertiaError(f"{name}: {key}: {error}") from None
+                raise InertiaError(f"{where}: {error}") from None
         return cls(name=name, params=params)
 
 

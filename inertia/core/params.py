@@ -89,7 +89,10 @@ def show_value(value: Any, limit: int = 40) -> str:
     elif isinstance(value, int):  # str() of a huge int is slow, and refused past sys.get_int_max_str_digits()
         text = str(value) if abs(value) < 10**limit else f"an integer of more than {limit} digits"
     else:
-        text = repr(value)
+        try:
+            text = repr(value)
+        except ValueError:  # an int inside past Python's digit limit
+            text = f"a {type(value).__name__} too large to show"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -97,7 +100,7 @@ def format_validation_error(prefix: str, error: ValidationError, noun: str = "fi
     """One line naming each offending field and what pydantic says is allowed."""
     parts = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"])
+        loc = ".".join(str(p) if str(p).isprintable() else repr(p) for p in item["loc"])  # a key may hold a newline
         field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         if item["type"] == "extra_forbidden":
             parts.append(f"{field}: unknown {noun}")
