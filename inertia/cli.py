@@ -15,6 +15,7 @@ from typing import Any
 
 from .core.config import ATTENTION_BACKENDS, PluginSpec, build_config, load_config_file
 from .core.errors import InertiaError, NonFiniteLatentsError
+from .core.io import check_output_dir
 from .core.runtime import quiet_libraries
 
 #: CLI flag -> RunConfig field, for every flag that sets a config field.
@@ -140,6 +141,7 @@ def command_run(args: argparse.Namespace) -> int:
     from .run import execute, plan_run
 
     plan = plan_run(config_from_args(args))
+    check_output_dir("out_dir", plan.run_dir)
     result = execute(plan, progress=not args.quiet)
     record = result.record
     print(f"video:  {result.video}")
@@ -187,11 +189,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands.update(_sweep_commands())
         return commands[args.command](args)
     except NonFiniteLatentsError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 3
     except InertiaError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
+
+
+def one_line(error: Exception) -> str:
+    """The message on one line even where it quotes a name or path holding a line break."""
+    return str(error).replace("\r", "\\r").replace("\n", "\\n")
 
 
 if __name__ == "__main__":

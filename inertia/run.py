@@ -59,6 +59,7 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> PlannedRun:
     backbone = registry.backbones.get(config.backbone, "backbone")
     if config.prompt is None:
         config = config.model_copy(update={"prompt": backbone.default_prompt})
+    backbone.refuse_unknown_builtin(config.model)
     resolved = backbone.resolve(resolve_runtime(config))
     interventions = [
         registry.interventions.get(spec.name, f"interventions[{i}]").from_spec(spec.params, spec.name)

@@ -267,4 +267,11 @@ def test_cli_run_with_relax_writes_video_and_record(tmp_path):
 
 
 def test_more_steps_than_training_timesteps_are_refused():
-    assert plan_error(steps=1001) == "steps: 1001 exceeds the scheduler's 1000 training timesteps; largest valid: 1000"
+    from pydantic import ValidationError
+
+    from inertia.backbones.cogvideox import check_steps
+
+    with pytest.raises(ValidationError, match="less than or equal to 1000"):
+        RunConfig(backbone="cogvideox", steps=1001)  # RunConfig's own bound (config.MAX_STEPS) comes first
+    with pytest.raises(ConfigError, match=r"^steps: 1001 exceeds the scheduler's 1000 training timesteps; largest valid: 1000$"):
+        check_steps(1001)

@@ -70,3 +70,60 @@ def test_config_file_errors(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match=r"must hold a mapping of config fields"):
         load_config_file(tmp_path / "list.yaml")
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"guidance_scale": float("inf")}, "guidance_scale: Input should be a finite number, got inf"),
+    ({"guidance_scale_2": float("nan")}, "guidance_scale_2: Input should be a finite number, got nan"),
+    ({"embedded_guidance_scale": float("-inf")}, "embedded_guidance_scale: Input should be a finite number, got -inf"),
+])
+def test_numbers_are_finite(values, message):
+    with pytest.raises(InertiaError) as error:
+        build_config(values)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"steps": True}, "steps: Input should be a valid integer, got true"),
+    ({"steps": 5.0}, "steps: Input should be a valid integer, got 5.0"),
+    ({"seed": "5"}, "seed: Input should be a valid integer, got '5'"),
+    ({"guidance_scale": True}, "guidance_scale: Input should be a valid number, got true"),
+    ({"guidance_scale": "5"}, "guidance_scale: Input should be a valid number, got '5'"),
+    ({"fps": False}, "fps: Input should be a valid integer, got false"),
+    ({"image": 5}, "image: Input should be a file path, got 5"),
+])
+def test_types_are_strict(values, message):
+    with pytest.raises(InertiaError) as error:
+        build_config(values)
+    assert str(error.value) == message
+
+
+def test_an_int_is_a_float_and_a_config_file_reads_exponents_as_numbers(tmp_path):
+    assert build_config({"guidance_scale": 5}).guidance_scale == 5.0
+    (tmp_path / "run.yaml").write_text("guidance_scale: 1e1\nembedded_guidance_scale: 2.5e0\n")
+    config = build_config(load_config_file(tmp_path / "run.yaml"))
+    assert config.guidance_scale == 10.0 and config.embedded_guidance_scale == 2.5
+
+
+def test_a_parameter_given_twice_is_refused():
+    with pytest.raises(InertiaError, match=r"^relax: beta: given twice; give each parameter once$"):
+        PluginSpec.parse("relax:beta=0.5, beta=0.6")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("steps: 3\nsteps: 4\n", "key 'steps' is given twice (lines 1 and 2)"),
+    ("interventions:\n  - name: relax\n    params: {beta: 0.5, beta: 0.6}\n", "key 'beta' is given twice (lines 3 and 3)"),
+    ("1: a\n1.0: b\n", "key 1.0 is given twice (lines 1 and 2)"),
+])
+def test_a_key_given_twice_in_a_yaml_file_is_refused(tmp_path, text, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config_file(path)
+    assert str(error.value) == f"config: {path}: {message}; give each key once"
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("base: &base {steps: 3, seed: 1}\nrun:\n  <<: *base\n  steps: 4\n")
+    assert load_config_file(path)["run"] == {"steps": 4, "seed": 1}

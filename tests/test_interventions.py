@@ -87,7 +87,15 @@ def test_two_schedules_of_one_guidance_conflict():
 
 
 def test_two_envelopes_conflict():
-    with pytest.raises(ConfigError, match=r"interventions: conflicting envelopes: decay and decay"):
+    class Fade(Decay):
+        name = "fade"
+
+    with pytest.raises(ConfigError, match=r"interventions: conflicting envelopes: decay and fade"):
+        InterventionStack([Relax(RelaxParams()), Decay(DecayParams()), Fade(DecayParams(p=2))], setup({"cfg": 5.0}))
+
+
+def test_the_same_intervention_twice_is_refused_whatever_it_does():
+    with pytest.raises(ConfigError, match=r"^interventions: decay is given twice; give each intervention once"):
         InterventionStack([Relax(RelaxParams()), Decay(DecayParams()), Decay(DecayParams(p=2))], setup({"cfg": 5.0}))
 
 

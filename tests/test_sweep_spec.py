@@ -72,6 +72,27 @@ def test_baseline_false_and_an_explicit_empty_condition():
     ({"prompts": ["a", "a"]}, "listed twice"),
     ({"backbones": [{"backbone": "wan"}, {"backbone": "wan"}]}, "'wan' names two backbones"),
     ({"unknown": 1}, "unknown: unknown field"),
+    ({"settings": {"guidance_scale": float("inf")}}, "settings.guidance_scale: Input should be a finite number, got inf"),
+    ({"backbones": [{"backbone": "wan", "embedded_guidance_scale": float("nan")}]},
+     "backbones.0.embedded_guidance_scale: Input should be a finite number, got nan"),
+    ({"conditions": [{"interventions": ["relax"], "grid": {"relax.s_min": [1.0, float("inf")]}}]},
+     "conditions[0] (relax; relax.s_min=inf): s_min: Input should be a finite number, got inf"),
+    ({"settings": {"fps": 100000}}, "settings.fps: Input should be less than or equal to 240"),
+    ({"backbones": [{"backbone": "wan", "height": 64000}]}, "backbones.0.height: Input should be less than or equal to 8192"),
+    ({"backbones": [{"backbone": "wan", "steps": 1001}]}, "backbones.0.steps: Input should be less than or equal to 1000"),
+    ({"seeds": [0, 2**64]}, "seeds: Value error, seeds must be >= 0 and < 2**64 (18446744073709551616)"),
+    ({"seeds": 10**18}, "seeds: Value error, a count of seeds must be at most 1000000, got 1000000000000000000"),
+    ({"retries": -1}, "retries: Input should be greater than or equal to 0"),
+    ({"seeds": True}, "seeds: Value error, expected a list of seeds or a count N, got true"),
+    ({"seeds": [0, True]}, "seeds.1: Input should be a valid integer, got true"),
+    ({"baseline": 1}, "baseline: Input should be a valid boolean, got 1"),
+    ({"settings": {"steps": True}}, "settings.steps: Input should be a valid integer, got true"),
+    ({"backbones": [{"backbone": "wan", "guidance_scale": "5"}]}, "backbones.0.guidance_scale: Input should be a valid number, got '5'"),
+    ({"conditions": [{"interventions": ["relax"], "grid": {"relax.beta": [0.5, True]}}]},
+     "conditions[0] (relax; relax.beta=true): beta: Input should be a valid number, got true"),
+    ({"backbones": []}, "backbones: Input should have at least 1 item, got 0"),
+    ({"conditions": [{"interventions": [{"unlearn": {"layers": []}}]}]}, "conditions[0] (unlearn): layers: Input should have at least 1 item, got 0"),
+    ({"conditions": ["unlearn:sigma_blur=.inf"]}, "conditions[0] (unlearn): sigma_blur: Input should be a finite number, got inf"),
 ])
 def test_bad_sweep_files_fail_naming_the_field(changes, message):
     with pytest.raises(InertiaError) as error:
@@ -155,3 +176,23 @@ def test_cli_dry_run_shows_the_plan_and_runs_nothing(tmp_path, capsys):
     path.write_text(yaml.safe_dump({**BASE, "conditions": ["relax:beta=2"]}))
     assert main(["sweep", str(path), "--dry-run"]) == 2
     assert "beta: Input should be less than or equal to 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--retries", "-1"], "error: retries: must be at least 0, got -1"),
+    (["--workers", "0"], "error: workers: must be at least 1, got 0"),
+    (["--threads", "-2"], "error: threads: must be at least 1, got -2"),
+])
+def test_cli_count_flags_out_of_range_are_one_line_before_the_file_is_read(tmp_path, capsys, flags, message):
+    assert main(["sweep", str(tmp_path / "missing.yaml"), "--dry-run", *flags]) == 2
+    assert capsys.readouterr().err == message + "\n"
+
+
+def test_keys_given_twice_in_sweep_and_prompt_files_are_refused(tmp_path):
+    (tmp_path / "sweep.yaml").write_text("backbones: [{backbone: wan}]\nprompts: [a]\nseeds: 1\nseeds: 2\n")
+    with pytest.raises(InertiaError, match=r"^sweep: .*sweep.yaml: key 'seeds' is given twice \(lines 3 and 4\)"):
+        load_sweep(tmp_path / "sweep.yaml")
+    (tmp_path / "prompts.yaml").write_text("- {text: a ball, id: a, id: b}\n")
+    (tmp_path / "sweep.yaml").write_text("backbones: [{backbone: wan}]\nprompts: [{file: prompts.yaml}]\nseeds: 1\n")
+    with pytest.raises(InertiaError, match=r"^prompts\[0\].file: .*prompts.yaml: key 'id' is given twice \(lines 1 and 1\)"):
+        load_sweep(tmp_path / "sweep.yaml")

@@ -219,7 +219,7 @@ def test_inconsistent_expert_checkpoints_are_refused(wan_t2v_dir, wan22_t2v_dir,
 
 def test_unknown_builtin_names_are_refused():
     assert refusal("builtin:wan22-t2v-tiny-v1") == (
-        "model: unknown built-in Wan model 'builtin:wan22-t2v-tiny-v1'; allowed: builtin:wan-t2v-tiny-v1, "
+        "model: unknown built-in wan model 'builtin:wan22-t2v-tiny-v1'; allowed: builtin:wan-t2v-tiny-v1, "
         "builtin:wan-i2v-tiny-v1, builtin:wan22-a14b-t2v-tiny-v1, builtin:wan22-a14b-i2v-tiny-v1, "
         "builtin:wan22-ti2v-tiny-v1"
     )

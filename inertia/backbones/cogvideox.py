@@ -290,6 +290,7 @@ def _batch(tensor: torch.Tensor, uncond: bool) -> torch.Tensor:
 
 class CogVideoXBackbone(PipelineBackbone):
     name = FAMILY
+    builtin_models = tuple(f"{BUILTIN_PREFIX}{FAMILY}-{mode}-tiny-{cogvideox_builtin.VERSION}" for mode in ("t2v", "i2v"))
     description = (
         "CogVideoX 1.0 / 1.5 (diffusers CogVideoXTransformer3DModel, DDIM/DPM v-prediction), "
         "text- and image-to-video, true CFG."

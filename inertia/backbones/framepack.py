@@ -209,6 +209,7 @@ class FramePackJob:
 # ----- the backbone --------------------------------------------------------------------------------
 class FramePackBackbone(PipelineBackbone):
     name = "framepack"
+    builtin_models = BUILTIN_MODELS
     description = (
         "FramePack on HunyuanVideo (diffusers HunyuanVideoFramepackTransformer3DModel), image-to-video section by "
         f"section; F1 forward-only sampling ({F1_MODEL}) or inverted anti-drifting ({INVERTED_MODEL}); "

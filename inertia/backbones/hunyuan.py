@@ -121,6 +121,7 @@ class HunyuanJob:
 
 class HunyuanVideoBackbone(PipelineBackbone):
     name = "hunyuan"
+    builtin_models = (BUILTIN_MODEL,)
     description = (
         "HunyuanVideo (diffusers HunyuanVideoTransformer3DModel, flow-matching Euler), text-to-video; "
         "embedded (distilled) guidance, optional true CFG with a negative prompt."

@@ -230,6 +230,7 @@ def hook_wan_self_attention(transformer: Any, hooks: AttentionHooks):
 
 class WanBackbone(PipelineBackbone):
     name = "wan"
+    builtin_models = tuple(BUILTIN_MODELS)
     modes = ("t2v", "i2v")
     default_models: ClassVar[Mapping[str, str]] = {
         "t2v": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",

@@ -60,6 +60,9 @@ class Backbone(ABC):
     #: checkpoint in: `resolve` refuses any other component or pipeline config key before loading
     #: (`refuse_unhandled_contents`), so that no checkpoint is silently half-used.
     checkpoint_contents: ClassVar[Mapping[str, CheckpointContents]]
+    #: The `builtin:` model names this backbone builds (tiny random-weight smoke-test models); any other
+    #: `builtin:` name is refused before anything is built (`refuse_unknown_builtin`).
+    builtin_models: ClassVar[tuple[str, ...]] = ()
     #: Guidance scales a schedule can drive on this family ("cfg", "embedded").
     guidance_targets: ClassVar[tuple[str, ...]] = ("cfg",)
     #: Write videos without chroma subsampling or quantisation (tiny videos whose metrics read colours).
@@ -75,10 +78,19 @@ class Backbone(ABC):
         counts and modes. Raises ConfigError naming the field and the nearest valid values."""
 
     @classmethod
+    def refuse_unknown_builtin(cls, model: str | None) -> None:
+        """ConfigError (field "model") for a `builtin:` name that is not one of `builtin_models`, naming
+        those; `plan_run` calls it before `resolve`, and `refuse_unhandled_contents` again."""
+        if model is not None and is_builtin(model) and model not in cls.builtin_models:
+            known = f"allowed: {', '.join(cls.builtin_models)}" if cls.builtin_models else f"{cls.name} has none"
+            raise ConfigError("model", f"unknown built-in {cls.name} model {model!r}; {known}")
+
+    @classmethod
     def refuse_unhandled_contents(cls, model: str, mode: str) -> None:
         """ConfigError (field "model") naming the first component or pipeline config key of `model`'s
         model_index.json this backbone does not handle in `mode`; every backbone's `resolve` calls it.
-        Built-in models are the backbone's own and are skipped."""
+        Built-in models are the backbone's own and are skipped (an unknown `builtin:` name is refused)."""
+        cls.refuse_unknown_builtin(model)
         if not is_builtin(model):
             refuse_unhandled(cls.name, model, cls.checkpoint_contents[mode])
 

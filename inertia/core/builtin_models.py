@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import BUILTIN_PREFIX, is_builtin
+from .errors import ConfigError
 
 SMOKE_TEST_NOTICE = (
     "built-in smoke-test weights (random, tiny): the video shows that the pipeline runs, not what a real "
@@ -33,6 +34,8 @@ def builtin_model_dir(name: str, build: Callable[[Path], None], seed: int = 0) -
     `name` carries a version suffix, so a changed builder never reuses stale weights. The build
     goes to a temporary directory that is renamed into place, so a killed build leaves nothing.
     """
+    if name in ("", ".", "..") or Path(name).name != name:  # never a directory outside the cache
+        raise ConfigError("model", f"{BUILTIN_PREFIX}{name} is not a built-in model name (a plain name, no path)")
     target = cache_root() / name
     if (target / "model_index.json").exists():
         return target

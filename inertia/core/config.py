@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
 
 from .devices import check_device_name
 from .errors import ConfigError, InertiaError
 from .io import atomic_write_text
 from .params import format_validation_error, parse_value
+from .yaml_input import DuplicateKeyError, UnreadableYAMLError, describe_yaml_error, load_yaml
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -47,14 +48,33 @@ class PluginSpec(BaseModel):
     def parse(cls, text: str) -> "PluginSpec":
         """Parse the command-line form `NAME[:key=value,key=value]`."""
         name, _, rest = text.partition(":")
+        name = name.strip()
         params: dict[str, Any] = {}
         for item in filter(None, (part.strip() for part in rest.split(","))):
             key, sep, value = item.partition("=")
-            if not sep or not key.strip():
+            key = key.strip()
+            if not sep or not key:
                 raise InertiaError(f"{text!r}: expected NAME[:key=value,...], got {item!r}")
-            params[key.strip()] = parse_value(value.strip())
-        return cls(name=name.strip(), params=params)
+            where = ": ".join(part if part.isprintable() else repr(part) for part in (name, key))
+            if key in params:
+                raise InertiaError(f"{where}: given twice; give each parameter once")
+            try:
+                params[key] = parse_value(value.strip())
+            except ValueError as error:
+                raise InertiaError(f"{where}: {error}") from None
+        return cls(name=name, params=params)
 
+
+#: Upper bounds no real model reaches, so that a typo fails before loading instead of allocating for
+#: hours: frames of 8K width (the largest published video models generate 720p-1080p); 4097 frames
+#: (4*1024+1: FramePack's longest demo video, 120 s at 30 fps, is 3600 frames; the others make at most
+#: a few hundred); 1000 steps (the schedulers' training timesteps: CogVideoX's refuse more); 1..240 fps
+#: (high-speed video; the models generate 8 to 30); seeds fit torch's 64-bit generator.
+MAX_SIZE = 8192
+MAX_FRAMES = 4097
+MAX_STEPS = 1000
+MAX_FPS = 240
+SEED_LIMIT = 2**64
 
 #: RunConfig fields added after runs were first recorded (see `RunConfig.identity`).
 LATER_FIELDS = frozenset({"guidance_scale_2"})
@@ -68,25 +88,26 @@ class RunConfig(BaseModel):
     and recorded.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     backbone: str = "testbed"
     model: str | None = Field(None, description="hub id or local directory; None = the built-in smoke-test model")
     prompt: str | None = Field(None, description="text prompt; None = the backbone's default prompt")
     negative_prompt: str = ""
     image: Path | None = Field(None, description="conditioning image for image-to-video")
-    height: int | None = Field(None, gt=0)
-    width: int | None = Field(None, gt=0)
-    num_frames: int | None = Field(None, gt=0)
-    steps: int | None = Field(None, gt=0)
-    seed: int = Field(0, ge=0)
-    guidance_scale: float | None = Field(None, ge=0, description="true classifier-free guidance scale")
-    guidance_scale_2: float | None = Field(
+    # Numbers are strict (true is not 1, "5" not 5, 2.0 not an int); an int is a float.
+    height: StrictInt | None = Field(None, gt=0, le=MAX_SIZE)
+    width: StrictInt | None = Field(None, gt=0, le=MAX_SIZE)
+    num_frames: StrictInt | None = Field(None, gt=0, le=MAX_FRAMES)
+    steps: StrictInt | None = Field(None, gt=0, le=MAX_STEPS)
+    seed: StrictInt = Field(0, ge=0, lt=SEED_LIMIT)
+    guidance_scale: StrictFloat | None = Field(None, ge=0, description="true classifier-free guidance scale")
+    guidance_scale_2: StrictFloat | None = Field(
         None, ge=0, description="true CFG scale of the low-noise expert of a two-expert model (Wan 2.2 A14B); "
         "None = guidance_scale",
     )
-    embedded_guidance_scale: float | None = Field(None, ge=0, description="guidance-distilled models' embedded scale")
-    fps: int | None = Field(None, gt=0)
+    embedded_guidance_scale: StrictFloat | None = Field(None, ge=0, description="guidance-distilled models' embedded scale")
+    fps: StrictInt | None = Field(None, ge=1, le=MAX_FPS)
     dtype: DType = "auto"
     device: str = "auto"
     attention: str = "native"
@@ -139,7 +160,7 @@ def read_yaml(path: Path, field: str) -> Any:
     (run configs, sweep files, prompt lists); ConfigError naming `field` when it cannot be read."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(field, f"file not found: {path}") from None
     except IsADirectoryError:
@@ -148,8 +169,13 @@ def read_yaml(path: Path, field: str) -> Any:
         raise ConfigError(field, f"{path} is not UTF-8 text") from None
     except OSError as error:
         raise ConfigError(field, f"cannot read {path}: {error.strerror or error}") from None
+    except UnreadableYAMLError as error:
+        raise ConfigError(field, f"{path} {error}") from None
+    except DuplicateKeyError as error:
+        raise ConfigError(field, f"{path}: key {error.key!r} is given twice (lines {error.first} and {error.line}); "
+                                 "give each key once") from None
     except yaml.YAMLError as error:
-        raise ConfigError(field, f"{path} is not valid YAML/JSON: {error}") from None
+        raise ConfigError(field, f"{path} is not valid YAML/JSON: {describe_yaml_error(error)}") from None
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

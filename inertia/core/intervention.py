@@ -177,6 +177,10 @@ class InterventionStack:
         self.rule: CombinationRule = next((i for i in self.interventions if i.combines_predictions), CFG)
 
     def _check_composition(self, setup: RunSetup) -> None:
+        names = [i.name for i in self.interventions]
+        twice = next((name for name in names if names.count(name) > 1), None)
+        if twice is not None:
+            raise ConfigError("interventions", f"{twice} is given twice; give each intervention once, with all its parameters")
         combiners = [i.name for i in self.interventions if i.combines_predictions]
         if len(combiners) > 1:
             raise ConfigError("interventions", f"{' and '.join(combiners)} both combine the predictions (use one)")

@@ -12,6 +12,41 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ConfigError
+
+
+def check_output_dir(field: str, path: Path) -> None:
+    """ConfigError (naming `field` and `path`) unless directory `path` exists and is writable or can be
+    made: no component is a file, the nearest existing directory is writable, no name is longer than
+    the file system allows. Creates nothing; called before a model loads, so a run that could not
+    write its result fails at once and not after sampling."""
+    path = Path(path)
+    absolute = Path(os.path.abspath(path))
+    existing = absolute
+    while not os.path.lexists(existing):
+        existing = existing.parent
+    problem = None
+    name_max = _pathconf(existing, "PC_NAME_MAX", 255)
+    long_name = next((part for part in absolute.parts[1:] if len(os.fsencode(part)) > name_max), None)
+    if long_name is not None:
+        shown = long_name if len(long_name) <= 40 else long_name[:37] + "..."
+        problem = f"the name {shown!r} is {len(os.fsencode(long_name))} bytes long; the file system allows {name_max}"
+    elif len(os.fsencode(str(absolute))) >= _pathconf(existing, "PC_PATH_MAX", 4096):
+        problem = f"the path is {len(os.fsencode(str(absolute)))} bytes long; the file system allows fewer"
+    elif not existing.is_dir():
+        problem = f"{existing} is {'a file' if existing.exists() else 'a broken link'}, not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    if problem is not None:
+        raise ConfigError(field, f"cannot write {path}: {problem}")
+
+
+def _pathconf(path: Path, name: str, default: int) -> int:
+    try:
+        return os.pathconf(path, name)
+    except (OSError, ValueError):
+        return default
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:

@@ -53,7 +53,7 @@ class UnlearnParams(Params):
         description="context = history/conditioning tokens only; video = all; auto = history if the model has any, "
         "else video (target=kv)",
     )
-    layers: list[int] | None = Field(None, description="transformer layers to act on (default: all; target=kv)")
+    layers: list[int] | None = Field(None, min_length=1, description="transformer layers to act on (default: all; target=kv)")
     start_step: int = Field(0, ge=0, description="first step (per section) to act on")
     end_step: int | None = Field(None, ge=1, description="step to stop before (default: the last)")
 

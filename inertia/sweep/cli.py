@@ -42,14 +42,30 @@ def add_commands(commands) -> None:
                              "report.values, else every value that varies")
 
 
+#: Count flags of `inertia sweep` and the least value each takes (--batch-size: the driver checks it
+#: against the file's batch_size).
+COUNT_FLAGS = {"retries": 0, "workers": 1, "threads": 1}
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """Refuse a negative --retries (or --workers, --threads below 1) before anything is read."""
+    from ..core.errors import ConfigError
+
+    for name, least in COUNT_FLAGS.items():
+        value = getattr(args, name)
+        if value is not None and value < least:
+            raise ConfigError(name, f"must be at least {least}, got {value}")
+
+
 def command_sweep(args: argparse.Namespace) -> int:
     from .driver import Shard, run_sweep
 
+    check_counts(args)
     shard = Shard.parse(args.shard) if args.shard is not None else None
     if args.threads is not None:
         import torch
 
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(args.threads)
     try:
         result = run_sweep(args.file, out=args.out, executor=args.executor, dry_run=args.dry_run,
                            skip_unsupported=True if args.skip_unsupported else None, workers=args.workers,

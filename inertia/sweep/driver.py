@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from ..core.errors import InertiaError
-from ..core.io import atomic_write_text
+from ..core.io import atomic_write_text, check_output_dir
 from .executors import make_executor
 from .plan import SweepPlan, SweepRun, batches, plan_summary
 from .runs import Outcome, run_state
@@ -181,6 +181,7 @@ def _run(sweep: Sweep, runner, out: Path | None, dry_run: bool, skip_unsupported
     if dry_run:
         return result
     retries = sweep.spec.retries if retries is None else retries
+    check_output_dir("out", plan.out)
     with sweep_lock(plan.out, shard):
         _write_plan_files(plan, mine)
         store = ResultStore(plan.out / DB_NAME)

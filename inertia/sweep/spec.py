@@ -14,28 +14,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator,
+                      model_validator)
 
-from ..core.config import DType, PluginSpec, read_yaml
+from ..core.config import MAX_FPS, MAX_FRAMES, MAX_SIZE, MAX_STEPS, SEED_LIMIT, DType, PluginSpec, read_yaml
 from ..core.errors import ConfigError, InertiaError
-from ..core.params import build_params, format_validation_error
+from ..core.params import build_params, format_validation_error, show_value
 from ..registry import Registry, default_registry
 
 BASELINE = "baseline"
+#: The most seeds `seeds: N` may ask for (a list is bounded by the file that writes it).
+MAX_SEEDS = 1_000_000
 
 
 class GenerationSettings(BaseModel):
     """Run-config fields a sweep may set for all backbones (top-level `settings`) or for one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    height: int | None = Field(None, gt=0)
-    width: int | None = Field(None, gt=0)
-    num_frames: int | None = Field(None, gt=0)
-    steps: int | None = Field(None, gt=0)
-    guidance_scale: float | None = Field(None, ge=0)
-    embedded_guidance_scale: float | None = Field(None, ge=0)
-    fps: int | None = Field(None, gt=0)
+    height: StrictInt | None = Field(None, gt=0, le=MAX_SIZE)
+    width: StrictInt | None = Field(None, gt=0, le=MAX_SIZE)
+    num_frames: StrictInt | None = Field(None, gt=0, le=MAX_FRAMES)
+    steps: StrictInt | None = Field(None, gt=0, le=MAX_STEPS)
+    guidance_scale: StrictFloat | None = Field(None, ge=0)
+    embedded_guidance_scale: StrictFloat | None = Field(None, ge=0)
+    fps: StrictInt | None = Field(None, ge=1, le=MAX_FPS)
     negative_prompt: str | None = None
     dtype: DType | None = None
     device: str | None = None
@@ -60,7 +63,7 @@ class BackboneEntry(GenerationSettings):
 
 
 class InterventionEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -69,7 +72,7 @@ class InterventionEntry(BaseModel):
 class ConditionEntry(BaseModel):
     """A list of interventions applied together; `grid` expands it into one condition per combination."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     interventions: list[Any] = Field(default_factory=list)
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="'intervention.param': [values, ...]")
@@ -96,7 +99,7 @@ class ConditionEntry(BaseModel):
 
 
 class PromptEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     text: str = Field(min_length=1)
     id: str | None = Field(None, description="short name in tables (default p0, p1, ...)")
@@ -106,49 +109,59 @@ class PromptEntry(BaseModel):
 
 
 class PromptFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     file: Path
 
 
 class ReportOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     values: list[str] = Field(
         default_factory=list,
         description="metric values to report as 'key.value_name' (e.g. motion.mean_magnitude); default: every numeric value that varies")
-    thumbnails: int = Field(6, ge=2, le=16, description="frames per thumbnail strip")
+    thumbnails: StrictInt = Field(6, ge=2, le=16, description="frames per thumbnail strip")
 
 
 class SweepSpec(BaseModel):
     """The whole sweep file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = "sweep"
     out: Path | None = Field(None, description="sweep directory (default outputs/sweeps/NAME); --out overrides")
     settings: GenerationSettings = Field(default_factory=GenerationSettings)
     backbones: list[BackboneEntry] = Field(min_length=1)
-    baseline: bool = Field(True, description="add the no-intervention condition (needed for paired statistics)")
+    baseline: StrictBool = Field(True, description="add the no-intervention condition (needed for paired statistics)")
     conditions: list[ConditionEntry] = Field(default_factory=list)
     prompts: list[str | PromptEntry | PromptFile] = Field(min_length=1)
-    seeds: list[int] | int = Field(description="list of seeds, or N for seeds 0..N-1")
+    seeds: list[StrictInt] = Field(description="list of seeds, or N for seeds 0..N-1")
     metrics: list[Any] = Field(default_factory=list, description="NAME[:k=v], {name, params} or {NAME: {params}}")
     unsupported: Literal["error", "skip"] = Field(
         "error", description="a condition a backbone cannot run: error (default) or skip, listed in the plan and report")
-    retries: int = Field(2, ge=0, description="extra attempts for a run that fails at run time")
-    batch_size: int = Field(1, ge=1, description="runs sampled as one batch where the backbone can batch (the test bed); "
+    retries: StrictInt = Field(2, ge=0, description="extra attempts for a run that fails at run time")
+    batch_size: StrictInt = Field(1, ge=1, description="runs sampled as one batch where the backbone can batch (the test bed); "
                                                  "they differ only in prompt and seed; --batch-size overrides")
     report: ReportOptions = Field(default_factory=ReportOptions)
 
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _count(cls, seeds: Any) -> Any:
+        if isinstance(seeds, list):
+            return seeds
+        if not isinstance(seeds, int) or isinstance(seeds, bool):
+            raise ValueError(f"expected a list of seeds or a count N, got {show_value(seeds)}")
+        if seeds > MAX_SEEDS:
+            raise ValueError(f"a count of seeds must be at most {MAX_SEEDS}, got {seeds}")
+        return list(range(seeds))
+
     @field_validator("seeds")
     @classmethod
-    def _seeds(cls, seeds: list[int] | int) -> list[int]:
-        seeds = list(range(seeds)) if isinstance(seeds, int) else seeds
+    def _seeds(cls, seeds: list[int]) -> list[int]:
         if not seeds:
             raise ValueError("at least one seed")
-        if any(s < 0 for s in seeds):
-            raise ValueError("seeds must be >= 0")
+        if any(not 0 <= s < SEED_LIMIT for s in seeds):
+            raise ValueError(f"seeds must be >= 0 and < 2**64 ({SEED_LIMIT})")
         if len(set(seeds)) != len(seeds):
             raise ValueError("seeds repeat")
         return seeds
