@@ -148,3 +148,41 @@ def test_light_modules_import_without_their_heavy_neighbours(module):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+#: Import name -> the distribution that provides it, for the base dependencies of pyproject.toml and
+#: the packages those pull in that inertia imports directly.
+PROVIDERS = {"yaml": "pyyaml", "cv2": "opencv-python-headless", "PIL": "pillow", "annotated_types": "pydantic",
+             "huggingface_hub": "diffusers"}
+
+
+def base_dependencies() -> set[str]:
+    import re
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return {re.split(r"[<>=!~\[ ;]", spec, maxsplit=1)[0].lower() for spec in declared}
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """Top-level package names imported at module level (not inside functions: optional extras)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib")
+def test_every_module_level_import_is_a_base_dependency():
+    """`pip install inertia` alone must import every module (the default run imports the test bed's
+    physics, which once needed scipy from the test extra only)."""
+    allowed = base_dependencies() | {"inertia", "pillow", "pyyaml", "opencv-python-headless", "pydantic", "diffusers"}
+    missing = sorted(
+        f"{name} imports {package}" for name, path in modules().items()
+        for package in module_level_imports(path) - set(sys.stdlib_module_names) - {"__future__"}
+        if PROVIDERS.get(package, package).lower() not in allowed
+    )
+    assert missing == []
