@@ -226,7 +226,7 @@ def test_real_i2v_checkpoint_takes_the_bucket_nearest_the_image(image_file):
         (dict(model=BUILTIN_MODELS["i2v"]), "image: hunyuan15 model builtin:hunyuan15-i2v-tiny-v1 is image-to-video; "
                                             "it needs a conditioning image: give --image"),
         (dict(image=Path("missing.png")), "image: file not found: missing.png"),
-        (dict(model="builtin:hunyuan15-tiny-v0"), "model: unknown built-in HunyuanVideo 1.5 model "
+        (dict(model="builtin:hunyuan15-tiny-v0"), "model: unknown built-in hunyuan15 model "
                                                   "'builtin:hunyuan15-tiny-v0'; allowed: builtin:hunyuan15-t2v-tiny-v1, "
                                                   "builtin:hunyuan15-i2v-tiny-v1"),
     ],

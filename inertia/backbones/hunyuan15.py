@@ -257,6 +257,7 @@ class HunyuanVideo15Backbone(PipelineBackbone):
 
     supports_attention_hooks = True
     supports_history_hooks = True
+    builtin_models = tuple(BUILTIN_MODELS.values())
 
     # ----- loading ---------------------------------------------------------------------------
     @classmethod
