@@ -253,7 +253,7 @@ def test_fdg_without_kornia_is_refused(monkeypatch):
     (CfgZeroStar, {"zero_init_steps": -1}, r"^cfg_zero_star: zero_init_steps: Input should be greater than or equal"),
     (Apg, {"momentum": 1.0}, r"^apg: momentum: Input should be less than 1"),
     (Apg, {"eta": 1.5}, r"^apg: eta: Input should be less than or equal to 1"),
-    (Fdg, {"ratios": [2.0]}, r"^fdg: ratios: List should have at least 2 items"),
+    (Fdg, {"ratios": [2.0]}, r"^fdg: ratios: Input should have at least 2 items, got 1"),
     (Fdg, {"ratios": [2.0, -1.0]}, r"^fdg: ratios: Value error, ratios must be >= 0"),
     (Tcfg, {"scale": 2.0}, r"^tcfg: scale: unknown parameter \(parameters: none\)"),
 ])
