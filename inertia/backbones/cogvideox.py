@@ -334,10 +334,7 @@ class CogVideoXBackbone(PipelineBackbone):
         path = checkpoint_path(config.model, lambda directory: cogvideox_builtin.build(mode, directory))
         pipeline_cls = CogVideoXImageToVideoPipeline if mode == "i2v" else CogVideoXPipeline
         pipeline = pipeline_cls.from_pretrained(path, dtype=getattr(torch, config.dtype))
-        pipeline.set_progress_bar_config(disable=True)
-        device = torch.device(config.device)
-        pipeline.to(device)
-        return cls(pipeline, device, smoke_test=is_builtin(config.model))
+        return cls.on_device(pipeline, config, smoke_test=is_builtin(config.model))
 
     # ----- denoise-step interface ------------------------------------------------------------------
     def prepare(self, config: RunConfig, generator: torch.Generator) -> CogVideoXJob:

@@ -290,10 +290,7 @@ class FramePackBackbone(PipelineBackbone):
         # Spatial VAE tiling, as diffusers' FramePack example enables it: it acts only above 256 px,
         # so small videos decode exactly as without it.
         pipeline.vae.enable_tiling()
-        pipeline.set_progress_bar_config(disable=True)
-        device = torch.device(config.device)
-        pipeline.to(device)
-        return cls(pipeline, device, smoke_test=layout == "builtin", settings=settings_for(model))
+        return cls.on_device(pipeline, config, smoke_test=layout == "builtin", settings=settings_for(model))
 
     # ----- denoise-step interface ----------------------------------------------------------------
     def prepare(

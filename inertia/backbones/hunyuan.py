@@ -181,10 +181,7 @@ class HunyuanVideoBackbone(PipelineBackbone):
         # Spatial tiling, as the pipeline's docstring example enables, bounds decode memory at 720p;
         # it only acts above 256 px, so smaller videos decode exactly as without it.
         pipeline.vae.enable_tiling()
-        pipeline.set_progress_bar_config(disable=True)
-        device = torch.device(config.device)
-        pipeline.to(device)
-        return cls(pipeline, device, smoke_test=builtin)
+        return cls.on_device(pipeline, config, smoke_test=builtin)
 
     # ----- denoise-step interface --------------------------------------------------------------
     def prepare(self, config: RunConfig, generator: torch.Generator) -> HunyuanJob:

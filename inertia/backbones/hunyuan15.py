@@ -282,10 +282,7 @@ class HunyuanVideo15Backbone(PipelineBackbone):
         # Spatial tiling, as the pipelines' docstring examples enable, bounds VAE memory at 720p; it only acts
         # above 256 px, so smaller videos decode exactly as without it.
         pipeline.vae.enable_tiling()
-        pipeline.set_progress_bar_config(disable=True)
-        device = torch.device(config.device)
-        pipeline.to(device)
-        return cls(pipeline, device, smoke_test=builtin)
+        return cls.on_device(pipeline, config, smoke_test=builtin)
 
     # ----- denoise-step interface --------------------------------------------------------------
     def prepare(self, config: RunConfig, generator: torch.Generator) -> Hunyuan15Job:

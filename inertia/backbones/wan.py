@@ -321,10 +321,7 @@ class WanBackbone(PipelineBackbone):
             raise ConfigError("model", f"{model} ({'two experts' if experts else 'one transformer'}, expand_timesteps "
                                        f"{str(expand).lower()}) is not the checkpoint resolved before it was here; "
                                        "run again (its configs are cached now)")
-        pipeline.set_progress_bar_config(disable=True)
-        device = torch.device(config.device)
-        pipeline.to(device)
-        return cls(pipeline, device, smoke_test=builtin)
+        return cls.on_device(pipeline, config, smoke_test=builtin)
 
     # ----- denoise-step interface --------------------------------------------------------------
     def prepare(self, config: RunConfig, generator: torch.Generator) -> WanJob:

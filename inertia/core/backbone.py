@@ -300,6 +300,15 @@ class PipelineBackbone(Backbone):
         self.device = device
         self.smoke_test = smoke_test
 
+    @classmethod
+    def on_device(cls, pipeline: Any, config: RunConfig, smoke_test: bool, **extra: Any) -> "PipelineBackbone":
+        """The loaded pipeline without progress bars (the loop has its own), moved to the run's device
+        and wrapped as this backbone (`extra`: the subclass's own constructor arguments)."""
+        pipeline.set_progress_bar_config(disable=True)
+        device = torch.device(config.device)
+        pipeline.to(device)
+        return cls(pipeline, device, smoke_test=smoke_test, **extra)
+
     def scheduler_step(self, job: Any, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
         return self.pipe.scheduler.step(prediction, section.timesteps[step], section.latents, return_dict=False)[0]
 
