@@ -7,6 +7,7 @@
 #   bash scripts/testbed_gpu.sh evaluate   # held-out evaluation at several CFG scales + attention probe
 #   bash scripts/testbed_gpu.sh install    # pick the default CFG from the evaluation, ship the model
 #   bash scripts/testbed_gpu.sh ablation   # the ablation sweep and its report on the shipped model
+#                                          # ($SWEEP: another sweep file, e.g. examples/testbed_rivals.yaml)
 #
 # $RUN (default runs/testbed_v2) holds the training run (runs/ is git-ignored, so a warm GPU machine
 # keeps it between calls and `resume` finds it); $PYTHON picks the interpreter (python3).
@@ -60,9 +61,9 @@ EOF
     cp -r "$run/model/." inertia/testbed/weights/
     ;;
   ablation)
-    LOG_DIR="$run/shards" PYTHON="$python" bash scripts/run_sweep_shards.sh 6 examples/testbed_ablation.yaml \
-      --batch-size 64 --threads 2
-    "$python" cli.py report outputs/sweeps/testbed_ablation
+    sweep=${SWEEP:-examples/testbed_ablation.yaml}
+    LOG_DIR="$run/shards" PYTHON="$python" bash scripts/run_sweep_shards.sh 6 "$sweep" --batch-size 64 --threads 2
+    "$python" cli.py report "outputs/sweeps/$(basename "$sweep" .yaml)"
     ;;
   *) echo "usage: $0 train|resume|evaluate|install|ablation" >&2; exit 2 ;;
 esac
