@@ -63,7 +63,19 @@ EOF
   ablation)
     sweep=${SWEEP:-examples/testbed_ablation.yaml}
     LOG_DIR="$run/shards" PYTHON="$python" bash scripts/run_sweep_shards.sh 6 "$sweep" --batch-size 64 --threads 2
-    "$python" cli.py report "outputs/sweeps/$(basename "$sweep" .yaml)"
+    dir="outputs/sweeps/$(basename "$sweep" .yaml)"
+    "$python" cli.py report "$dir"
+    # Every run's values beside the report, so other comparisons (each rival against relax, paired
+    # by prompt and seed) can be computed later without the GPU.
+    "$python" - "$dir" <<'EOF'
+import csv, gzip, sqlite3, sys
+query = "SELECT condition, prompt_id, seed, value_name, value FROM results ORDER BY condition, prompt_id, seed, value_name"
+rows = sqlite3.connect(f"{sys.argv[1]}/results.sqlite").execute(query)
+with gzip.open(f"{sys.argv[1]}/report/values.csv.gz", "wt", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["condition", "prompt_id", "seed", "value_name", "value"])
+    writer.writerows(rows)
+EOF
     ;;
   *) echo "usage: $0 train|resume|evaluate|install|ablation" >&2; exit 2 ;;
 esac
