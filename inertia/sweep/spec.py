@@ -37,6 +37,8 @@ class GenerationSettings(BaseModel):
     num_frames: StrictInt | None = Field(None, gt=0, le=MAX_FRAMES)
     steps: StrictInt | None = Field(None, gt=0, le=MAX_STEPS)
     guidance_scale: StrictFloat | None = Field(None, ge=0)
+    guidance_scale_2: StrictFloat | None = Field(
+        None, ge=0, description="low-noise expert's CFG scale of a two-expert model (Wan 2.2 A14B); null = guidance_scale")
     embedded_guidance_scale: StrictFloat | None = Field(None, ge=0)
     fps: StrictInt | None = Field(None, ge=1, le=MAX_FPS)
     negative_prompt: str | None = None
