@@ -32,7 +32,8 @@ the checkpoint), and its `num_frames` says nothing about sections; so they are c
 
 Guidance: "embedded" is the distilled scale (`embedded_guidance_scale`, default 10), passed to
 the transformer every step as `scale * 1000` (the pipeline's `guidance_scale`); "cfg" is true CFG
-(`guidance_scale`, the pipeline's `true_cfg_scale`), on only when > 1 and a negative prompt is given.
+(`guidance_scale`, the pipeline's `true_cfg_scale`), on only when > 1 and a negative prompt is given:
+a run always gives one (blank by default, encoded as the pipeline encodes `negative_prompt=""`).
 
 Attention (the interface in `core.attention`, processors shared with hunyuan in `hunyuan_attention`):
 
@@ -80,7 +81,7 @@ from .framepack_sections import (
     SectionContext,
     SectionHistory,
 )
-from .hunyuan_text import PIPELINE_COMPONENTS, TextConditions, check_true_cfg, embedded_guidance, prompt_template, true_cfg_on
+from .hunyuan_text import PIPELINE_COMPONENTS, TextConditions, embedded_guidance, prompt_template, true_cfg_on
 
 F1_MODEL = "lllyasviel/FramePack_F1_I2V_HY_20250503"
 INVERTED_MODEL = "lllyasviel/FramePackI2V_HY"
@@ -240,7 +241,6 @@ class FramePackBackbone(PipelineBackbone):
         check_multiple("height", resolved.height, spatial * patch, why)
         check_multiple("width", resolved.width, spatial * patch, why)
         settings.check_num_frames("num_frames", resolved.num_frames)
-        check_true_cfg(cls.name, resolved)
         return resolved
 
     @classmethod
