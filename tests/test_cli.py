@@ -81,7 +81,7 @@ BAD_INPUTS = [
     case(["--intervention", "relax:beta=1.5"], r"relax: beta: Input should be less than or equal to 1 \(parameters: target, beta, s_min\)"),
     case(["--intervention", "relax:gamma=1"], r"relax: gamma: unknown parameter \(parameters: target, beta, s_min\)"),
     case(["--intervention", "decay:p=0.7"], r"decay: shapes how another intervention fades over denoising, but none is given"),
-    case(["--guidance", "1", "--intervention", "relax"], r"relax.target: cfg guidance is off in this run \(guidance_scale <= 1"),
+    case(["--guidance", "1", "--intervention", "relax"], r"relax: cannot change anything: cfg guidance is off in this run \(guidance_scale <= 1"),
     case(["--intervention", "relax:s_min=5"], r"relax: cannot change anything: the base scale 5 equals the floor s_min 5"),
     case(["--intervention", "relax", "--intervention", "boost"], r"interventions: relax and boost both schedule the cfg guidance"),
     case(["--frames", "10"], r"num_frames: 10 is not of the form 4k\+1 \(VAE 4x temporal compression\); nearest valid: 9 or 13"),

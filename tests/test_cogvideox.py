@@ -170,14 +170,12 @@ def test_dynamic_cfg_rejects_non_integer_power_in_diffusers_form():
         DynamicCfg.from_spec({"form": "diffusers", "exp": 2.5}, "dynamic_cfg")
 
 
-def test_dynamic_cfg_needs_true_cfg_in_force():
-    config = RunConfig(backbone="cogvideox", guidance_scale=1.0, interventions=[PluginSpec.parse("dynamic_cfg")])
-    with pytest.raises(ConfigError) as error:
-        plan_run(config)
-    assert str(error.value) == (
-        "dynamic_cfg.target: cfg guidance is off in this run (guidance_scale <= 1 runs no unconditional pass), "
-        "so dynamic_cfg cannot change anything"
-    )
+def test_dynamic_cfg_where_cfg_is_off_starts_from_its_scale_in_force_1():
+    # CFG off is the conditional prediction alone, a scale of 1: s = 1 + 1 * (1 - cos(pi * 1 ** 5)) / 2 = 2 at step 0.
+    plan = plan_run(RunConfig(backbone="cogvideox", guidance_scale=1.0, interventions=[PluginSpec.parse("dynamic_cfg")]))
+    assert dict(plan.setup.guidance) == {}
+    ctx = StepContext(step=0, num_steps=plan.config.steps, timestep=999.0, sigma=1.0, guidance={})
+    assert plan.stack.guidance(ctx) == {"cfg": 2.0}
 
 
 # ----- validation before loading -------------------------------------------------------------------

@@ -148,8 +148,8 @@ def test_relaxing_cfg_when_true_cfg_is_off_is_a_config_error():
     with pytest.raises(ConfigError) as error:
         plan_run(config)
     assert str(error.value) == (
-        "relax.target: cfg guidance is off in this run (guidance_scale <= 1 runs no unconditional pass), "
-        "so relax cannot change anything"
+        "relax: cannot change anything: cfg guidance is off in this run (guidance_scale <= 1 runs no unconditional "
+        "pass), so its scale in force is 1; the base scale 1 equals the floor s_min 1"
     )
 
 

@@ -134,16 +134,16 @@ def test_missing_prompt_image_and_file_are_errors(tmp_path):
 
 
 def test_plan_names_the_backbone_and_condition_it_cannot_run_or_lists_it_as_skipped(tmp_path):
-    # HunyuanVideo runs without true CFG by default, so a CFG schedule cannot change anything there.
+    # HunyuanVideo runs without true CFG by default, so a combiner has no predictions to combine there.
     data = {**BASE, "backbones": [{"backbone": "wan", "num_frames": 9}, {"backbone": "hunyuan", "num_frames": 9}],
-            "conditions": ["dynamic_cfg", "relax:beta=0.5"]}
+            "conditions": ["tcfg", "relax:beta=0.5"]}
     with pytest.raises(SweepPlanError) as error:
         plan_sweep(build_sweep(data), tmp_path)
     text = str(error.value)
-    assert "hunyuan x dynamic_cfg: dynamic_cfg.target: cfg guidance is off" in text and "(2 runs)" in text
+    assert "hunyuan x tcfg: tcfg: true CFG is off in this run" in text and "(2 runs)" in text
     assert "nothing was run" in text and "--skip-unsupported" in text
     plan = plan_sweep(build_sweep({**data, "unsupported": "skip"}), tmp_path)
-    assert [(s.backbone, s.condition, s.runs) for s in plan.skipped] == [("hunyuan", "dynamic_cfg", 2)]
+    assert [(s.backbone, s.condition, s.runs) for s in plan.skipped] == [("hunyuan", "tcfg", 2)]
     assert len(plan.runs) == 2 * 3 * 2 - 2
     assert not list(tmp_path.iterdir())  # planning writes nothing
 

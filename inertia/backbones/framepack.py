@@ -301,7 +301,7 @@ class FramePackBackbone(PipelineBackbone):
         settings = settings or self.settings
         settings.check_num_frames("num_frames", config.num_frames)
         pipe, dtype = self.pipe, self.transformer.dtype
-        negative = self._encode_text(config.negative_prompt) if "cfg" in self.guidance_in_force(config) else None
+        negative = self._encode_text(config.negative_prompt) if self.encodes_negative_prompt(config) else None
         pixels = pipe.video_processor.preprocess(self._start_image(config), config.height, config.width)
         image_embeds = pipe.encode_image(pixels, device=self.device).to(dtype)
         # The VAE sample draws from `generator` first, then each section's noise: the pipeline's order.

@@ -116,7 +116,7 @@ class HunyuanJob:
     """One run's conditions and latents (the latents are replaced as the loop denoises)."""
 
     cond: TextConditions
-    uncond: TextConditions | None  # only when true CFG is on, as the pipeline encodes it
+    uncond: TextConditions | None  # when true CFG is on (as the pipeline encodes it) or may be (`encodes_negative_prompt`)
     latents: torch.Tensor
 
 
@@ -186,7 +186,7 @@ class HunyuanVideoBackbone(PipelineBackbone):
     # ----- denoise-step interface --------------------------------------------------------------
     def prepare(self, config: RunConfig, generator: torch.Generator) -> HunyuanJob:
         cond = self._encode(config.prompt)
-        uncond = self._encode(config.negative_prompt) if true_cfg_on(config) else None
+        uncond = self._encode(config.negative_prompt) if self.encodes_negative_prompt(config) else None
         # The pipeline's schedule: linear sigmas 1 -> 1/steps, which the scheduler then shifts.
         sigmas = np.linspace(1.0, 0.0, config.steps + 1)[:-1]
         self.pipe.scheduler.set_timesteps(sigmas=sigmas, device=self.device)

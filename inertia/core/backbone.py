@@ -104,6 +104,13 @@ class Backbone(ABC):
         return {"cfg": config.guidance_scale} if config.guidance_scale > 1.0 else {}
 
     @classmethod
+    def encodes_negative_prompt(cls, config: RunConfig) -> bool:
+        """Whether `prepare` must encode the negative prompt, for backbones whose pipelines encode it only
+        with true CFG on: when CFG is in force, or the run has interventions (a schedule may move the
+        scale of a run that turns CFG off from 1 at some steps, which then need the unconditional pass)."""
+        return "cfg" in cls.guidance_in_force(config) or bool(config.interventions)
+
+    @classmethod
     def expert_guidance(cls, config: RunConfig) -> dict[str, dict[str, float]]:
         """Base scales per expert, keyed by expert name, when the resolved config's checkpoint hands
         denoising from one model to another during the run (Wan 2.2 A14B: "high_noise", then
