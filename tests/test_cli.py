@@ -88,6 +88,8 @@ BAD_INPUTS = [
     case(["--height", "50"], r"height: 50 is not a multiple of 16 \(VAE 8x spatial compression x patch 2\); nearest valid: 48 or 64"),
     case(["--image", "missing.png"], r"image: file not found: missing.png"),
     case(["--embedded-guidance", "6"], r"embedded_guidance_scale: wan has no embedded guidance"),
+    case(["--window", "5"], r"latent_window_size: wan denoises the whole video at once; latent_window_size is the "
+                            r"section size of a section-by-section model \(framepack\)"),
     case(["--attention", "fast"], r"attention: Value error, unknown attention backend 'fast'"),
     case(["--steps", "0"], r"steps: Input should be greater than 0"),
     case(["--device", "cuda"], r"device: cuda requested but no CUDA device is visible", NO_CUDA),

@@ -24,8 +24,8 @@ from inertia.backbones.framepack import (
 from inertia.backbones.framepack_builtin import tiny_pipeline
 from inertia.backbones.hunyuan_text import BARE_TEMPLATE
 from inertia.cli import main
-from inertia.core.config import PluginSpec, RunConfig
-from inertia.core.errors import ConfigError
+from inertia.core.config import PluginSpec, RunConfig, build_config
+from inertia.core.errors import ConfigError, InertiaError
 from inertia.core.intervention import InterventionStack
 from inertia.run import generate, plan_run
 from inertia.core.sampling import sample
@@ -72,8 +72,8 @@ def config_for(model, image_file, num_frames, cfg: float = 1.0, negative: str = 
 
 def ours_at_backbone_level(model, image_file, settings: FramePackSettings, sections: int, cfg: float = 1.0,
                            negative: str = NEGATIVE):
-    """Drive the backbone directly with explicit settings: RunConfig has no sampling-type or
-    window-size field yet, so this is how both sampling types are reached with one checkpoint."""
+    """Drive the backbone directly with explicit settings: RunConfig has no sampling-type field,
+    so this is how both sampling types are reached with one checkpoint."""
     config = config_for(model, image_file, settings.video_frames(sections), cfg, negative)
     backbone = FramePackBackbone.load(config)
     setup = FramePackBackbone.setup(config)
@@ -116,6 +116,35 @@ def test_runner_path_with_the_checkpoint_window_matches_the_pipeline(framepack_d
     assert np.array_equal(full.frames, expected)
     assert np.array_equal(assembled.frames, expected)
     assert len(full.trace) == 2 * STEPS
+
+
+def test_the_latent_window_is_a_run_setting_matching_the_pipeline_at_a_non_default_window(
+        framepack_dir, reference, image_file):
+    """latent_window_size 5 (the checkpoint's is 9): the runner path equals the pipeline given
+    latent_window_size=5, and the window is recorded in the resolved config."""
+    settings = FramePackSettings(VANILLA, latent_window_size=5)
+    expected = theirs(reference, image_file, settings, 2)
+    planned = plan_run(config_for(framepack_dir, image_file, settings.video_frames(2), latent_window_size=5))
+    assert planned.config.latent_window_size == 5 and planned.backbone.total_steps(planned.config) == 2 * STEPS
+    result = generate(planned, progress=False)
+    assert result.frames.shape == expected.shape == (41, 32, 48, 3)
+    assert np.array_equal(result.frames, expected), f"max abs diff {np.abs(result.frames - expected).max()}"
+    assert [step.section for step in result.trace] == [0] * STEPS + [1] * STEPS
+    # the default frame count follows the window: 4 sections of 4 * 5 frames after the start frame
+    assert resolve(model=str(framepack_dir), image=image_file, latent_window_size=5).num_frames == 81
+
+
+def test_the_latent_window_is_validated_before_loading(framepack_dir, image_file):
+    with pytest.raises(ConfigError) as error:
+        plan_run(config_for(framepack_dir, image_file, 37, latent_window_size=5))
+    assert str(error.value) == ("num_frames: 37 is not of the form 20k+1 (FramePack adds 20 frames per section of "
+                                "latent_window_size 5 to the start frame); nearest valid: 21 or 41")
+    with pytest.raises(InertiaError, match=r"^latent_window_size: Input should be greater than 0"):
+        build_config({"backbone": "framepack", "latent_window_size": 0})
+    with pytest.raises(ConfigError) as error:
+        plan_run(RunConfig(backbone="wan", latent_window_size=5))
+    assert str(error.value) == ("latent_window_size: wan denoises the whole video at once; latent_window_size is the "
+                                "section size of a section-by-section model (framepack)")
 
 
 # ----- interventions see every step of every section -----------------------------------------------

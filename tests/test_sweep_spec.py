@@ -217,3 +217,11 @@ def test_guidance_scale_2_is_a_sweep_setting_resolved_per_backbone_and_refused_f
     with pytest.raises(InertiaError, match=r"settings\.guidance_scale_2: Input should be greater than or equal to 0"):
         sweep_of(settings={"guidance_scale_2": -1.0})
     assert not list(tmp_path.iterdir())
+
+
+def test_latent_window_size_is_a_sweep_setting_of_framepack_and_refused_elsewhere(tmp_path):
+    data = {**BASE, "seeds": 1, "backbones": [{"backbone": "framepack", "latent_window_size": 5, "steps": 2}]}
+    (run,) = plan_sweep(build_sweep(data), tmp_path).runs
+    assert (run.resolved["latent_window_size"], run.resolved["num_frames"]) == (5, 4 * 5 * 2 + 1)  # built-in: 2 sections
+    with pytest.raises(SweepPlanError, match=r"wan x baseline: latent_window_size: wan denoises the whole video at once"):
+        plan_sweep(build_sweep({**BASE, "settings": {"latent_window_size": 5}}), tmp_path)

@@ -60,7 +60,8 @@ RUN_COLUMNS: list[tuple[str, str]] = [
 CONFIG_COLUMNS: list[tuple[str, str]] = [
     ("model", "TEXT"), ("prompt", "TEXT"), ("negative_prompt", "TEXT"), ("image", "TEXT"),
     ("height", "INTEGER"), ("width", "INTEGER"), ("num_frames", "INTEGER"), ("steps", "INTEGER"),
-    ("guidance_scale", "REAL"), ("guidance_scale_2", "REAL"), ("embedded_guidance_scale", "REAL"), ("fps", "INTEGER"),
+    ("guidance_scale", "REAL"), ("guidance_scale_2", "REAL"), ("embedded_guidance_scale", "REAL"),
+    ("latent_window_size", "INTEGER"), ("fps", "INTEGER"),
     ("dtype", "TEXT"), ("device", "TEXT"), ("attention", "TEXT"),
     ("interventions", "TEXT"),  # JSON list of {name, params} with every parameter
     ("config", "TEXT"),  # the whole resolved RunConfig as JSON (without out_dir)
@@ -130,7 +131,7 @@ class ResultStore:
             self._create_view(con)
 
     def _add_later_columns(self, con: sqlite3.Connection) -> None:
-        """Config columns added after sweep tables were first written (guidance_scale_2), so that an older
+        """Config columns added after sweep tables were first written (guidance_scale_2, ...), so that an older
         sweep directory resumes; its rows read NULL there until re-planned."""
         existing = set(self.columns())
         for name, sql_type in CONFIG_COLUMNS:
