@@ -113,16 +113,18 @@ class GuidanceSchedule(Intervention):
                 field, f"{setup.backbone} has no {target!r} guidance; allowed: {', '.join(setup.guidance_targets)}"
             )
         sets = setup.guidance_sets  # one per expert of a checkpoint with several
-        if target not in OFF_SCALES and any(target not in base for base in sets):
+        off = any(target not in base for base in sets)
+        if off and target not in OFF_SCALES:
             raise ConfigError(
                 field,
                 f"{target} guidance is off in this run ({_off_reason(target)}), so {self.name} cannot change anything",
             )
         reasons = [self.unchangeable(base_scale(base, target)) for base in sets]
         if all(reasons):
-            off = f"{target} guidance is off in this run ({_off_reason(target)}), so its scale in force is " \
-                  f"{OFF_SCALES[target]:g}; " if any(target not in base for base in sets) else ""
-            raise ConfigError(self.name, f"cannot change anything: {off}{'; '.join(dict.fromkeys(reasons))}")
+            if off:
+                reasons.insert(0, f"{target} guidance is off in this run ({_off_reason(target)}), so its scale in "
+                                  f"force is {OFF_SCALES[target]:g}")
+            raise ConfigError(self.name, f"cannot change anything: {'; '.join(dict.fromkeys(reasons))}")
 
     def unchangeable(self, base: float) -> str | None:
         """Why this schedule would leave a base scale unchanged at every step, or None."""
