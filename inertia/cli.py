@@ -33,6 +33,7 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--guidance": ("guidance_scale", float, "true classifier-free guidance scale"),
     "--guidance-2": ("guidance_scale_2", float, "Wan 2.2 A14B: the low-noise expert's CFG scale (default: --guidance)"),
     "--embedded-guidance": ("embedded_guidance_scale", float, "embedded (distilled) guidance scale"),
+    "--window": ("latent_window_size", int, "FramePack: latent frames per section (default: the checkpoint's)"),
     "--fps": ("fps", int, "frame rate of the written video"),
     "--dtype": ("dtype", str, "auto, float32, bfloat16, float16"),
     "--device": ("device", str, "auto, cpu, cuda, cuda:N"),

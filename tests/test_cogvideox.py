@@ -63,6 +63,11 @@ def i2v_15(tmp_path_factory) -> Path:  # CogVideoX1.5-5B-I2V layout: temporal pa
     return save_tiny(tmp_path_factory, "cog_i2v_15", "i2v", generation="1.5")
 
 
+@pytest.fixture(scope="module")
+def t2v_text_24(tmp_path_factory) -> Path:  # the 2b layout (sin-cos positions over text + video) for 24 text tokens
+    return save_tiny(tmp_path_factory, "cog_t2v_text_24", "t2v", text_length=24)
+
+
 def ours(model: Path, interventions=(), **overrides):
     fields = dict(backbone="cogvideox", model=str(model), prompt=PROMPT, negative_prompt=NEGATIVE, seed=SEED,
                   guidance_scale=GUIDANCE, device="cpu", dtype="float32", **SIZE)
@@ -91,6 +96,16 @@ def test_t2v_ddim_matches_pipeline(t2v_ddim):
     assert expected.shape == (9, 32, 48, 3)
     assert_bit_identical(result.frames, expected)
     assert [s.guidance for s in result.trace] == [{"cfg": GUIDANCE}] * 4
+
+
+def test_the_text_length_is_the_checkpoints(t2v_text_24):
+    """A transformer built for 24 text tokens: the pipeline runs it with max_sequence_length=24 (at its default 226
+    the positions table does not fit the sequence); a run takes the length from the checkpoint."""
+    expected = theirs(CogVideoXPipeline, t2v_text_24, max_sequence_length=24)
+    result = ours(t2v_text_24)
+    assert_bit_identical(result.frames, expected)
+    with pytest.raises(RuntimeError, match="must match the size of tensor b"):
+        theirs(CogVideoXPipeline, t2v_text_24)
 
 
 def test_t2v_dpm_matches_pipeline(t2v_dpm):
@@ -170,14 +185,12 @@ def test_dynamic_cfg_rejects_non_integer_power_in_diffusers_form():
         DynamicCfg.from_spec({"form": "diffusers", "exp": 2.5}, "dynamic_cfg")
 
 
-def test_dynamic_cfg_needs_true_cfg_in_force():
-    config = RunConfig(backbone="cogvideox", guidance_scale=1.0, interventions=[PluginSpec.parse("dynamic_cfg")])
-    with pytest.raises(ConfigError) as error:
-        plan_run(config)
-    assert str(error.value) == (
-        "dynamic_cfg.target: cfg guidance is off in this run (guidance_scale <= 1 runs no unconditional pass), "
-        "so dynamic_cfg cannot change anything"
-    )
+def test_dynamic_cfg_where_cfg_is_off_starts_from_its_scale_in_force_1():
+    # CFG off is the conditional prediction alone, a scale of 1: s = 1 + 1 * (1 - cos(pi * 1 ** 5)) / 2 = 2 at step 0.
+    plan = plan_run(RunConfig(backbone="cogvideox", guidance_scale=1.0, interventions=[PluginSpec.parse("dynamic_cfg")]))
+    assert dict(plan.setup.guidance) == {}
+    ctx = StepContext(step=0, num_steps=plan.config.steps, timestep=999.0, sigma=1.0, guidance={})
+    assert plan.stack.guidance(ctx) == {"cfg": 2.0}
 
 
 # ----- validation before loading -------------------------------------------------------------------

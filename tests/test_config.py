@@ -38,14 +38,16 @@ def test_hash_names_the_run_and_ignores_the_output_directory(tmp_path):
 
 
 def test_a_later_field_left_unset_keeps_the_hashes_of_runs_recorded_before_it():
-    """guidance_scale_2 (Wan 2.2 A14B's low-noise expert) came after runs were recorded: unset, it is left
-    out of the identity, so those runs keep their hashes (values computed before the field existed)."""
+    """guidance_scale_2 (Wan 2.2 A14B's low-noise expert) and latent_window_size (FramePack's sections) came
+    after runs were recorded: unset, each is left out of the identity, so those runs keep their hashes
+    (values computed before the fields existed)."""
     fields = dict(backbone="wan", model="m", prompt="p", height=32, width=48, num_frames=9, steps=4,
                   guidance_scale=5.0, fps=16)
     assert RunConfig(**fields).run_hash() == "7f56091e641a2f6f"
     assert RunConfig().run_hash() == "b3a6bc2b4a1719b2"
     assert RunConfig(**fields, guidance_scale_2=3.0).run_hash() != RunConfig(**fields).run_hash()
     assert "guidance_scale_2" in RunConfig(**fields, guidance_scale_2=3.0).identity()
+    assert RunConfig(**fields, latent_window_size=5).run_hash() != RunConfig(**fields).run_hash()
 
 
 def test_resolved_config_records_every_parameter_so_equal_runs_hash_equally():

@@ -24,8 +24,8 @@ from inertia.backbones.framepack import (
 from inertia.backbones.framepack_builtin import tiny_pipeline
 from inertia.backbones.hunyuan_text import BARE_TEMPLATE
 from inertia.cli import main
-from inertia.core.config import PluginSpec, RunConfig
-from inertia.core.errors import ConfigError
+from inertia.core.config import PluginSpec, RunConfig, build_config
+from inertia.core.errors import ConfigError, InertiaError
 from inertia.core.intervention import InterventionStack
 from inertia.run import generate, plan_run
 from inertia.core.sampling import sample
@@ -50,29 +50,31 @@ def reference(framepack_dir: Path) -> HunyuanVideoFramepackPipeline:
     return pipe
 
 
-def theirs(pipe, image_file: Path, settings: FramePackSettings, sections: int, cfg: float = 1.0, **size) -> np.ndarray:
+def theirs(pipe, image_file: Path, settings: FramePackSettings, sections: int, cfg: float = 1.0,
+           negative: str = NEGATIVE, **size) -> np.ndarray:
     size = size or SIZE
     return pipe(
-        image=load_image(str(image_file)), prompt=PROMPT, negative_prompt=NEGATIVE if cfg > 1 else None,
+        image=load_image(str(image_file)), prompt=PROMPT, negative_prompt=negative if cfg > 1 else None,
         num_frames=settings.pipeline_num_frames(sections), latent_window_size=settings.latent_window_size,
         num_inference_steps=STEPS, guidance_scale=10.0, true_cfg_scale=cfg, sampling_type=settings.sampling,
         generator=torch.Generator().manual_seed(SEED), prompt_template=BARE_TEMPLATE, output_type="np", **size,
     ).frames[0]
 
 
-def config_for(model, image_file, num_frames, cfg: float = 1.0, **overrides) -> RunConfig:
+def config_for(model, image_file, num_frames, cfg: float = 1.0, negative: str = NEGATIVE, **overrides) -> RunConfig:
     fields = dict(
-        backbone="framepack", model=str(model), image=image_file, prompt=PROMPT, negative_prompt=NEGATIVE if cfg > 1 else "",
+        backbone="framepack", model=str(model), image=image_file, prompt=PROMPT, negative_prompt=negative if cfg > 1 else "",
         num_frames=num_frames, steps=STEPS, seed=SEED, guidance_scale=cfg, embedded_guidance_scale=10.0, fps=30,
         device="cpu", dtype="float32", **SIZE,
     )
     return RunConfig(**{**fields, **overrides})
 
 
-def ours_at_backbone_level(model, image_file, settings: FramePackSettings, sections: int, cfg: float = 1.0):
-    """Drive the backbone directly with explicit settings: RunConfig has no sampling-type or
-    window-size field yet, so this is how both sampling types are reached with one checkpoint."""
-    config = config_for(model, image_file, settings.video_frames(sections), cfg)
+def ours_at_backbone_level(model, image_file, settings: FramePackSettings, sections: int, cfg: float = 1.0,
+                           negative: str = NEGATIVE):
+    """Drive the backbone directly with explicit settings: RunConfig has no sampling-type field,
+    so this is how both sampling types are reached with one checkpoint."""
+    config = config_for(model, image_file, settings.video_frames(sections), cfg, negative)
     backbone = FramePackBackbone.load(config)
     setup = FramePackBackbone.setup(config)
     with torch.inference_mode():
@@ -83,14 +85,17 @@ def ours_at_backbone_level(model, image_file, settings: FramePackSettings, secti
 
 # ----- parity --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "sampling, sections, cfg",
-    [(VANILLA, 3, 1.0), (VANILLA, 2, 3.0), (INVERTED, 2, 1.0), (INVERTED, 5, 1.0)],
-    ids=["f1-3-sections", "f1-true-cfg", "inverted-2-sections", "inverted-5-sections-padded"],
+    "sampling, sections, cfg, negative",
+    [(VANILLA, 3, 1.0, NEGATIVE), (VANILLA, 2, 3.0, NEGATIVE), (VANILLA, 2, 3.0, ""), (INVERTED, 2, 1.0, NEGATIVE),
+     (INVERTED, 5, 1.0, NEGATIVE)],
+    ids=["f1-3-sections", "f1-true-cfg", "f1-true-cfg-blank-negative", "inverted-2-sections", "inverted-5-sections-padded"],
 )
-def test_sampling_types_match_the_pipeline_bit_for_bit(framepack_dir, reference, image_file, sampling, sections, cfg):
+def test_sampling_types_match_the_pipeline_bit_for_bit(framepack_dir, reference, image_file, sampling, sections, cfg,
+                                                       negative):
+    # A blank negative prompt: the pipeline given negative_prompt="" runs true CFG with it, as a run does.
     settings = FramePackSettings(sampling, latent_window_size=3)
-    expected = theirs(reference, image_file, settings, sections, cfg)
-    frames, trace = ours_at_backbone_level(framepack_dir, image_file, settings, sections, cfg)
+    expected = theirs(reference, image_file, settings, sections, cfg, negative)
+    frames, trace = ours_at_backbone_level(framepack_dir, image_file, settings, sections, cfg, negative)
     assert frames.shape == expected.shape == (settings.video_frames(sections), 32, 48, 3)
     assert np.array_equal(frames, expected), f"max abs diff {np.abs(frames - expected).max()}"
     assert [(s.section, s.step) for s in trace] == [(k, i) for k in range(sections) for i in range(STEPS)]
@@ -111,6 +116,35 @@ def test_runner_path_with_the_checkpoint_window_matches_the_pipeline(framepack_d
     assert np.array_equal(full.frames, expected)
     assert np.array_equal(assembled.frames, expected)
     assert len(full.trace) == 2 * STEPS
+
+
+def test_the_latent_window_is_a_run_setting_matching_the_pipeline_at_a_non_default_window(
+        framepack_dir, reference, image_file):
+    """latent_window_size 5 (the checkpoint's is 9): the runner path equals the pipeline given
+    latent_window_size=5, and the window is recorded in the resolved config."""
+    settings = FramePackSettings(VANILLA, latent_window_size=5)
+    expected = theirs(reference, image_file, settings, 2)
+    planned = plan_run(config_for(framepack_dir, image_file, settings.video_frames(2), latent_window_size=5))
+    assert planned.config.latent_window_size == 5 and planned.backbone.total_steps(planned.config) == 2 * STEPS
+    result = generate(planned, progress=False)
+    assert result.frames.shape == expected.shape == (41, 32, 48, 3)
+    assert np.array_equal(result.frames, expected), f"max abs diff {np.abs(result.frames - expected).max()}"
+    assert [step.section for step in result.trace] == [0] * STEPS + [1] * STEPS
+    # the default frame count follows the window: 4 sections of 4 * 5 frames after the start frame
+    assert resolve(model=str(framepack_dir), image=image_file, latent_window_size=5).num_frames == 81
+
+
+def test_the_latent_window_is_validated_before_loading(framepack_dir, image_file):
+    with pytest.raises(ConfigError) as error:
+        plan_run(config_for(framepack_dir, image_file, 37, latent_window_size=5))
+    assert str(error.value) == ("num_frames: 37 is not of the form 20k+1 (FramePack adds 20 frames per section of "
+                                "latent_window_size 5 to the start frame); nearest valid: 21 or 41")
+    with pytest.raises(InertiaError, match=r"^latent_window_size: Input should be greater than 0"):
+        build_config({"backbone": "framepack", "latent_window_size": 0})
+    with pytest.raises(ConfigError) as error:
+        plan_run(RunConfig(backbone="wan", latent_window_size=5))
+    assert str(error.value) == ("latent_window_size: wan denoises the whole video at once; latent_window_size is the "
+                                "section size of a section-by-section model (framepack)")
 
 
 # ----- interventions see every step of every section -----------------------------------------------
@@ -191,11 +225,12 @@ def test_sizes_must_be_multiples_of_16():
         resolve(height=40)
 
 
-def test_true_cfg_without_negative_prompt_is_refused():
-    with pytest.raises(ConfigError, match=r"guidance_scale: true CFG \(guidance_scale 4 > 1\) needs a negative_prompt on framepack"):
-        resolve(guidance_scale=4.0)
-    config = resolve(guidance_scale=4.0, negative_prompt="blurry")
-    assert FramePackBackbone.guidance_in_force(config) == {"embedded": 10.0, "cfg": 4.0}
+def test_true_cfg_runs_above_1_with_the_negative_prompt_given_blank_included():
+    # The pipeline's rule with a negative prompt given (a run always gives one; blank by default).
+    for negative in ("blurry", "", "  "):
+        config = resolve(guidance_scale=4.0, negative_prompt=negative)
+        assert FramePackBackbone.guidance_in_force(config) == {"embedded": 10.0, "cfg": 4.0}
+    assert FramePackBackbone.guidance_in_force(resolve(guidance_scale=1.0)) == {"embedded": 10.0}
 
 
 def test_real_checkpoints_need_an_image_and_size_from_its_aspect(framepack_dir, image_file):

@@ -15,6 +15,7 @@ from inertia.core.errors import ConfigError
 from inertia.core.intervention import InterventionStack
 from inertia.core.setup import RunSetup
 from inertia.interventions.guiders import Apg, ApgParams, CfgZeroStar, CfgZeroStarParams, Fdg, FdgParams, Tcfg
+from inertia.interventions.guidance import Boost, BoostParams
 
 NUM_STEPS = 4
 
@@ -229,6 +230,9 @@ def test_combiners_need_true_cfg(intervention):
         InterventionStack([intervention], setup({}))
     with pytest.raises(ConfigError, match=rf"^{name}: combines true-CFG predictions, and test has no true CFG"):
         InterventionStack([intervention], setup({"embedded": 6.0}, ("embedded",), "embedded"))
+    # where a schedule moves the scale of a run that turns CFG off from 1, the combiner combines at those steps
+    stack = InterventionStack([Boost(BoostParams()), intervention], setup({}))
+    assert stack.rule is intervention
 
 
 @pytest.mark.parametrize("intervention, message", [

@@ -99,6 +99,18 @@ def test_true_cfg_matches_pipeline_bit_for_bit(builtin_dir, baseline):
     assert not np.array_equal(result.frames, baseline.frames)  # the negative branch did run
 
 
+@pytest.mark.parametrize("negative", ["", "  "], ids=["blank", "whitespace"])
+def test_true_cfg_with_a_blank_negative_prompt_matches_the_pipeline_given_that_text(builtin_dir, baseline, negative):
+    """HunyuanVideoPipeline runs true CFG for any negative prompt that is not None, encoding "" or "  " as
+    it is; a run's negative prompt is always given (blank by default), so guidance_scale > 1 runs it."""
+    expected = theirs(builtin_dir, prompt_template=BARE_TEMPLATE, negative_prompt=negative, true_cfg_scale=4.0)
+    result = ours(guidance_scale=4.0, negative_prompt=negative)
+    assert np.array_equal(result.frames, expected)
+    assert [s.guidance for s in result.trace] == [{"embedded": 6.0, "cfg": 4.0}] * 4
+    assert [s.combine for s in result.trace] == ["cfg"] * 4
+    assert not np.array_equal(result.frames, baseline.frames)  # the negative branch did run
+
+
 def test_local_checkpoint_uses_the_pipeline_default_template(local_dir):
     """A tokenizer with Llama 3's chat tokens gets the pipeline's default (chat) template."""
     expected = theirs(local_dir, guidance_scale=3.5)  # the pipeline's DEFAULT_PROMPT_TEMPLATE
@@ -136,8 +148,8 @@ def test_relaxing_cfg_when_true_cfg_is_off_is_a_config_error():
     with pytest.raises(ConfigError) as error:
         plan_run(config)
     assert str(error.value) == (
-        "relax.target: cfg guidance is off in this run (guidance_scale <= 1 runs no unconditional pass), "
-        "so relax cannot change anything"
+        "relax: cannot change anything: cfg guidance is off in this run (guidance_scale <= 1 runs no unconditional "
+        "pass), so its scale in force is 1; the base scale 1 equals the floor s_min 1"
     )
 
 
@@ -161,9 +173,6 @@ def test_relaxing_cfg_is_allowed_when_true_cfg_is_on():
                               "nearest valid: 9 or 13"),
         (dict(image=Path("start.png")), "image: hunyuan is text-to-video and takes no conditioning image; "
                                         "drop --image"),
-        (dict(guidance_scale=5.0), "guidance_scale: true CFG (guidance_scale 5 > 1) needs a negative_prompt on "
-                                   "hunyuan; give one, or set guidance_scale to 1 and use embedded_guidance_scale "
-                                   "(the distilled guidance)"),
         (dict(attention="flash", device="cuda"), "attention: flash refuses the text-padding mask hunyuan always "
                                                  "passes; allowed: native, math, cudnn, efficient, flex, xformers, "
                                                  "flash-attn-varlen"),
@@ -190,7 +199,7 @@ def test_model_without_guidance_embedding(tmp_path):
         HunyuanVideoBackbone.resolve(RunConfig(backbone="hunyuan", model=model, embedded_guidance_scale=6.0))
     assert str(error.value) == (
         f"embedded_guidance_scale: {model} has no guidance embedding (transformer guidance_embeds=false); leave it "
-        "unset and use guidance_scale > 1 with a negative_prompt (true CFG)"
+        "unset and use guidance_scale > 1 (true CFG)"
     )
     config = HunyuanVideoBackbone.resolve(
         RunConfig(backbone="hunyuan", model=model, guidance_scale=5.0, negative_prompt=NEGATIVE)

@@ -10,6 +10,7 @@ from inertia.core.errors import ConfigError
 from inertia.core.intervention import InterventionStack
 from inertia.core.setup import RunSetup
 from inertia.interventions.guidance import Boost, BoostParams, Decay, DecayParams, Relax, RelaxParams
+from inertia.interventions.schedules import Constant, ConstantParams, Interval, IntervalParams
 
 
 def setup(guidance: dict[str, float], targets=("cfg",), default="cfg") -> RunSetup:
@@ -66,9 +67,34 @@ def test_relax_that_cannot_change_anything_is_an_error():
         InterventionStack([Relax(RelaxParams(beta=0.75))], setup({"cfg": 1.0}))
 
 
-def test_schedule_of_guidance_that_is_off_is_an_error():
-    with pytest.raises(ConfigError, match=r"relax.target: cfg guidance is off in this run \(guidance_scale <= 1"):
-        InterventionStack([Relax(RelaxParams())], setup({}))
+OFF = ("cannot change anything: cfg guidance is off in this run (guidance_scale <= 1 runs no unconditional pass), "
+       "so its scale in force is 1; ")
+
+
+@pytest.mark.parametrize("intervention, reason", [
+    (Relax(RelaxParams()), "the base scale 1 equals the floor s_min 1"),
+    (Constant(ConstantParams(scale=1.0)), "the base scale 1 equals the constant 1"),
+    (Interval(IntervalParams(sigma_lo=0.2, sigma_hi=0.8)), "the base scale 1 equals the floor 1"),
+], ids=["relax", "constant", "interval"])
+def test_a_schedule_that_keeps_cfg_off_at_every_step_is_an_error(intervention, reason):
+    with pytest.raises(ConfigError) as error:
+        InterventionStack([intervention], setup({}))
+    assert str(error.value) == f"{intervention.name}: {OFF}{reason}"
+
+
+def test_schedules_that_move_cfg_from_1_run_where_cfg_is_off():
+    """CFG off is the conditional prediction alone, a scale of 1: boost raises it, relax toward s_min < 1
+    lowers it, a constant other than 1 replaces it; the loop then runs the unconditional pass there."""
+    boost = InterventionStack([Boost(BoostParams(b=0.5))], setup({}))
+    assert scales(boost, 0.5, {})["cfg"] == 1.0 * (1 + 3 * 0.5 * 0.5) == 1.75
+    assert scales(boost, 0.0, {})["cfg"] == 1.0
+    relax = InterventionStack([Relax(RelaxParams(beta=0.5, s_min=0.0))], setup({}))
+    assert scales(relax, 0.5, {})["cfg"] == 1.0 - (1.0 - 0.0) * 0.5 * 0.5 == 0.75
+    assert scales(InterventionStack([Constant(ConstantParams(scale=3.0))], setup({})), 0.5, {})["cfg"] == 3.0
+    # the embedded scale has no "off" value to start from
+    with pytest.raises(ConfigError, match=r"^boost.target: embedded guidance is off in this run \(the run sets no "
+                                          r"embedded guidance scale\), so boost cannot change anything$"):
+        InterventionStack([Boost(BoostParams(target="embedded"))], setup({}, ("embedded", "cfg"), "cfg"))
 
 
 def test_schedule_of_guidance_the_backbone_lacks_is_an_error():

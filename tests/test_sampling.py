@@ -155,3 +155,20 @@ def test_the_embedded_guidance_each_forward_receives_is_the_traced_scale(backbon
     per_section = received[: planned.config.steps]
     assert len(set(per_section)) == len(per_section)  # the schedule changes the scale at every step
     assert np.all(np.diff(per_section) > 0)  # relax: weakest at pure noise, rising as sigma falls
+
+
+@pytest.mark.parametrize("backbone", ["hunyuan", "framepack", "hunyuan15"])
+def test_a_cfg_schedule_where_cfg_is_off_runs_the_negative_forward_exactly_where_it_moves_the_scale(backbone, models):
+    """These pipelines encode the negative prompt only with CFG on; at guidance 1 boost raises the scale at
+    each section's first step (sigma exactly 1; decay p 1e6 rounds e(sigma) to 0 below it), so the run encodes
+    the (blank) negative prompt and runs its forward at exactly those steps."""
+    boost = [PluginSpec.parse("boost:target=cfg,b=0.5"), PluginSpec.parse("decay:p=1e6")]
+    size = FRAMEPACK if backbone == "framepack" else dict(backbone=backbone, device="cpu", dtype="float32", steps=3)
+    planned = plan_run(RunConfig(**{**size, "backbone": backbone}, guidance_scale=1.0, interventions=boost))
+    assert "cfg" not in planned.setup.guidance
+    result, forwards = run_recording_forwards(planned, models)
+    scales = [step.guidance["cfg"] for step in result.trace]
+    assert [scale for scale in scales] == [2.5 if step.sigma == 1.0 else 1.0 for step in result.trace]
+    assert 2.5 in scales and 1.0 in scales, scales
+    assert [len(calls) for calls in forwards] == [2 if scale == 2.5 else 1 for scale in scales]
+    assert [step.combine for step in result.trace] == ["cfg" if scale == 2.5 else "cond" for scale in scales]

@@ -249,3 +249,32 @@ def test_report_writes_markdown_and_a_self_contained_html_page(reference, tmp_pa
 def test_report_of_a_directory_without_results_is_a_one_line_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no results.sqlite" in capsys.readouterr().err
+
+
+def test_guidance_scale_2_runs_from_a_sweep_file_into_the_trace_and_the_table(tmp_path):
+    # The tiny Wan 2.2 A14B: 4 steps, two with each expert; the low-noise expert's steps take guidance_scale_2.
+    a14b = {"backbone": "wan", "model": "builtin:wan22-a14b-t2v-tiny-v1", "num_frames": 9, "height": 32, "width": 48}
+    out = tmp_path / "out"
+    path = small_sweep(tmp_path, settings={"steps": 4, "guidance_scale": 4.0}, seeds=1,
+                       backbones=[{**a14b, "label": "low-2", "guidance_scale_2": 2.0}, {**a14b, "label": "low-default"}])
+    assert run_sweep(path, out=out, stream=None).generated == 2
+    con = sqlite3.connect(out / DB_NAME)
+    rows = dict(con.execute("SELECT backbone, guidance_scale_2 FROM runs"))
+    assert rows == {"low-2": 2.0, "low-default": 4.0}
+    for label, low in (("low-2", 2.0), ("low-default", 4.0)):
+        (run_dir,) = con.execute("SELECT run_dir FROM runs WHERE backbone = ?", (label,)).fetchone()
+        trace = json.loads((out / run_dir / RECORD_NAME).read_text())["trace"]
+        assert [(s["expert"], s["guidance"]["cfg"]) for s in trace] == [("high_noise", 4.0)] * 2 + [("low_noise", low)] * 2
+    con.close()
+
+
+def test_a_sweep_table_written_before_guidance_scale_2_gains_the_column_when_opened(tmp_path):
+    store = ResultStore(tmp_path / DB_NAME)
+    store.con.execute("DROP VIEW results")
+    store.con.execute("ALTER TABLE runs DROP COLUMN guidance_scale_2")  # the table as older sweeps wrote it
+    store.close()
+    store = ResultStore(tmp_path / DB_NAME)
+    try:
+        assert "guidance_scale_2" in store.columns() and "guidance_scale_2" in store.columns("results")
+    finally:
+        store.close()

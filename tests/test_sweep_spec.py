@@ -134,16 +134,16 @@ def test_missing_prompt_image_and_file_are_errors(tmp_path):
 
 
 def test_plan_names_the_backbone_and_condition_it_cannot_run_or_lists_it_as_skipped(tmp_path):
-    # HunyuanVideo runs without true CFG by default, so a CFG schedule cannot change anything there.
+    # HunyuanVideo runs without true CFG by default, so a combiner has no predictions to combine there.
     data = {**BASE, "backbones": [{"backbone": "wan", "num_frames": 9}, {"backbone": "hunyuan", "num_frames": 9}],
-            "conditions": ["dynamic_cfg", "relax:beta=0.5"]}
+            "conditions": ["tcfg", "relax:beta=0.5"]}
     with pytest.raises(SweepPlanError) as error:
         plan_sweep(build_sweep(data), tmp_path)
     text = str(error.value)
-    assert "hunyuan x dynamic_cfg: dynamic_cfg.target: cfg guidance is off" in text and "(2 runs)" in text
+    assert "hunyuan x tcfg: tcfg: true CFG is off in this run" in text and "(2 runs)" in text
     assert "nothing was run" in text and "--skip-unsupported" in text
     plan = plan_sweep(build_sweep({**data, "unsupported": "skip"}), tmp_path)
-    assert [(s.backbone, s.condition, s.runs) for s in plan.skipped] == [("hunyuan", "dynamic_cfg", 2)]
+    assert [(s.backbone, s.condition, s.runs) for s in plan.skipped] == [("hunyuan", "tcfg", 2)]
     assert len(plan.runs) == 2 * 3 * 2 - 2
     assert not list(tmp_path.iterdir())  # planning writes nothing
 
@@ -196,3 +196,32 @@ def test_keys_given_twice_in_sweep_and_prompt_files_are_refused(tmp_path):
     (tmp_path / "sweep.yaml").write_text("backbones: [{backbone: wan}]\nprompts: [{file: prompts.yaml}]\nseeds: 1\n")
     with pytest.raises(InertiaError, match=r"^prompts\[0\].file: .*prompts.yaml: key 'id' is given twice \(lines 1 and 1\)"):
         load_sweep(tmp_path / "sweep.yaml")
+
+
+A14B = "builtin:wan22-a14b-t2v-tiny-v1"
+
+
+def test_guidance_scale_2_is_a_sweep_setting_resolved_per_backbone_and_refused_for_one_transformer(tmp_path):
+    # Wan 2.2 A14B's low-noise expert scale: set for one backbone, defaulted (= guidance_scale) for the other.
+    a14b = {"backbone": "wan", "model": A14B, "num_frames": 9, "height": 32, "width": 48, "steps": 4}
+    data = {**BASE, "settings": {"guidance_scale": 4.0},
+            "backbones": [{**a14b, "label": "low-3", "guidance_scale_2": 3.0}, {**a14b, "label": "low-default"}]}
+    plan = plan_sweep(build_sweep(data), tmp_path)
+    assert [(r.backbone, r.resolved["guidance_scale_2"]) for r in plan.runs] == [("low-3", 3.0)] * 2 + [("low-default", 4.0)] * 2
+    assert plan.runs[0].requested["guidance_scale_2"] == 3.0 and plan.runs[2].requested["guidance_scale_2"] is None
+    # One transformer (Wan 2.1): refused while planning, naming the field, before anything loads.
+    data = {**BASE, "settings": {"guidance_scale_2": 3.0}}
+    with pytest.raises(SweepPlanError, match=r"wan x baseline: guidance_scale_2: builtin:wan-t2v-tiny-v1 has one "
+                                             r"transformer; guidance_scale_2 is the low-noise expert's scale"):
+        plan_sweep(build_sweep(data), tmp_path)
+    with pytest.raises(InertiaError, match=r"settings\.guidance_scale_2: Input should be greater than or equal to 0"):
+        sweep_of(settings={"guidance_scale_2": -1.0})
+    assert not list(tmp_path.iterdir())
+
+
+def test_latent_window_size_is_a_sweep_setting_of_framepack_and_refused_elsewhere(tmp_path):
+    data = {**BASE, "seeds": 1, "backbones": [{"backbone": "framepack", "latent_window_size": 5, "steps": 2}]}
+    (run,) = plan_sweep(build_sweep(data), tmp_path).runs
+    assert (run.resolved["latent_window_size"], run.resolved["num_frames"]) == (5, 4 * 5 * 2 + 1)  # built-in: 2 sections
+    with pytest.raises(SweepPlanError, match=r"wan x baseline: latent_window_size: wan denoises the whole video at once"):
+        plan_sweep(build_sweep({**BASE, "settings": {"latent_window_size": 5}}), tmp_path)

@@ -264,6 +264,39 @@ def test_every_intervention_works_on_the_testbed(model_dir):
     assert exercised == {name for name, source in registry.sources.items() if source == "inertia.builtins"}
 
 
+def test_guidance_interventions_run_at_cfg_1_exactly_where_they_move_the_scale_from_1(model_dir, monkeypatch):
+    """Guidance 1 turns CFG off: the conditional prediction alone, as a scale of 1. boost raises that scale, relax
+    toward s_min < 1 lowers it, and a combiner then combines at those steps: each such step runs the unconditional
+    branch too (the test bed batches it with the conditional one), and the video changes."""
+    branches = []
+    original = TestbedBackbone.predict
+
+    def predict(self, job, section, step, scales, uncond):
+        cond, uncond_prediction = original(self, job, section, step, scales, uncond)
+        branches.append(1 + (uncond_prediction is not None))
+        return cond, uncond_prediction
+
+    monkeypatch.setattr(TestbedBackbone, "predict", predict)
+
+    def run(*texts):
+        branches.clear()
+        result = generate(plan_run(run_config(model_dir, guidance_scale=1.0,
+                                              interventions=[PluginSpec.parse(t) for t in texts])), progress=False)
+        return result, list(branches)
+
+    baseline, forwards = run()
+    assert [(step.guidance, step.combine) for step in baseline.trace] == [({}, "cond")] * 3 and forwards == [1] * 3
+    for texts, scale, rule in [(["boost:b=0.5"], lambda sigma: 1.0 * (1 + 3 * 0.5 * sigma), "cfg"),
+                               (["relax:beta=0.5,s_min=0"], lambda sigma: 1.0 - (1.0 - 0.0) * 0.5 * sigma, "cfg"),
+                               (["boost:b=0.5", "tcfg"], lambda sigma: 1.0 * (1 + 3 * 0.5 * sigma), "tcfg")]:
+        result, forwards = run(*texts)
+        assert all(0 < step.sigma for step in result.trace)
+        assert [step.guidance["cfg"] for step in result.trace] == [scale(step.sigma) for step in result.trace]
+        assert all(step.guidance["cfg"] != 1.0 for step in result.trace)
+        assert [step.combine for step in result.trace] == [rule] * 3 and forwards == [2] * 3
+        assert not np.array_equal(result.frames, baseline.frames)
+
+
 def test_cli_run_writes_a_video_from_a_prompt_alone_and_from_an_image(model_dir, tmp_path):
     args = ["run", "--quiet", "--backbone", "testbed", "--model", str(model_dir), "--steps", "2", "--device", "cpu"]
     assert main([*args, "--out", str(tmp_path / "a"), "--prompt", "the red ball rolls left fast"]) == 0
@@ -329,9 +362,9 @@ def test_bad_inputs_are_rejected_before_loading(model_dir, wan_t2v_dir, tmp_path
                                 "it, or leave out --image to have the simulator render one from the prompt)"),
         (["--embedded-guidance", "6"], "embedded_guidance_scale: testbed has no embedded guidance; use guidance_scale "
                                        "(true CFG)"),
-        (["--guidance", "1", "--intervention", "relax"], "relax.target: cfg guidance is off in this run "
-                                                         "(guidance_scale <= 1 runs no unconditional pass), so relax "
-                                                         "cannot change anything"),
+        (["--guidance", "1", "--intervention", "relax"], "relax: cannot change anything: cfg guidance is off in this "
+                                                         "run (guidance_scale <= 1 runs no unconditional pass), so its "
+                                                         "scale in force is 1; the base scale 1 equals the floor s_min 1"),
         (["--prompt", "the red ball jumps" + " and the red ball jumps" * 6],
          "prompt: 156 bytes is longer than the test-bed text encoder takes (127 bytes)"),
     ]

@@ -54,8 +54,6 @@ from . import cogvideox_builtin
 
 FAMILY = "cogvideox"
 PIPELINES = {"t2v": "CogVideoXPipeline", "i2v": "CogVideoXImageToVideoPipeline"}
-#: The pipelines' `max_sequence_length` default (T5 tokens; 2b's sin-cos table is sized for it).
-TEXT_LENGTH = 226
 #: The `ofs` value CogVideoXImageToVideoPipeline feeds 1.5 transformers that have an ofs embedding.
 OFS_VALUE = 2.0
 REAL_DEFAULTS = {
@@ -339,9 +337,11 @@ class CogVideoXBackbone(PipelineBackbone):
     # ----- denoise-step interface ------------------------------------------------------------------
     def prepare(self, config: RunConfig, generator: torch.Generator) -> CogVideoXJob:
         pipe = self.pipe
+        # T5 tokens: as many as the transformer was built for (the 2b layout's sin-cos table covers exactly that
+        # many); the pipelines' `max_sequence_length` defaults to 226, what every published checkpoint has.
         prompt_embeds, negative_embeds = pipe.encode_prompt(
             prompt=config.prompt, negative_prompt=config.negative_prompt, do_classifier_free_guidance=True,
-            max_sequence_length=TEXT_LENGTH, device=self.device,
+            max_sequence_length=self.transformer.config.max_text_seq_length, device=self.device,
         )
         pipe.scheduler.set_timesteps(config.steps, device=self.device)
         patch_t = self.transformer.config.patch_size_t
@@ -438,7 +438,8 @@ class CogVideoXBackbone(PipelineBackbone):
     def token_layout(self, job: CogVideoXJob, section: Section) -> TokenLayout:
         """The joint self-attention sequence `[text | video]`.
 
-        Text is the T5 prompt embedding as fed (226 tokens, the pipelines' `max_sequence_length`).
+        Text is the T5 prompt embedding as fed (the transformer's `max_text_seq_length` tokens, 226 in every
+        published checkpoint, the pipelines' default `max_sequence_length`).
         Video tokens follow frame-major, token (f, h, w) at text + f * H' * W' + h * W' + w, for
         H' x W' = latent size / patch_size and f over latent frames / patch_size_t: in 1.5 one token
         frame covers two latent frames, the first pair including the padding frame the backbone

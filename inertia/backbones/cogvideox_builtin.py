@@ -54,7 +54,8 @@ VAE_CONFIG: dict[str, Any] = dict(
 
 
 def transformer_config(
-    mode: str, generation: Generation = "1.0", rope: bool = True, learned_positions: bool = False
+    mode: str, generation: Generation = "1.0", rope: bool = True, learned_positions: bool = False,
+    text_length: int = 226,
 ) -> dict[str, Any]:
     """Tiny `CogVideoXTransformer3DModel` kwargs for a mode and layout (see the module docstring)."""
     i2v, v15 = mode == "i2v", generation == "1.5"
@@ -74,7 +75,7 @@ def transformer_config(
         patch_size=2,
         patch_size_t=2 if v15 else None,
         patch_bias=not v15,
-        max_text_seq_length=226,
+        max_text_seq_length=text_length,  # the published checkpoints' (and the pipelines' default) 226
         use_rotary_positional_embeddings=rope or v15,
         use_learned_positional_embeddings=learned_positions,
     )
@@ -103,6 +104,7 @@ def tiny_components(
     scheduler: SchedulerKind | None = None,
     rope: bool | None = None,
     learned_positions: bool = False,
+    text_length: int = 226,
 ) -> dict[str, Any]:
     """Tiny components for `mode`, weights from the caller's RNG state.
 
@@ -117,7 +119,8 @@ def tiny_components(
                  relative_attention_num_buckets=8)
     )
     return dict(
-        transformer=CogVideoXTransformer3DModel(**transformer_config(mode, generation, rope, learned_positions)),
+        transformer=CogVideoXTransformer3DModel(
+            **transformer_config(mode, generation, rope, learned_positions, text_length)),
         vae=AutoencoderKLCogVideoX(**vae_config(mode, generation)),
         text_encoder=text_encoder,
         tokenizer=ByT5Tokenizer(),

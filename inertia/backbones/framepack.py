@@ -16,23 +16,24 @@ How a FramePack video is generated (and how this module mirrors the pipeline):
   "inverted_anti_drifting" (original FramePack: sections are generated from the end of the video
   back to the start, history is the future, the start image joins the last section).
 
-RunConfig has no field for the sampling type or the latent window size (both are properties of
-the checkpoint), and its `num_frames` says nothing about sections; so they are chosen here
-(the arithmetic is in `framepack_sections`):
+RunConfig has no field for the sampling type (a property of the checkpoint), and its `num_frames`
+says nothing about sections; so they are chosen here (the arithmetic is in `framepack_sections`):
 
 * Sampling type: read from the model string. One containing "inverted" or "FramePackI2V_HY"
   (case-insensitive; e.g. `lllyasviel/FramePackI2V_HY`, `builtin:framepack-inverted-tiny-v2`, a local
   directory `.../framepack-inverted/`) selects inverted anti-drifting; every other one, including the
   default `lllyasviel/FramePack_F1_I2V_HY_20250503` and the default built-in, selects vanilla (F1,
   the seed's setting).
-* Latent window size: 9 (the released checkpoints' and the pipeline's default); 3 for the built-in.
+* Latent window size: the run's `latent_window_size` (`--window`; the pipeline's `latent_window_size`),
+  by default 9 (the released checkpoints' and the pipeline's default), 3 for the built-in.
 * Frame counts: `num_frames` is the length of the video produced: 4 * L * k + 1 frames for k
   sections (37, 73, 109, 145, ... for L = 9). The diffusers pipeline's own `num_frames` argument
   N gives k = ceil(N / (4L - 3)) sections and the same 4Lk + 1 frames; `pipeline_num_frames` maps back.
 
 Guidance: "embedded" is the distilled scale (`embedded_guidance_scale`, default 10), passed to
 the transformer every step as `scale * 1000` (the pipeline's `guidance_scale`); "cfg" is true CFG
-(`guidance_scale`, the pipeline's `true_cfg_scale`), on only when > 1 and a negative prompt is given.
+(`guidance_scale`, the pipeline's `true_cfg_scale`), on only when > 1 and a negative prompt is given:
+a run always gives one (blank by default, encoded as the pipeline encodes `negative_prompt=""`).
 
 Attention (the interface in `core.attention`, processors shared with hunyuan in `hunyuan_attention`):
 
@@ -80,7 +81,7 @@ from .framepack_sections import (
     SectionContext,
     SectionHistory,
 )
-from .hunyuan_text import PIPELINE_COMPONENTS, TextConditions, check_true_cfg, embedded_guidance, prompt_template, true_cfg_on
+from .hunyuan_text import PIPELINE_COMPONENTS, TextConditions, embedded_guidance, prompt_template, true_cfg_on
 
 F1_MODEL = "lllyasviel/FramePack_F1_I2V_HY_20250503"
 INVERTED_MODEL = "lllyasviel/FramePackI2V_HY"
@@ -118,9 +119,12 @@ def sampling_type_for(model: str) -> str:
     return INVERTED if "inverted" in name or "framepacki2v_hy" in name else VANILLA
 
 
-def settings_for(model: str) -> FramePackSettings:
+def settings_for(model: str, window: int | None = None) -> FramePackSettings:
+    """How a run of `model` is cut into sections: its sampling type, the run's latent window size (`window`;
+    None = the checkpoint's: the pipeline's default 9, the built-in's 3) and the VAE's temporal compression."""
     temporal, _, _ = _compression(model)
-    window = framepack_builtin.LATENT_WINDOW_SIZE if is_builtin(model) else REAL_LATENT_WINDOW_SIZE
+    if window is None:
+        window = framepack_builtin.LATENT_WINDOW_SIZE if is_builtin(model) else REAL_LATENT_WINDOW_SIZE
     return FramePackSettings(sampling_type_for(model), window, temporal)
 
 
@@ -218,6 +222,7 @@ class FramePackBackbone(PipelineBackbone):
     modes = ("i2v",)
     default_models: ClassVar[Mapping[str, str]] = {"i2v": F1_MODEL}
     guidance_targets = ("embedded", "cfg")
+    latent_windows = True
     checkpoint_contents = {"i2v": CheckpointContents(PIPELINE_COMPONENTS | {"feature_extractor", "image_encoder"})}
 
     @classmethod
@@ -229,7 +234,7 @@ class FramePackBackbone(PipelineBackbone):
             raise ConfigError("image", f"framepack is image-to-video: give --image (the start frame) for {model}")
         if config.image is not None:
             check_image_file("image", config.image)
-        settings = settings_for(model)
+        settings = settings_for(model, config.latent_window_size)
         defaults = {
             **(BUILTIN_DEFAULTS if builtin else REAL_DEFAULTS),
             "num_frames": settings.video_frames(BUILTIN_SECTIONS if builtin else REAL_SECTIONS),
@@ -240,7 +245,6 @@ class FramePackBackbone(PipelineBackbone):
         check_multiple("height", resolved.height, spatial * patch, why)
         check_multiple("width", resolved.width, spatial * patch, why)
         settings.check_num_frames("num_frames", resolved.num_frames)
-        check_true_cfg(cls.name, resolved)
         return resolved
 
     @classmethod
@@ -265,7 +269,7 @@ class FramePackBackbone(PipelineBackbone):
     @classmethod
     def total_steps(cls, config: RunConfig) -> int:
         """Every section runs the full schedule: steps x sections."""
-        return config.steps * settings_for(config.model).sections(config.num_frames)
+        return config.steps * settings_for(config.model, config.latent_window_size).sections(config.num_frames)
 
     @classmethod
     def load_key(cls, config: RunConfig) -> tuple:
@@ -273,9 +277,8 @@ class FramePackBackbone(PipelineBackbone):
         return (cls.name, config.model, "i2v", config.dtype, config.device)
 
     # ----- loading -----------------------------------------------------------------------------
-    def __init__(self, pipeline: Any, device: torch.device, smoke_test: bool, settings: FramePackSettings):
+    def __init__(self, pipeline: Any, device: torch.device, smoke_test: bool):
         super().__init__(pipeline, device, smoke_test)
-        self.settings = settings
         self.template = prompt_template(pipeline.tokenizer)
         self._hooks: AttentionHooks | None = None  # while a run samples (`hooked_attention`)
 
@@ -290,18 +293,18 @@ class FramePackBackbone(PipelineBackbone):
         # Spatial VAE tiling, as diffusers' FramePack example enables it: it acts only above 256 px,
         # so small videos decode exactly as without it.
         pipeline.vae.enable_tiling()
-        return cls.on_device(pipeline, config, smoke_test=layout == "builtin", settings=settings_for(model))
+        return cls.on_device(pipeline, config, smoke_test=layout == "builtin")
 
     # ----- denoise-step interface ----------------------------------------------------------------
     def prepare(
         self, config: RunConfig, generator: torch.Generator, settings: FramePackSettings | None = None
     ) -> FramePackJob:
-        """Encode text and start image and set up the history; `settings` overrides the model's
-        sampling type / window size (RunConfig has no field for them yet)."""
-        settings = settings or self.settings
+        """Encode text and start image and set up the history in sections of the run's latent window;
+        `settings` overrides the sampling type the model's name gives (RunConfig has no field for it)."""
+        settings = settings or settings_for(config.model, config.latent_window_size)
         settings.check_num_frames("num_frames", config.num_frames)
         pipe, dtype = self.pipe, self.transformer.dtype
-        negative = self._encode_text(config.negative_prompt) if "cfg" in self.guidance_in_force(config) else None
+        negative = self._encode_text(config.negative_prompt) if self.encodes_negative_prompt(config) else None
         pixels = pipe.video_processor.preprocess(self._start_image(config), config.height, config.width)
         image_embeds = pipe.encode_image(pixels, device=self.device).to(dtype)
         # The VAE sample draws from `generator` first, then each section's noise: the pipeline's order.

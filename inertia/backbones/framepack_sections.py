@@ -40,7 +40,7 @@ HISTORY_BLOCKS = ("4x", "2x", "1x")
 
 @dataclass(frozen=True)
 class FramePackSettings:
-    """How a video is cut into sections. Properties of the checkpoint that RunConfig cannot name yet."""
+    """How a video is cut into sections: the checkpoint's sampling type, the run's latent window size."""
 
     sampling: str = VANILLA
     latent_window_size: int = REAL_LATENT_WINDOW_SIZE

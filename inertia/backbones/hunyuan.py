@@ -8,7 +8,9 @@ Guidance. HunyuanVideo is guidance-distilled: its main guidance is an *embedded*
 the transformer as `guidance * 1000` (the pipeline's `guidance_scale`, our
 `embedded_guidance_scale`). True classifier-free guidance (the pipeline's `true_cfg_scale`, our
 `guidance_scale`) runs a second, negative-prompt forward only when the scale is > 1 and a
-negative prompt is given. A schedule drives "embedded" by default.
+negative prompt is given; a run always gives one (blank by default, encoded as the pipeline encodes
+`negative_prompt=""`), so true CFG runs exactly when its scale is > 1. A schedule drives "embedded"
+by default.
 
 Attention: every joint self-attention of the transformer (dual- and single-stream blocks) goes
 through inertia's hook while a run samples (`hunyuan_attention`); the sequence is
@@ -35,7 +37,6 @@ from . import hunyuan_attention, hunyuan_builtin
 from .hunyuan_text import (
     PIPELINE_COMPONENTS,
     TextConditions,
-    check_true_cfg,
     embedded_guidance,
     prompt_template,
     true_cfg_on,
@@ -92,7 +93,7 @@ def _check_guidance(config: RunConfig, model: str, facts: CheckpointFacts) -> No
         raise ConfigError(
             "embedded_guidance_scale",
             f"{model} has no guidance embedding (transformer guidance_embeds=false); leave it unset and use "
-            "guidance_scale > 1 with a negative_prompt (true CFG)",
+            "guidance_scale > 1 (true CFG)",
         )
 
 
@@ -115,7 +116,7 @@ class HunyuanJob:
     """One run's conditions and latents (the latents are replaced as the loop denoises)."""
 
     cond: TextConditions
-    uncond: TextConditions | None  # only when true CFG is on, as the pipeline encodes it
+    uncond: TextConditions | None  # when true CFG is on (as the pipeline encodes it) or may be (`encodes_negative_prompt`)
     latents: torch.Tensor
 
 
@@ -124,7 +125,7 @@ class HunyuanVideoBackbone(PipelineBackbone):
     builtin_models = (BUILTIN_MODEL,)
     description = (
         "HunyuanVideo (diffusers HunyuanVideoTransformer3DModel, flow-matching Euler), text-to-video; "
-        "embedded (distilled) guidance, optional true CFG with a negative prompt."
+        "embedded (distilled) guidance, optional true CFG (guidance_scale > 1)."
     )
     modes = ("t2v",)
     default_models: ClassVar[Mapping[str, str]] = {"t2v": "hunyuanvideo-community/HunyuanVideo"}
@@ -144,7 +145,6 @@ class HunyuanVideoBackbone(PipelineBackbone):
         if not facts.guidance_embeds:
             del defaults["embedded_guidance_scale"]
         resolved = config.with_defaults(defaults).model_copy(update={"model": model})
-        check_true_cfg(cls.name, resolved)
         _check_attention(resolved)
         _check_sizes(resolved, facts)
         return resolved
@@ -186,7 +186,7 @@ class HunyuanVideoBackbone(PipelineBackbone):
     # ----- denoise-step interface --------------------------------------------------------------
     def prepare(self, config: RunConfig, generator: torch.Generator) -> HunyuanJob:
         cond = self._encode(config.prompt)
-        uncond = self._encode(config.negative_prompt) if true_cfg_on(config) else None
+        uncond = self._encode(config.negative_prompt) if self.encodes_negative_prompt(config) else None
         # The pipeline's schedule: linear sigmas 1 -> 1/steps, which the scheduler then shifts.
         sigmas = np.linspace(1.0, 0.0, config.steps + 1)[:-1]
         self.pipe.scheduler.set_timesteps(sigmas=sigmas, device=self.device)

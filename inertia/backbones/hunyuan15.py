@@ -191,7 +191,7 @@ class Hunyuan15Job:
     """One run's conditions and latents (the latents are replaced as the loop denoises)."""
 
     cond: Hunyuan15Text
-    uncond: Hunyuan15Text | None  # only when CFG is on, as the pipelines encode it
+    uncond: Hunyuan15Text | None  # when CFG is on (as the pipelines encode it) or may be (`encodes_negative_prompt`)
     latents: torch.Tensor
     condition: torch.Tensor  # the image latent on frame 0 (zeros for text-to-video)
     mask: torch.Tensor  # ones on the conditioned frame (zeros for text-to-video)
@@ -295,7 +295,7 @@ class HunyuanVideo15Backbone(PipelineBackbone):
                                                 resize_mode="crop")
             image_embeds = pipe.encode_image(image=image, batch_size=1, device=device, dtype=dtype)
         cond = self._encode(config.prompt)
-        uncond = self._encode(config.negative_prompt) if "cfg" in self.guidance_in_force(config) else None
+        uncond = self._encode(config.negative_prompt) if self.encodes_negative_prompt(config) else None
         # The pipelines' schedule: linear sigmas 1 -> 1/steps, which the scheduler then shifts.
         sigmas = np.linspace(1.0, 0.0, config.steps + 1)[:-1]
         pipe.scheduler.set_timesteps(sigmas=sigmas, device=device)

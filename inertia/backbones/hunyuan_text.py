@@ -2,7 +2,9 @@
 
 Both pipelines encode a prompt with Llama (token states + padding mask) and CLIP (pooled vector),
 feed the distilled guidance to the transformer as `scale * 1000`, and run true CFG only when its
-scale is above 1 and a negative prompt is given.
+scale is above 1 and a negative prompt is given. A run's negative prompt is always given (blank by
+default), so true CFG runs exactly when its scale is above 1: what both pipelines do with
+`negative_prompt=""`, encoding the blank (or whitespace) text as it is.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from typing import Any
 import torch
 
 from ..core.config import RunConfig
-from ..core.errors import ConfigError
 
 #: The components of a saved HunyuanVideo pipeline (FramePack's adds its image encoder and processor).
 PIPELINE_COMPONENTS = frozenset({"scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2",
@@ -63,20 +64,8 @@ def embedded_guidance(scale: float, batch: int, dtype: torch.dtype, device: torc
     return torch.tensor([scale] * batch, dtype=dtype, device=device) * 1000.0
 
 
-def has_negative_prompt(config: RunConfig) -> bool:
-    return bool(config.negative_prompt.strip())
-
-
 def true_cfg_on(config: RunConfig) -> bool:
-    """The pipelines' rule: true CFG runs when its scale is > 1 and there is a negative prompt."""
-    return config.guidance_scale > 1.0 and has_negative_prompt(config)
-
-
-def check_true_cfg(family: str, config: RunConfig) -> None:
-    """guidance_scale > 1 without a negative prompt would be silently ignored: refuse it."""
-    if config.guidance_scale > 1.0 and not has_negative_prompt(config):
-        raise ConfigError(
-            "guidance_scale",
-            f"true CFG (guidance_scale {config.guidance_scale:g} > 1) needs a negative_prompt on {family}; give one, "
-            "or set guidance_scale to 1 and use embedded_guidance_scale (the distilled guidance)",
-        )
+    """The pipelines' rule, true CFG when its scale is > 1 and a negative prompt is given, for a run, whose
+    negative prompt is always given: a blank one is encoded as the pipelines encode `negative_prompt=""`
+    (their `None`, which turns true CFG off whatever its scale, has no counterpart: set guidance_scale 1)."""
+    return config.guidance_scale > 1.0

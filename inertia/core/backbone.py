@@ -63,6 +63,9 @@ class Backbone(ABC):
     #: The `builtin:` model names this backbone builds (tiny random-weight smoke-test models); any other
     #: `builtin:` name is refused before anything is built (`refuse_unknown_builtin`).
     builtin_models: ClassVar[tuple[str, ...]] = ()
+    #: Whether the family denoises section by section over latent windows whose size a run may set
+    #: (`RunConfig.latent_window_size`, FramePack); any other backbone refuses that field before loading.
+    latent_windows: ClassVar[bool] = False
     #: Guidance scales a schedule can drive on this family ("cfg", "embedded").
     guidance_targets: ClassVar[tuple[str, ...]] = ("cfg",)
     #: Write videos without chroma subsampling or quantisation (tiny videos whose metrics read colours).
@@ -104,6 +107,13 @@ class Backbone(ABC):
         return {"cfg": config.guidance_scale} if config.guidance_scale > 1.0 else {}
 
     @classmethod
+    def encodes_negative_prompt(cls, config: RunConfig) -> bool:
+        """Whether `prepare` must encode the negative prompt, for backbones whose pipelines encode it only
+        with true CFG on: when CFG is in force, or the run has interventions (a schedule may move the
+        scale of a run that turns CFG off from 1 at some steps, which then need the unconditional pass)."""
+        return "cfg" in cls.guidance_in_force(config) or bool(config.interventions)
+
+    @classmethod
     def expert_guidance(cls, config: RunConfig) -> dict[str, dict[str, float]]:
         """Base scales per expert, keyed by expert name, when the resolved config's checkpoint hands
         denoising from one model to another during the run (Wan 2.2 A14B: "high_noise", then
@@ -123,6 +133,9 @@ class Backbone(ABC):
         if config.guidance_scale_2 is not None and not experts:
             raise ConfigError("guidance_scale_2", f"{cls.name} model {config.model} has one denoiser; guidance_scale_2 "
                                                   "is the low-noise expert's scale of a two-expert model (Wan 2.2 A14B)")
+        if config.latent_window_size is not None and not cls.latent_windows:
+            raise ConfigError("latent_window_size", f"{cls.name} denoises the whole video at once; latent_window_size "
+                                                    "is the section size of a section-by-section model (framepack)")
         return RunSetup(
             config=config,
             backbone=cls.name,

@@ -17,6 +17,9 @@ from .context import StepContext
 
 #: What the trace records for a step that used the conditional prediction alone.
 CONDITIONAL_ONLY = "cond"
+#: The CFG scale at which guidance is the conditional prediction alone (one forward): the scale in force
+#: in a run that turns true CFG off, which a schedule of it then starts from (boost at guidance 1 raises it).
+NEUTRAL_SCALE = 1.0
 
 
 class CombinationRule(Protocol):
@@ -43,7 +46,7 @@ class ClassifierFreeGuidance:
     name = "cfg"
 
     def needs_uncond(self, scale: float | None, ctx: StepContext) -> bool:
-        return scale is not None and scale != 1.0
+        return scale is not None and scale != NEUTRAL_SCALE
 
     def combine(self, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float | None,
                 ctx: StepContext) -> torch.Tensor:

@@ -77,7 +77,9 @@ MAX_FPS = 240
 SEED_LIMIT = 2**64
 
 #: RunConfig fields added after runs were first recorded (see `RunConfig.identity`).
-LATER_FIELDS = frozenset({"guidance_scale_2"})
+LATER_FIELDS = frozenset({"guidance_scale_2", "latent_window_size"})
+#: The longest latent window whose one section fits MAX_FRAMES (4 frames a latent frame).
+MAX_LATENT_WINDOW = (MAX_FRAMES - 1) // 4
 
 
 class RunConfig(BaseModel):
@@ -107,6 +109,10 @@ class RunConfig(BaseModel):
         "None = guidance_scale",
     )
     embedded_guidance_scale: StrictFloat | None = Field(None, ge=0, description="guidance-distilled models' embedded scale")
+    latent_window_size: StrictInt | None = Field(
+        None, gt=0, le=MAX_LATENT_WINDOW, description="latent frames per section of a section-by-section model "
+        "(FramePack); None = the checkpoint's (9; 3 for the built-in)",
+    )
     fps: StrictInt | None = Field(None, ge=1, le=MAX_FPS)
     dtype: DType = "auto"
     device: str = "auto"

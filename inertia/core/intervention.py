@@ -25,11 +25,12 @@ parameters (e.g. unlearn transforms attention or history depending on its `targe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .combination import CFG, CombinationRule
+from .combination import CFG, NEUTRAL_SCALE, CombinationRule
 from .context import StepContext
 from .errors import ConfigError
 from .params import Params
@@ -90,6 +91,11 @@ class GuidanceSchedule(Intervention):
 
     Subclasses implement `scale(base, ctx)` and `unchangeable(base)`; target resolution, the
     "cannot change anything" check and writing the scale are shared here.
+
+    The base is the scale in force at the step. Where a run turns true CFG off, that is 1 (the
+    conditional prediction alone, `NEUTRAL_SCALE`): a schedule that moves it from 1 at some step (boost,
+    relax toward s_min < 1, a constant other than 1) changes the video, and the loop then runs the
+    unconditional forward at exactly those steps. A run without an embedded scale has no base for it.
     """
 
     Params: ClassVar[type[GuidanceParams]] = GuidanceParams
@@ -106,14 +112,18 @@ class GuidanceSchedule(Intervention):
             raise ConfigError(
                 field, f"{setup.backbone} has no {target!r} guidance; allowed: {', '.join(setup.guidance_targets)}"
             )
-        bases = setup.guidance_sets  # one per expert of a checkpoint with several
-        if any(target not in base for base in bases):
+        sets = setup.guidance_sets  # one per expert of a checkpoint with several
+        off = any(target not in base for base in sets)
+        if off and target not in OFF_SCALES:
             raise ConfigError(
                 field,
                 f"{target} guidance is off in this run ({_off_reason(target)}), so {self.name} cannot change anything",
             )
-        reasons = [self.unchangeable(base[target]) for base in bases]
+        reasons = [self.unchangeable(base_scale(base, target)) for base in sets]
         if all(reasons):
+            if off:
+                reasons.insert(0, f"{target} guidance is off in this run ({_off_reason(target)}), so its scale in "
+                                  f"force is {OFF_SCALES[target]:g}")
             raise ConfigError(self.name, f"cannot change anything: {'; '.join(dict.fromkeys(reasons))}")
 
     def unchangeable(self, base: float) -> str | None:
@@ -125,11 +135,21 @@ class GuidanceSchedule(Intervention):
 
     def guidance(self, ctx: StepContext, scales: dict[str, float]) -> dict[str, float]:
         target = self._target
-        return {**scales, target: self.scale(ctx.guidance[target], ctx)}
+        return {**scales, target: self.scale(base_scale(ctx.guidance, target), ctx)}
 
     def bind(self, setup: RunSetup) -> None:
         """Fix the resolved target for the run (called once the setup is checked)."""
         self._target = self.guidance_target(setup)
+
+
+#: The scale in force of a guidance a run turns off, by target: true CFG off is the conditional prediction
+#: alone, as at a scale of 1. An embedded (distilled) scale has no "off" value, so a schedule of it needs one.
+OFF_SCALES = {"cfg": NEUTRAL_SCALE}
+
+
+def base_scale(guidance: Mapping[str, float], target: str) -> float:
+    """The base scale of `target` among a step's (or an expert's) `guidance` in force, or its off scale."""
+    return guidance[target] if target in guidance else OFF_SCALES[target]
 
 
 def _off_reason(target: str) -> str:
@@ -148,11 +168,10 @@ class PredictionCombiner(Intervention):
     combines_predictions = True
 
     def check(self, setup: RunSetup) -> None:
+        """Refuses a backbone without true CFG; a run that turns it off is refused by `InterventionStack`
+        unless a schedule of it moves its scale from 1 at some steps (the combiner then acts there)."""
         if "cfg" not in setup.guidance_targets:
             raise ConfigError(self.name, f"combines true-CFG predictions, and {setup.backbone} has no true CFG")
-        if "cfg" not in setup.guidance:
-            raise ConfigError(self.name, f"true CFG is off in this run ({_off_reason('cfg')}), so {self.name} "
-                                         "has no predictions to combine")
 
     def needs_uncond(self, scale: float | None, ctx: StepContext) -> bool:
         return CFG.needs_uncond(scale, ctx)
@@ -204,6 +223,10 @@ class InterventionStack:
                     f"{owners[target]} and {intervention.name} both schedule the {target} guidance (use one)",
                 )
             owners[target] = intervention.name
+        combiner = next((i for i in self.interventions if i.combines_predictions), None)
+        if combiner is not None and "cfg" not in owners and not any("cfg" in base for base in setup.guidance_sets):
+            raise ConfigError(combiner.name, f"true CFG is off in this run ({_off_reason('cfg')}), so {combiner.name} "
+                                             "has no predictions to combine (unless a schedule moves its scale from 1)")
 
     def envelope(self, sigma: float) -> float | None:
         """e(sigma) of the run's envelope provider, or None when no intervention provides one."""

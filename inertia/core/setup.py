@@ -14,7 +14,8 @@ class RunSetup:
     """A resolved config together with the backbone facts interventions check themselves against.
 
     `guidance` maps each guidance target in force to its base scale (a target is absent when
-    the run turns it off, e.g. Wan with guidance_scale <= 1 runs no unconditional pass).
+    the run turns it off, e.g. Wan with guidance_scale <= 1 runs no unconditional pass; a `cfg` schedule then
+    starts from 1, the conditional prediction alone: `core.intervention.OFF_SCALES`).
     `expert_guidance` holds each expert's base scales when the checkpoint hands denoising from one
     model to another during the run (Wan 2.2 A14B: "high_noise", then "low_noise"); a step then
     takes the scales of the expert that predicts it, and `guidance` is the first expert's.

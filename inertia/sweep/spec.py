@@ -17,7 +17,8 @@ from typing import Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator,
                       model_validator)
 
-from ..core.config import MAX_FPS, MAX_FRAMES, MAX_SIZE, MAX_STEPS, SEED_LIMIT, DType, PluginSpec, read_yaml
+from ..core.config import (MAX_FPS, MAX_FRAMES, MAX_LATENT_WINDOW, MAX_SIZE, MAX_STEPS, SEED_LIMIT, DType, PluginSpec,
+                           read_yaml)
 from ..core.errors import ConfigError, InertiaError
 from ..core.params import build_params, format_validation_error, show_value
 from ..registry import Registry, default_registry
@@ -37,7 +38,11 @@ class GenerationSettings(BaseModel):
     num_frames: StrictInt | None = Field(None, gt=0, le=MAX_FRAMES)
     steps: StrictInt | None = Field(None, gt=0, le=MAX_STEPS)
     guidance_scale: StrictFloat | None = Field(None, ge=0)
+    guidance_scale_2: StrictFloat | None = Field(
+        None, ge=0, description="low-noise expert's CFG scale of a two-expert model (Wan 2.2 A14B); null = guidance_scale")
     embedded_guidance_scale: StrictFloat | None = Field(None, ge=0)
+    latent_window_size: StrictInt | None = Field(None, gt=0, le=MAX_LATENT_WINDOW,
+                                                 description="FramePack's latent frames per section; null = the checkpoint's")
     fps: StrictInt | None = Field(None, ge=1, le=MAX_FPS)
     negative_prompt: str | None = None
     dtype: DType | None = None

@@ -60,7 +60,8 @@ RUN_COLUMNS: list[tuple[str, str]] = [
 CONFIG_COLUMNS: list[tuple[str, str]] = [
     ("model", "TEXT"), ("prompt", "TEXT"), ("negative_prompt", "TEXT"), ("image", "TEXT"),
     ("height", "INTEGER"), ("width", "INTEGER"), ("num_frames", "INTEGER"), ("steps", "INTEGER"),
-    ("guidance_scale", "REAL"), ("embedded_guidance_scale", "REAL"), ("fps", "INTEGER"),
+    ("guidance_scale", "REAL"), ("guidance_scale_2", "REAL"), ("embedded_guidance_scale", "REAL"),
+    ("latent_window_size", "INTEGER"), ("fps", "INTEGER"),
     ("dtype", "TEXT"), ("device", "TEXT"), ("attention", "TEXT"),
     ("interventions", "TEXT"),  # JSON list of {name, params} with every parameter
     ("config", "TEXT"),  # the whole resolved RunConfig as JSON (without out_dir)
@@ -120,6 +121,7 @@ class ResultStore:
             con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             columns = ", ".join(f"{quote(n)} {t}" for n, t in RUN_COLUMNS + CONFIG_COLUMNS + OUTCOME_COLUMNS)
             con.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
+            self._add_later_columns(con)
             con.execute(
                 "CREATE TABLE IF NOT EXISTS metrics (run_hash TEXT NOT NULL REFERENCES runs(run_hash) ON DELETE CASCADE, "
                 "metric TEXT, metric_key TEXT, value_name TEXT, value REAL, value_text TEXT, metric_params TEXT, "
@@ -127,6 +129,14 @@ class ResultStore:
             con.execute("CREATE TABLE IF NOT EXISTS skipped (backbone TEXT, condition TEXT, reason TEXT, runs INTEGER)")
             con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self._create_view(con)
+
+    def _add_later_columns(self, con: sqlite3.Connection) -> None:
+        """Config columns added after sweep tables were first written (guidance_scale_2, ...), so that an older
+        sweep directory resumes; its rows read NULL there until re-planned."""
+        existing = set(self.columns())
+        for name, sql_type in CONFIG_COLUMNS:
+            if name not in existing:
+                con.execute(f"ALTER TABLE runs ADD COLUMN {quote(name)} {sql_type}")
 
     @staticmethod
     def _create_view(con: sqlite3.Connection) -> None:
