@@ -57,7 +57,7 @@ def build(cls_name: str, transformer: dict[str, Any], device: torch.device, dtyp
     cls = getattr(diffusers, cls_name)
     with torch.device(device):
         model = cls(**transformer)
-    model = model.to(dtype).eval()
+    model = model.to(dtype).eval().requires_grad_(False)
     keep = getattr(model, "_keep_in_fp32_modules", None) or []
     for name, module in model.named_modules():
         if any(part in keep for part in name.split(".")):

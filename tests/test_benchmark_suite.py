@@ -1,0 +1,46 @@
+"""benchmarks/suite.py end to end at a tiny scale on the CPU (the GPU runs the same code at full size)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import suite
+
+
+def test_tiny_suite_times_every_variant_and_checks_the_fast_path(tmp_path):
+    out = tmp_path / "suite.json"
+    assert suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:stock+default+all+fast+fast_float8",
+                       "--compile-backend", "eager", "--steps", "2", "--warmup", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    entry = report["configs"]["wan2.1-t2v-1.3b"]
+    variants = entry["variants"]
+    assert list(variants) == ["stock", "default", "all", "fast", "fast_float8"]
+    for name in ("stock", "default", "all", "fast"):
+        assert len(variants[name]["s_per_step_all"]) == 3 and variants[name]["warmup_steps"] == 1
+        assert variants[name]["s_per_step_min"] <= variants[name]["s_per_step_median"] <= variants[name]["s_per_step_max"]
+    assert len(set(variants["default"]["cfg_scales"])) == 1
+    assert len(set(variants["fast"]["cfg_scales"])) == 3  # relax changes the scale every step
+    fast = variants["fast"]
+    assert fast["graphs_compiled_after_first_step"] == 0 and fast["compiled_blocks"] == ["WanTransformerBlock"]
+    # dynamo's eager backend runs the captured graph as is: the fast path equals the eager one exactly
+    assert fast["relative_l2_prediction_per_step"] == [0.0, 0.0, 0.0] and fast["relative_l2_final_latents"] == 0.0
+    assert variants["fast_float8"] == {"skipped": "performance: float8 needs a CUDA GPU (device is cpu); allowed here: fast"}
+    assert entry["model"]["tiny"] and report["compile_backend"] == "eager"
+
+
+def test_a_spent_budget_skips_variants_and_still_writes_the_results(tmp_path):
+    out = tmp_path / "suite.json"
+    suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:default,cogvideox-5b", "--budget", "0",
+                "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["configs"]["wan2.1-t2v-1.3b"]["variants"]["default"]["skipped"].startswith("time budget: ")
+    assert report["configs"]["cogvideox-5b"]["skipped"] == "the suite does not run cogvideox configurations yet"
+
+
+def test_unknown_names_are_refused_with_what_exists():
+    with pytest.raises(SystemExit, match=r"unknown variant\(s\) \['turbo'\]"):
+        suite.parse_only("wan2.1-t2v-1.3b:turbo", list(suite.VARIANTS))
+    with pytest.raises(SystemExit, match=r"unknown configuration 'wan9'; known: cogvideox-2b, "):
+        suite.parse_only("wan9", list(suite.VARIANTS))
