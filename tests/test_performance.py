@@ -139,3 +139,18 @@ def test_a_model_loaded_for_one_level_is_not_reused_for_another(eager_compiler):
     generate(plan_run(RunConfig(**TINY, performance="fast")), models, progress=False)
     assert models.loads == 2
     assert [b.performance and b.performance.level for b in models._loaded.values()] == [None, "fast"]
+
+
+@pytest.mark.parametrize("backbone", ["cogvideox", "hunyuan", "hunyuan15", "framepack", "testbed"])
+def test_every_backbone_compiles_to_its_eager_video_and_a_second_run_compiles_nothing(eager_compiler, backbone):
+    """A second run on the compiled model, with other guidance and unlearn settings, reuses every graph."""
+    unlearn = [PluginSpec.parse("unlearn:sigma_blur=0.6")]
+    config = dict(backbone=backbone, steps=3, device="cpu", interventions=unlearn)
+    eager = generate(plan_run(RunConfig(**config)), ModelCache(), progress=False)
+    models = ModelCache()
+    fast = generate(plan_run(RunConfig(**config, performance="fast")), models, progress=False)
+    np.testing.assert_array_equal(fast.frames, eager.frames)
+    assert fast.performance["graphs_compiled"] >= 1
+    again = dict(config, interventions=[PluginSpec.parse("unlearn:sigma_blur=1.2"), PluginSpec.parse("decay:p=0.5")])
+    second = generate(plan_run(RunConfig(**again, performance="fast")), models, progress=False)
+    assert models.loads == 1 and second.performance["graphs_compiled"] == 0

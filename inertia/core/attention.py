@@ -146,11 +146,18 @@ def qkv_hook(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, address: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`AttentionHooks.apply` of the hooks and layer in `address` (key, layer). An op's outputs may
-    not alias its inputs, so a tensor the transforms leave as it is comes back as a copy."""
+    not alias its inputs, so a tensor the transforms leave as it is comes back as a copy; and each
+    output has its input's strides, as the compiler was told (`_qkv_hook_shapes`)."""
     hooks_key, layer = address.tolist()
     inputs = (query, key, value)
     outputs = _LIVE_HOOKS[hooks_key].apply(query, key, value, layer)
-    return tuple(out.clone() if out is given else out for out, given in zip(outputs, inputs))  # type: ignore[return-value]
+    return tuple(_laid_out_like(out, given) for out, given in zip(outputs, inputs))  # type: ignore[return-value]
+
+
+def _laid_out_like(out: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+    if out is given:
+        return given.clone()
+    return out if out.stride() == given.stride() else torch.empty_like(given).copy_(out)
 
 
 @qkv_hook.register_fake
