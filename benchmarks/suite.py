@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from benchmarks import full_size  # noqa: E402
 from inertia.core import performance  # noqa: E402
 from inertia.core.io import write_json  # noqa: E402
-from inertia.core.runtime import quiet_libraries  # noqa: E402
+from inertia.core.runtime import attention_backend, quiet_libraries  # noqa: E402
 
 VARIANTS = ("stock", "default", "relax_decay", "unlearn", "all", "fast", "fast_float8")
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "H800": 989.4, "H20": 148.0, "A100": 312.0, "B200": 2250.0,
@@ -227,14 +227,61 @@ class Hunyuan15Family(Family):
         return backbone, job, _setup("hunyuan15", bench.guidance)
 
 
-FAMILIES: dict[str, Family] = {"wan": WanFamily(), "hunyuan15": Hunyuan15Family()}
+class HunyuanFamily(Family):
+    """HunyuanVideo as HunyuanVideoPipeline steps it: embedded guidance (scale x 1000 as a model input), one
+    forward per step, Llama tokens with a padding mask (prompt partly valid) and CLIP's pooled vector."""
+
+    def build(self, config, shape, models, device):
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        model = models["transformer"]
+        generator = torch.Generator(device).manual_seed(0)
+        latents = _randn(generator, 1, model.config.in_channels, (shape["frames"] - 1) // 4 + 1, shape["height"] // 8,
+                         shape["width"] // 8, dtype=torch.float32)
+        mask = torch.zeros(1, shape["text_tokens"], dtype=torch.bfloat16, device=device)
+        mask[:, :min(60, shape["text_tokens"])] = 1
+        inputs = {"embeds": _randn(generator, 1, shape["text_tokens"], model.config.text_embed_dim), "mask": mask,
+                  "pooled": _randn(generator, 1, model.config.pooled_projection_dim)}
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=config.get("pipeline", {}).get("shift", 7.0))
+        return Bench(config["name"], models, scheduler, latents, inputs, shape.get("embedded_guidance_scale", 6.0), 1)
+
+    set_timesteps = Hunyuan15Family.set_timesteps
+
+    def _forward(self, bench, latents, t):
+        guidance = torch.tensor([bench.guidance], dtype=torch.bfloat16, device=latents.device) * 1000.0
+        return bench.models["transformer"](
+            hidden_states=latents.to(torch.bfloat16), timestep=t.expand(latents.shape[0]).to(latents.dtype),
+            encoder_hidden_states=bench.inputs["embeds"], encoder_attention_mask=bench.inputs["mask"],
+            pooled_projections=bench.inputs["pooled"], guidance=guidance, return_dict=False)[0]
+
+    def stock_step(self, bench, state):
+        t = bench.scheduler.timesteps[state["i"]]
+        prediction = self._forward(bench, state["latents"], t)
+        state["latents"] = bench.scheduler.step(prediction, t, state["latents"], return_dict=False)[0]
+
+    def one_forward(self, bench):
+        self._forward(bench, bench.latents, bench.scheduler.timesteps[0])
+
+    def backbone(self, bench, device):
+        from inertia.backbones.hunyuan import HunyuanJob, HunyuanVideoBackbone
+        from inertia.backbones.hunyuan_text import TextConditions
+
+        pipe = SimpleNamespace(transformer=bench.models["transformer"], scheduler=bench.scheduler,
+                               tokenizer=SimpleNamespace(get_vocab=dict))
+        backbone = HunyuanVideoBackbone(pipe, device, smoke_test=False)
+        job = HunyuanJob(TextConditions(bench.inputs["embeds"], bench.inputs["mask"], bench.inputs["pooled"]), None,
+                         bench.latents.clone())
+        return backbone, job, _setup("hunyuan", bench.guidance, target="embedded")
 
 
-def _setup(backbone: str, guidance: float, experts: dict | None = None):
+FAMILIES: dict[str, Family] = {"wan": WanFamily(), "hunyuan15": Hunyuan15Family(), "hunyuan": HunyuanFamily()}
+
+
+def _setup(backbone: str, guidance: float, experts: dict | None = None, target: str = "cfg"):
     from inertia.core.config import RunConfig
     from inertia.core.setup import RunSetup
 
-    return RunSetup(RunConfig(), backbone, {"cfg": guidance}, "cfg", ("cfg",), frozenset({"noisy"}), True,
+    return RunSetup(RunConfig(), backbone, {target: guidance}, target, (target,), frozenset({"noisy"}), True,
                     expert_guidance=experts or {})
 
 
@@ -299,7 +346,7 @@ def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, 
         trace = sample(backbone, job, stack, setup.guidance, progress=False, hooks=hooks,
                        expert_guidance=setup.expert_guidance)
     result = {"times": marks.intervals(), "final": job.latents, "predictions": predictions,
-              "scales": [s.guidance.get("cfg") for s in trace], "experts": [s.expert for s in trace]}
+              "scales": [next(iter(s.guidance.values()), None) for s in trace], "experts": [s.expert for s in trace]}
     if variant.startswith("fast"):
         result["compile_s"] = round(performance.compile_seconds() - seconds, 2)
         result["graphs_compiled_after_first_step"] = graphs[-1] - graphs[0]
@@ -354,7 +401,7 @@ def step_flops(family: Family, bench: Bench) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     family.set_timesteps(bench, 2, bench.latents.device)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:  # native SDPA: counted as dense
         family.one_forward(bench)
     return float(counter.get_total_flops()) * bench.forwards_per_step
 
@@ -379,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny models and shapes (CPU check of the suite itself)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the fast variants")
+    parser.add_argument("--attention", default="native", help="attention backend of every variant (inertia's names; "
+                                                              "rows for inertia/core/attention_table.json)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     quiet_libraries()
@@ -427,8 +476,10 @@ def _run_variants(family, bench, variants, entry, report, args, device, started)
         result = _one_variant(family, bench, variant, steps, device, args)
         if "skipped" not in result:
             estimate = result["s_per_step_median"]
-            if variant == "all":
-                references["all"] = result.pop("_raw")
+            if variant in ("stock", "all"):
+                references[variant] = result.pop("_raw")
+            elif variant == "default" and "stock" in references:  # inertia's loop against the pipeline's
+                result["relative_l2_final_latents_vs_stock"] = relative_l2(result["_raw"]["final"], references["stock"]["final"])
             elif variant.startswith("fast") and "all" in references:
                 raw, ref = result.pop("_raw"), references["all"]
                 result["relative_l2_prediction_per_step"] = [relative_l2(a, b) for a, b in zip(raw["predictions"], ref["predictions"])]
@@ -461,7 +512,7 @@ def _one_variant(family, bench, variant, steps, device, args) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    with torch.inference_mode():
+    with torch.inference_mode(), attention_backend(args.attention):
         raw = run_stock(family, bench, steps, device) if variant == "stock" else run_inertia(family, bench, steps, device, variant)
     result = summary(raw["times"], args.warmup)
     result["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
@@ -471,7 +522,7 @@ def _one_variant(family, bench, variant, steps, device, args) -> dict:
     if "experts" in raw and any(raw["experts"]):
         result["experts"] = raw["experts"]
     if "scales" in raw:
-        result["cfg_scales"] = [round(s, 4) if s is not None else None for s in raw["scales"]]
+        result["guidance_scales"] = [round(s, 4) if s is not None else None for s in raw["scales"]]
     result["_raw"] = raw
     return result
 
@@ -485,7 +536,7 @@ def _environment(device: torch.device, args) -> dict:
             "gpu": gpu, "driver": _driver(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "diffusers": diffusers.__version__, "torchao": _version("torchao"), "peak_bf16_tflops": peak,
             "steps": args.steps, "warmup": args.warmup, "compile_backend": args.compile_backend,
-            "attention": "native", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "attention": args.attention, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def _version(package: str) -> str | None:

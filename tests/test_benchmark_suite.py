@@ -20,8 +20,9 @@ def test_tiny_suite_times_every_variant_and_checks_the_fast_path(tmp_path):
     for name in ("stock", "default", "all", "fast"):
         assert len(variants[name]["s_per_step_all"]) == 3 and variants[name]["warmup_steps"] == 1
         assert variants[name]["s_per_step_min"] <= variants[name]["s_per_step_median"] <= variants[name]["s_per_step_max"]
-    assert len(set(variants["default"]["cfg_scales"])) == 1
-    assert len(set(variants["fast"]["cfg_scales"])) == 3  # relax changes the scale every step
+    assert len(set(variants["default"]["guidance_scales"])) == 1
+    assert len(set(variants["fast"]["guidance_scales"])) == 3  # relax changes the scale every step
+    assert variants["default"]["relative_l2_final_latents_vs_stock"] == 0.0  # inertia's loop is the pipeline's
     fast = variants["fast"]
     assert fast["graphs_compiled_after_first_step"] == 0 and fast["compiled_blocks"] == ["WanTransformerBlock"]
     # dynamo's eager backend runs the captured graph as is: the fast path equals the eager one exactly
