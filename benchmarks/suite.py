@@ -441,19 +441,22 @@ def main(argv: list[str] | None = None) -> int:
         try:
             family, bench, entry["model"] = build_bench(name, args.tiny, args.shape, device)
             entry["tflop_per_step"] = round(step_flops(family, bench) / 1e12, 3)
-        except (NotImplementedError, torch.OutOfMemoryError) as error:
-            entry["skipped"] = str(error).splitlines()[0]
+        except NotImplementedError as error:
+            entry["skipped"] = str(error)
             print(f"{name}: skipped: {entry['skipped']}", flush=True)
             write_json(args.json, report)
+            continue
+        except Exception as error:  # a harness: record what broke (OOM, a missing package) and go on
+            entry["error"] = _failure(error)
+            print(f"{name}: failed: {entry['error']}", flush=True)
+            write_json(args.json, report)
+            _free(device)
             continue
         print(f"{name}: {entry['model']['parameters'] / 1e9:.2f} B parameters, {entry['tflop_per_step']} TFLOP/step "
               f"(at {time.perf_counter() - started:.0f} s)", flush=True)
         _run_variants(family, bench, variants, entry, report, args, device, started)
         del family, bench
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        torch._dynamo.reset()
+        _free(device)
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     write_json(args.json, report)
     return 0
@@ -473,7 +476,14 @@ def _run_variants(family, bench, variants, entry, report, args, device, started)
             print(f"  {variant:12s} skipped (time budget)", flush=True)
             write_json(args.json, report)
             continue
-        result = _one_variant(family, bench, variant, steps, device, args)
+        try:
+            result = _one_variant(family, bench, variant, steps, device, args)
+        except Exception as error:  # e.g. out of memory: recorded, the next variant still runs
+            entry["variants"][variant] = {"error": _failure(error)}
+            print(f"  {variant:12s} failed: {entry['variants'][variant]['error']}", flush=True)
+            write_json(args.json, report)
+            _free(device)
+            continue
         if "skipped" not in result:
             estimate = result["s_per_step_median"]
             if variant in ("stock", "all"):
@@ -525,6 +535,21 @@ def _one_variant(family, bench, variant, steps, device, args) -> dict:
         result["guidance_scales"] = [round(s, 4) if s is not None else None for s in raw["scales"]]
     result["_raw"] = raw
     return result
+
+
+def _failure(error: BaseException) -> str:
+    import traceback
+
+    where = traceback.extract_tb(error.__traceback__)[-1]
+    message = (str(error).splitlines() or [""])[0][:300]
+    return f"{type(error).__name__}: {message} ({Path(where.filename).name}:{where.lineno})"
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    torch._dynamo.reset()
 
 
 def _environment(device: torch.device, args) -> dict:

@@ -45,3 +45,15 @@ def test_unknown_names_are_refused_with_what_exists():
         suite.parse_only("wan2.1-t2v-1.3b:turbo", list(suite.VARIANTS))
     with pytest.raises(SystemExit, match=r"unknown configuration 'wan9'; known: cogvideox-2b, "):
         suite.parse_only("wan9", list(suite.VARIANTS))
+
+
+def test_a_failing_variant_is_recorded_and_the_next_one_still_runs(tmp_path, monkeypatch):
+    def broken(self, bench, state):
+        raise RuntimeError("out of something")
+
+    monkeypatch.setattr(suite.WanFamily, "stock_step", broken)
+    out = tmp_path / "suite.json"
+    suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:stock+default", "--steps", "1", "--json", str(out)])
+    variants = json.loads(out.read_text())["configs"]["wan2.1-t2v-1.3b"]["variants"]
+    assert variants["stock"]["error"].startswith("RuntimeError: out of something (test_benchmark_suite.py:")
+    assert variants["default"]["s_per_step_median"] > 0 and "speedup_vs_stock" not in variants["default"]
