@@ -1,8 +1,9 @@
 """Seconds per denoising step, peak memory and MFU of every backbone at full size, stock against inertia.
 
 One entry point over the full-size configurations (`benchmarks/configs`, random bf16 weights; the text
-encoder and VAE are not part of a step and are not built). Variants, always run in this order on one
-model per configuration:
+encoder and VAE are not part of a step and are not built): Wan 2.1 and 2.2 (A14B, TI2V-5B), CogVideoX,
+HunyuanVideo and HunyuanVideo 1.5 (FramePack's sectioned loop is not wired in yet). Variants, always run
+in this order on one model per configuration:
 
     stock        the per-step body of the model's diffusers pipeline (forwards, combine, scheduler.step)
     default      inertia's loop (`core.sampling.sample` through the real backbone), no intervention
@@ -50,7 +51,7 @@ from inertia.core.runtime import attention_backend, quiet_libraries  # noqa: E40
 VARIANTS = ("stock", "default", "relax_decay", "unlearn", "all", "fast", "fast_float8")
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "H800": 989.4, "H20": 148.0, "A100": 312.0, "B200": 2250.0,
                     "L40S": 362.1}
-TINY_SHAPE = dict(height=32, width=32, frames=9, text_tokens=8, text_2_tokens=4, image_tokens=4)
+TINY_SHAPE = dict(height=32, width=32, frames=17, text_tokens=8, text_2_tokens=4, image_tokens=4)
 
 
 def interventions(variant: str) -> list:
@@ -274,7 +275,74 @@ class HunyuanFamily(Family):
         return backbone, job, _setup("hunyuan", bench.guidance, target="embedded")
 
 
-FAMILIES: dict[str, Family] = {"wan": WanFamily(), "hunyuan15": Hunyuan15Family(), "hunyuan": HunyuanFamily()}
+class CogVideoXFamily(Family):
+    """CogVideoX as CogVideoXPipeline steps it: one batched [uncond, cond] forward, latents (B, F, C, H, W) in
+    the model's dtype, 3D RoPE from the pipeline's helper, the checkpoint's scheduler (DDIM for 2b, DPM
+    for the 5b family, v-prediction, trailing, zero SNR); CogVideoX 1.5 prepends its padding latent frame."""
+
+    def build(self, config, shape, models, device):
+        from diffusers import CogVideoXPipeline
+
+        from inertia.backbones.cogvideox import padding_frames
+        from inertia.backbones.cogvideox_builtin import tiny_scheduler
+
+        model = models["transformer"]
+        pipe = CogVideoXPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=model,
+                                 scheduler=tiny_scheduler(config["pipeline"]["scheduler"]))
+        padding = padding_frames(shape["frames"], 4, model.config.patch_size_t)
+        frames = (shape["frames"] - 1) // 4 + 1 + padding
+        generator = torch.Generator(device).manual_seed(0)
+        latents = _randn(generator, 1, frames, model.config.in_channels, shape["height"] // 8, shape["width"] // 8)
+        cond = _randn(generator, 1, shape["text_tokens"], model.config.text_embed_dim)
+        uncond = _randn(generator, 1, shape["text_tokens"], model.config.text_embed_dim)
+        rotary = None
+        if model.config.use_rotary_positional_embeddings:
+            rotary = pipe._prepare_rotary_positional_embeddings(shape["height"], shape["width"], frames, device)
+        inputs = {"cond": cond, "cfg": torch.cat([uncond, cond]), "rotary": rotary, "padding": padding}
+        return Bench(config["name"], models, pipe.scheduler, latents, inputs, shape.get("guidance_scale", 6.0), 2,
+                     {"pipe": pipe})
+
+    def stock_step(self, bench, state):
+        from diffusers import CogVideoXDPMScheduler
+
+        scheduler, i = bench.scheduler, state["i"]
+        t = scheduler.timesteps[i]
+        model_input = scheduler.scale_model_input(torch.cat([state["latents"]] * 2), t)
+        output = bench.models["transformer"](hidden_states=model_input, encoder_hidden_states=bench.inputs["cfg"],
+                                             timestep=t.expand(model_input.shape[0]),
+                                             image_rotary_emb=bench.inputs["rotary"], return_dict=False)[0].float()
+        uncond, cond = output.chunk(2)
+        prediction = uncond + bench.guidance * (cond - uncond)
+        kwargs = state.setdefault("step_kwargs", self._step_kwargs(bench))
+        if isinstance(scheduler, CogVideoXDPMScheduler):
+            latents, state["old"] = scheduler.step(prediction, state.get("old"), t, scheduler.timesteps[i - 1] if i else None,
+                                                   state["latents"], **kwargs, return_dict=False)
+        else:
+            latents = scheduler.step(prediction, t, state["latents"], **kwargs, return_dict=False)[0]
+        state["latents"] = latents.to(torch.bfloat16)
+
+    @staticmethod
+    def _step_kwargs(bench) -> dict:
+        """eta 0 and a generator seeded alike for every run (the DPM step draws noise), as the pipeline passes them."""
+        return bench.extra["pipe"].prepare_extra_step_kwargs(torch.Generator(bench.latents.device).manual_seed(0), 0.0)
+
+    def one_forward(self, bench):
+        bench.models["transformer"](hidden_states=bench.latents, encoder_hidden_states=bench.inputs["cond"],
+                                    timestep=bench.scheduler.timesteps[0].expand(1),
+                                    image_rotary_emb=bench.inputs["rotary"], return_dict=False)
+
+    def backbone(self, bench, device):
+        from inertia.backbones.cogvideox import CogVideoXBackbone, CogVideoXJob
+
+        backbone = CogVideoXBackbone(bench.extra["pipe"], device, smoke_test=False)
+        inputs = bench.inputs
+        job = CogVideoXJob(inputs["cond"], inputs["cfg"], bench.latents.clone(), None, inputs["rotary"], None,
+                           inputs["padding"], bench.scheduler.timesteps, self._step_kwargs(bench))
+        return backbone, job, _setup("cogvideox", bench.guidance)
+
+
+FAMILIES: dict[str, Family] = {"wan": WanFamily(), "hunyuan15": Hunyuan15Family(), "hunyuan": HunyuanFamily(),
+                               "cogvideox": CogVideoXFamily()}
 
 
 def _setup(backbone: str, guidance: float, experts: dict | None = None, target: str = "cfg"):
@@ -310,7 +378,8 @@ class Marks:
 
 def run_stock(family: Family, bench: Bench, steps: int, device: torch.device) -> dict:
     family.set_timesteps(bench, steps, device)
-    bench.scheduler.set_begin_index(0)
+    if hasattr(bench.scheduler, "set_begin_index"):  # the flow-matching pipelines do; CogVideoX's schedulers lack it
+        bench.scheduler.set_begin_index(0)
     state, marks = {"latents": bench.latents.clone(), "i": 0}, Marks(device)
     marks.mark()
     for _ in range(steps):
@@ -325,8 +394,8 @@ def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, 
     from inertia.core.intervention import InterventionStack
     from inertia.core.sampling import sample
 
+    family.set_timesteps(bench, steps, device)  # before the job: CogVideoX's job holds the timesteps
     backbone, job, setup = family.backbone(bench, device)
-    family.set_timesteps(bench, steps, device)
     stack = InterventionStack(interventions(variant), setup)
     hooks = AttentionHooks(stack.attention_transforms, backbone.num_attention_layers)
     marks, predictions, graphs = Marks(device), [], []
@@ -390,6 +459,9 @@ def build_bench(name: str, tiny: bool, shape_override: str | None, device: torch
     for key in ("transformer", "transformer_2"):
         if key in config:
             sizes = full_size.tiny(config[key], config["class"]) if tiny else config[key]
+            if tiny and "sample_height" in sizes:  # CogVideoX-2b's sin-cos positions are sized for text + sample
+                sizes.update(sample_height=shape["height"] // 8, sample_width=shape["width"] // 8,
+                             sample_frames=shape["frames"], max_text_seq_length=shape["text_tokens"])
             models[key] = full_size.build(config["class"], sizes, device, dtype)
     bench = family.build(config, shape, models, device)
     described = {"class": config["class"], "hub_id": config["hub_id"], "shape": {k: shape[k] for k in ("height", "width", "frames")},

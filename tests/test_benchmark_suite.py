@@ -33,11 +33,11 @@ def test_tiny_suite_times_every_variant_and_checks_the_fast_path(tmp_path):
 
 def test_a_spent_budget_skips_variants_and_still_writes_the_results(tmp_path):
     out = tmp_path / "suite.json"
-    suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:default,cogvideox-5b", "--budget", "0",
+    suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:default,framepack", "--budget", "0",
                 "--json", str(out)])
     report = json.loads(out.read_text())
     assert report["configs"]["wan2.1-t2v-1.3b"]["variants"]["default"]["skipped"].startswith("time budget: ")
-    assert report["configs"]["cogvideox-5b"]["skipped"] == "the suite does not run cogvideox configurations yet"
+    assert report["configs"]["framepack"]["skipped"] == "the suite does not run framepack configurations yet"
 
 
 def test_unknown_names_are_refused_with_what_exists():
@@ -57,3 +57,14 @@ def test_a_failing_variant_is_recorded_and_the_next_one_still_runs(tmp_path, mon
     variants = json.loads(out.read_text())["configs"]["wan2.1-t2v-1.3b"]["variants"]
     assert variants["stock"]["error"].startswith("RuntimeError: out of something (test_benchmark_suite.py:")
     assert variants["default"]["s_per_step_median"] > 0 and "speedup_vs_stock" not in variants["default"]
+
+
+@pytest.mark.parametrize("name", ["wan2.2-t2v-a14b", "wan2.2-ti2v-5b", "cogvideox-2b", "cogvideox1.5-5b", "hunyuanvideo",
+                                  "hunyuanvideo1.5-480p-t2v"])
+def test_the_stock_step_is_the_one_inertias_loop_takes(tmp_path, name):
+    """The suite's stock step (the pipeline's loop body) and inertia's loop through the real backbone end on
+    the same latents, for every family the suite runs: the comparison is like for like."""
+    out = tmp_path / "suite.json"
+    suite.main(["--tiny", "--device", "cpu", "--only", f"{name}:stock+default", "--steps", "1", "--json", str(out)])
+    variants = json.loads(out.read_text())["configs"][name]["variants"]
+    assert variants["default"]["relative_l2_final_latents_vs_stock"] == 0.0
