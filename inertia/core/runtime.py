@@ -25,7 +25,8 @@ def resolve_runtime(config: RunConfig) -> RunConfig:
     check_performance(config.performance, device)
     backend = config.attention
     if config.performance is not None and "attention" not in config.model_fields_set:
-        backend = choose_attention(_gpu_name(device), config.backbone, [b for b in ATTENTION_BACKENDS if _runs(b, device)]).backend
+        runnable = [name for name in ATTENTION_BACKENDS if _runs(name, device)]
+        backend = choose_attention(_gpu_name(device), config.backbone, runnable).backend
     if backend in CUDA_ONLY and not device.startswith("cuda"):
         raise ConfigError("attention", f"{backend} needs a CUDA device (device is {device}); allowed here: native, math, flex")
     package = PACKAGES.get(backend)
@@ -37,7 +38,8 @@ def resolve_runtime(config: RunConfig) -> RunConfig:
 def _runs(backend: str, device: str) -> bool:
     """Whether `backend` can run on `device` with the packages installed here."""
     package = PACKAGES.get(backend)
-    return (device.startswith("cuda") or backend not in CUDA_ONLY) and (package is None or importlib.util.find_spec(package) is not None)
+    installed = package is None or importlib.util.find_spec(package) is not None
+    return installed and (device.startswith("cuda") or backend not in CUDA_ONLY)
 
 
 def _gpu_name(device: str) -> str | None:
