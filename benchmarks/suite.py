@@ -504,12 +504,26 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     quiet_libraries()
     device = torch.device(args.device)
-    performance.COMPILE_BACKEND = args.compile_backend
     plan = parse_only(args.only, args.variants.split(","))
+    backend, performance.COMPILE_BACKEND = performance.COMPILE_BACKEND, args.compile_backend
+    try:
+        _run_plan(plan, args, device, started)
+    finally:
+        performance.COMPILE_BACKEND = backend
+    return 0
+
+
+def _run_plan(plan: list[tuple[str, list[str]]], args, device: torch.device, started: float) -> None:
     report = _environment(device, args)
     report["configs"] = {}
     for name, variants in plan:
         entry = report["configs"][name] = {"variants": {}}
+        elapsed = time.perf_counter() - started
+        if elapsed >= args.budget:
+            entry["skipped"] = f"time budget: {elapsed:.0f} s used of {args.budget:.0f}"
+            print(f"{name}: skipped (time budget)", flush=True)
+            write_json(args.json, report)
+            continue
         try:
             family, bench, entry["model"] = build_bench(name, args.tiny, args.shape, device)
             entry["tflop_per_step"] = round(step_flops(family, bench) / 1e12, 3)
@@ -531,7 +545,6 @@ def main(argv: list[str] | None = None) -> int:
         _free(device)
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     write_json(args.json, report)
-    return 0
 
 
 def _run_variants(family, bench, variants, entry, report, args, device, started) -> None:

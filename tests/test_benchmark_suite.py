@@ -36,8 +36,28 @@ def test_a_spent_budget_skips_variants_and_still_writes_the_results(tmp_path):
     suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:default,framepack", "--budget", "0",
                 "--json", str(out)])
     report = json.loads(out.read_text())
-    assert report["configs"]["wan2.1-t2v-1.3b"]["variants"]["default"]["skipped"].startswith("time budget: ")
-    assert report["configs"]["framepack"]["skipped"] == "the suite does not run framepack configurations yet"
+    assert report["configs"]["wan2.1-t2v-1.3b"]["skipped"].startswith("time budget: ")
+    assert report["configs"]["framepack"]["skipped"].startswith("time budget: ")
+
+
+def test_a_budget_spent_during_a_configuration_skips_its_remaining_variants(tmp_path, monkeypatch):
+    clock = iter(range(0, 10**6, 100))  # every reading of the clock is 100 s later
+    monkeypatch.setattr(suite.time, "perf_counter", lambda: float(next(clock)))
+    out = tmp_path / "suite.json"
+    suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:default+unlearn,framepack", "--steps", "1",
+                "--budget", "350", "--json", str(out)])
+    report = json.loads(out.read_text())
+    variants = report["configs"]["wan2.1-t2v-1.3b"]["variants"]
+    assert variants["default"]["s_per_step_median"] > 0
+    assert variants["unlearn"]["skipped"].startswith("time budget: ")
+    assert report["configs"]["framepack"]["skipped"].startswith("time budget: ")
+
+
+def test_configurations_the_suite_does_not_run_yet_say_so(tmp_path):
+    out = tmp_path / "suite.json"
+    suite.main(["--tiny", "--device", "cpu", "--only", "framepack", "--json", str(out)])
+    assert json.loads(out.read_text())["configs"]["framepack"]["skipped"] == (
+        "the suite does not run framepack configurations yet")
 
 
 def test_unknown_names_are_refused_with_what_exists():
