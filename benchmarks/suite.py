@@ -22,8 +22,9 @@ prediction at each step and of the final latents.
     PYTHONPATH=. python benchmarks/suite.py --only wan2.1-t2v-1.3b --json benchmarks/results/suite.json
     PYTHONPATH=. python benchmarks/suite.py --tiny --only wan2.1-t2v-1.3b --compile-backend eager --json /tmp/s.json
 
-`--only NAME[:VARIANT+VARIANT],...` picks configurations (and per configuration its variants; else
-`--variants`); `--budget` seconds bounds the whole selection: a variant that would not finish inside it is
+`--only NAME[:VARIANT+VARIANT][@STEPS],...` picks configurations (and per configuration its variants,
+else `--variants`, and its timed steps, else `--steps`; an entry with @STEPS is stored as NAME@STEPS, so
+`wan2.1-t2v-1.3b:fast@49` shows recompilation across a 50-step relax run); `--budget` seconds bounds the whole selection: a variant that would not finish inside it is
 skipped and recorded as such. The JSON is rewritten after every variant, so a killed run leaves its results.
 """
 
@@ -427,19 +428,34 @@ def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 # ----- the suite --------------------------------------------------------------------------------------------
-def parse_only(text: str | None, variants: list[str]) -> list[tuple[str, list[str]]]:
-    """`NAME[:VARIANT+VARIANT],...` -> [(name, variants)], variants in the canonical order."""
+@dataclass(frozen=True)
+class Entry:
+    """One configuration of the selection: its variants and, for `NAME@STEPS`, its own timed steps."""
+
+    key: str  # the results' key: NAME, or NAME@STEPS
+    name: str
+    variants: list[str]
+    steps: int | None = None
+
+
+def parse_only(text: str | None, variants: list[str]) -> list[Entry]:
+    """`NAME[:VARIANT+VARIANT][@STEPS],...` -> entries, variants in the canonical order. `@STEPS` times that
+    many steps for this entry (e.g. `wan2.1-t2v-1.3b:fast@49`: recompilation across a 50-step run)."""
     if not text:
-        return [(name, variants) for name in full_size.names() if full_size.load(name)["backbone"] in FAMILIES]
+        return [Entry(name, name, variants) for name in full_size.names() if full_size.load(name)["backbone"] in FAMILIES]
     plan = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, chosen = item.partition(":")
+        head, _, steps = item.partition("@")
+        name, _, chosen = head.partition(":")
         picked = chosen.split("+") if chosen else variants
         unknown = [v for v in picked if v not in VARIANTS]
         if unknown:
             raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+        if steps and not (steps.isdigit() and int(steps) > 0):
+            raise SystemExit(f"{item!r}: steps after @ must be a positive integer")
         full_size.load(name)
-        plan.append((name, [v for v in VARIANTS if v in picked]))
+        plan.append(Entry(f"{name}@{steps}" if steps else name, name, [v for v in VARIANTS if v in picked],
+                          int(steps) if steps else None))
     return plan
 
 
@@ -488,7 +504,7 @@ def summary(times: list[float], warmup: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", help="NAME[:VARIANT+VARIANT],... (default: every configuration the suite runs)")
+    parser.add_argument("--only", help="NAME[:VARIANT+VARIANT][@STEPS],... (default: every configuration the suite runs)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"default variants: {','.join(VARIANTS)}")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per variant, after the warm-up")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up steps (the first compiles fast variants)")
@@ -513,10 +529,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_plan(plan: list[tuple[str, list[str]]], args, device: torch.device, started: float) -> None:
+def _run_plan(plan: list[Entry], args, device: torch.device, started: float) -> None:
     report = _environment(device, args)
     report["configs"] = {}
-    for name, variants in plan:
+    for item in plan:
+        name = item.key
         entry = report["configs"][name] = {"variants": {}}
         elapsed = time.perf_counter() - started
         if elapsed >= args.budget:
@@ -525,7 +542,7 @@ def _run_plan(plan: list[tuple[str, list[str]]], args, device: torch.device, sta
             write_json(args.json, report)
             continue
         try:
-            family, bench, entry["model"] = build_bench(name, args.tiny, args.shape, device)
+            family, bench, entry["model"] = build_bench(item.name, args.tiny, args.shape, device)
             entry["tflop_per_step"] = round(step_flops(family, bench) / 1e12, 3)
         except NotImplementedError as error:
             entry["skipped"] = str(error)
@@ -540,20 +557,22 @@ def _run_plan(plan: list[tuple[str, list[str]]], args, device: torch.device, sta
             continue
         print(f"{name}: {entry['model']['parameters'] / 1e9:.2f} B parameters, {entry['tflop_per_step']} TFLOP/step "
               f"(at {time.perf_counter() - started:.0f} s)", flush=True)
-        _run_variants(family, bench, variants, entry, report, args, device, started)
+        _run_variants(family, bench, item, entry, report, args, device, started)
         del family, bench
         _free(device)
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     write_json(args.json, report)
 
 
-def _run_variants(family, bench, variants, entry, report, args, device, started) -> None:
-    steps = args.warmup + args.steps
+def _run_variants(family, bench, item: Entry, entry, report, args, device, started) -> None:
+    timed = item.steps or args.steps
+    steps = args.warmup + timed
+    entry["timed_steps"] = timed
     references: dict[str, dict] = {}
     peak = report["peak_bf16_tflops"]
     # Before the first measurement, a step at 40% of the GPU's peak (none on a CPU).
     estimate = entry["tflop_per_step"] / (0.4 * peak) if peak else None
-    for variant in variants:
+    for variant in item.variants:
         elapsed = time.perf_counter() - started
         needed = (estimate or 0.0) * steps * (2 if variant.startswith("fast") else 1)
         if elapsed + needed > args.budget:

@@ -60,11 +60,23 @@ def test_configurations_the_suite_does_not_run_yet_say_so(tmp_path):
         "the suite does not run framepack configurations yet")
 
 
+def test_an_entry_can_time_its_own_number_of_steps(tmp_path):
+    out = tmp_path / "suite.json"
+    suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:default,wan2.1-t2v-1.3b:fast@4",
+                "--compile-backend", "eager", "--steps", "1", "--json", str(out)])
+    configs = json.loads(out.read_text())["configs"]
+    assert len(configs["wan2.1-t2v-1.3b"]["variants"]["default"]["s_per_step_all"]) == 2
+    fast = configs["wan2.1-t2v-1.3b@4"]["variants"]["fast"]
+    assert len(fast["s_per_step_all"]) == 5 and fast["graphs_compiled_after_first_step"] == 0
+
+
 def test_unknown_names_are_refused_with_what_exists():
     with pytest.raises(SystemExit, match=r"unknown variant\(s\) \['turbo'\]"):
         suite.parse_only("wan2.1-t2v-1.3b:turbo", list(suite.VARIANTS))
     with pytest.raises(SystemExit, match=r"unknown configuration 'wan9'; known: cogvideox-2b, "):
         suite.parse_only("wan9", list(suite.VARIANTS))
+    with pytest.raises(SystemExit, match=r"^'wan2.1-t2v-1.3b@x': steps after @ must be a positive integer$"):
+        suite.parse_only("wan2.1-t2v-1.3b@x", list(suite.VARIANTS))
 
 
 def test_a_failing_variant_is_recorded_and_the_next_one_still_runs(tmp_path, monkeypatch):
