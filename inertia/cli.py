@@ -38,6 +38,8 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--dtype": ("dtype", str, "auto, float32, bfloat16, float16"),
     "--device": ("device", str, "auto, cpu, cuda, cuda:N"),
     "--attention": ("attention", str, f"attention backend: {', '.join(ATTENTION_BACKENDS)}"),
+    "--performance": ("performance", str, "fast (compiled blocks, measured attention backend) or float8 "
+                                          "(fast + float8 linears, CUDA); see docs/performance.md"),
     "--out": ("out_dir", Path, "output directory (default: outputs)"),
 }
 

@@ -7,7 +7,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from .core.config import PluginSpec, RunConfig, save_config
 from .core.history import HistoryHooks
 from .core.intervention import InterventionStack
 from .core.io import frames_to_uint8, read_video, write_json, write_mp4
+from .core.performance import apply_performance, choose_attention, compile_clock
 from .core.metric import Metric
 from .core.records import CONFIG_NAME, RECORD_NAME, VIDEO_NAME, device_description, package_versions, utc_now
 from .core.runtime import attention_backend, resolve_runtime
@@ -95,14 +96,17 @@ class ModelCache:
         self.loads = 0
 
     def get(self, backbone: type[Backbone], config: RunConfig) -> Backbone:
-        key = backbone.load_key(config)
+        key = (*backbone.load_key(config), config.performance)  # compiled / float8 blocks are another model
         if key in self._loaded:
             self._loaded.move_to_end(key)
             return self._loaded[key]
         while self.max_models is not None and len(self._loaded) >= self.max_models:
             self._loaded.popitem(last=False)
             _free_memory()
-        self._loaded[key] = backbone.load(config)
+        loaded = backbone.load(config)
+        if config.performance is not None:
+            loaded.performance = apply_performance(loaded.denoisers, config.performance)
+        self._loaded[key] = loaded
         self.loads += 1
         return self._loaded[key]
 
@@ -127,6 +131,7 @@ class Generation:
     smoke_test: bool
     timings: dict[str, float]  # of the whole batch when the run was sampled in one
     batch: dict[str, int] = field(default_factory=lambda: {"size": 1, "index": 0})
+    performance: dict[str, Any] = field(default_factory=dict)  # options applied, compile seconds and graphs
 
 
 def generate(plan: PlannedRun, models: ModelCache | None = None, progress: bool = True) -> Generation:
@@ -171,14 +176,16 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
         else:
             job = backbone.prepare_batch([p.config for p in plans], generators)
         total = plan.backbone.total_steps(config)
-        trace = sample(backbone, job, plan.stack, plan.setup.guidance, total, progress=progress, hooks=hooks,
-                       history=history, expert_guidance=plan.setup.expert_guidance)
+        with compile_clock() as compiled:
+            trace = sample(backbone, job, plan.stack, plan.setup.guidance, total, progress=progress, hooks=hooks,
+                           history=history, expert_guidance=plan.setup.expert_guidance)
         sampled = time.perf_counter()
         videos = backbone.decode(job)[None] if len(plans) == 1 else backbone.decode_batch(job)
     done = time.perf_counter()
     timings = {"load": loaded - started, "sample": sampled - loaded, "decode": done - sampled, "total": done - started}
     timings = {k: round(v, 4) for k, v in timings.items()}
-    return [Generation(frames, trace, backbone.smoke_test, timings, {"size": len(plans), "index": index})
+    performance = {**asdict(backbone.performance), **compiled} if backbone.performance else {}
+    return [Generation(frames, trace, backbone.smoke_test, timings, {"size": len(plans), "index": index}, performance)
             for index, frames in enumerate(videos)]
 
 
@@ -201,6 +208,16 @@ def execute_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None,
             suites[key] = MetricSuite(plan.metrics, plan.config.device).load()
     generations = generate_batch(plans, models, progress)
     return [write_run(plan, generation, suites.get(_metrics_key(plan))) for plan, generation in zip(plans, generations)]
+
+
+def _performance_record(plan: PlannedRun, result: Generation) -> dict[str, Any]:
+    """Options in force, the attention backend used (and why, when the measured table chose it), compile cost."""
+    config = plan.config
+    reason = None
+    if "attention" not in plan.requested.model_fields_set:
+        gpu = device_description(config.device)["name"] if config.device.startswith("cuda") else None
+        reason = choose_attention(gpu, config.backbone, [config.attention]).reason
+    return {**result.performance, "attention": config.attention, **({"attention_choice": reason} if reason else {})}
 
 
 def _metrics_key(plan: PlannedRun) -> str:
@@ -232,6 +249,7 @@ def write_run(plan: PlannedRun, result: Generation, suite: MetricSuite | None) -
         "device": device_description(config.device),
         "seed": config.seed,
         "wall_time_s": result.timings,
+        **({"performance": _performance_record(plan, result)} if config.performance else {}),
         "batch": result.batch,
         "video": {"path": VIDEO_NAME, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
                   "width": int(frames.shape[2]), "fps": config.fps},

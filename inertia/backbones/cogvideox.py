@@ -217,7 +217,7 @@ class HookedCogVideoXAttention:
     _parallel_config = None
 
     def __init__(self, layer: int, hooks: AttentionHooks):
-        self.layer, self.hooks = layer, hooks
+        self.layer, self.hooks, self.hook = layer, hooks, hooks.point(layer)
 
     def __call__(
         self,
@@ -251,7 +251,7 @@ class HookedCogVideoXAttention:
 
         # Position embeddings are applied above: transforms see post-RoPE queries and keys.
         query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # (B, S, heads, head_dim) views
-        query, key, value = self.hooks.apply(query, key, value, self.layer)
+        query, key, value = self.hook(query, key, value)
         out = dispatch_attention_fn(
             query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
             backend=self._attention_backend, parallel_config=self._parallel_config,

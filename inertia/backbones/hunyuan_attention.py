@@ -91,7 +91,7 @@ class HookedHunyuanVideoAttention:
     _parallel_config = None
 
     def __init__(self, layer: int, hooks: AttentionHooks, stock: Any = None):
-        self.layer, self.hooks = layer, hooks
+        self.layer, self.hooks, self.hook = layer, hooks, hooks.point(layer)
         # Keep a backend / context-parallel setting made on the stock processor (set_attention_backend).
         if stock is not None:
             self._attention_backend = getattr(stock, "_attention_backend", None)
@@ -150,7 +150,7 @@ class HookedHunyuanVideoAttention:
 
         attention_mask = self.joint_mask(query, attention_mask)
         # Position embeddings are applied above: transforms see post-RoPE queries and keys.
-        query, key, value = self.hooks.apply(query, key, value, self.layer)
+        query, key, value = self.hook(query, key, value)
         if attention_mask is not None:
             self._check_mask_support()
         hidden_states = dispatch_attention_fn(

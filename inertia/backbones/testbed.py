@@ -224,6 +224,10 @@ class TestbedBackbone(Backbone):
     def num_attention_layers(self) -> int:
         return len(self.transformer.blocks)
 
+    @property
+    def denoisers(self) -> list[torch.nn.Module]:
+        return [self.transformer]
+
     def hooked_attention(self, hooks: AttentionHooks):
         # The transformer is diffusers' WanTransformer3DModel: Wan's hooked self-attention applies as is.
         return hook_wan_self_attention(self.transformer, hooks)

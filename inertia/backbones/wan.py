@@ -188,7 +188,7 @@ class HookedWanSelfAttention:
     _parallel_config = None
 
     def __init__(self, layer: int, hooks: AttentionHooks):
-        self.layer, self.hooks = layer, hooks
+        self.layer, self.hooks, self.hook = layer, hooks, hooks.point(layer)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         from diffusers.models.attention_dispatch import dispatch_attention_fn
@@ -200,7 +200,7 @@ class HookedWanSelfAttention:
         if rotary_emb is not None:
             query, key = _rotate(query, *rotary_emb), _rotate(key, *rotary_emb)
         # Position embeddings are applied above: transforms see post-RoPE queries and keys.
-        query, key, value = self.hooks.apply(query, key, value, self.layer)
+        query, key, value = self.hook(query, key, value)
         out = dispatch_attention_fn(
             query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
             backend=self._attention_backend, parallel_config=self._parallel_config,
@@ -406,6 +406,10 @@ class WanBackbone(PipelineBackbone):
     @property
     def num_attention_layers(self) -> int:
         return len(self.transformer.blocks)
+
+    @property
+    def denoisers(self) -> list[torch.nn.Module]:
+        return [t for t in (self.transformer, self.low_noise) if t is not None]
 
     @contextmanager
     def hooked_attention(self, hooks: AttentionHooks) -> Iterator[None]:

@@ -11,6 +11,8 @@ by the backbone's `TokenLayout` for the current section.
 
 from __future__ import annotations
 
+import itertools
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -83,6 +85,11 @@ class QKVTransform(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
+#: Every AttentionHooks by its key, so the compiled-region op (`qkv_hook`) finds the hooks it was called for.
+_LIVE_HOOKS: "weakref.WeakValueDictionary[int, AttentionHooks]" = weakref.WeakValueDictionary()
+_KEYS = itertools.count()
+
+
 class AttentionHooks:
     """The transforms of one run; the sampling loop tells it the current step and layout."""
 
@@ -91,6 +98,12 @@ class AttentionHooks:
         self.num_layers = num_layers
         self.step: StepContext | None = None
         self.layout: TokenLayout | None = None
+        self.key = next(_KEYS)
+        _LIVE_HOOKS[self.key] = self
+
+    def point(self, layer: int) -> "HookPoint":
+        """Where a hooked processor of `layer` hands its q/k/v to these hooks."""
+        return HookPoint(self, layer)
 
     def apply(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layer: int
@@ -103,6 +116,53 @@ class AttentionHooks:
         for transform in self.transforms:
             query, key, value = transform.transform_qkv(query, key, value, call)
         return query, key, value
+
+
+class HookPoint:
+    """One layer's call into `AttentionHooks`, safe inside a `torch.compile`d block.
+
+    Eager, it is `hooks.apply(q, k, v, layer)`. While compiling it calls the opaque op `qkv_hook`
+    with the hooks' key and the layer as a tensor: the transforms (with their per-step Python
+    numbers: step index, unlearn's strength) run outside the graph, so no step and no layer is a
+    guard, and one compiled graph serves every block at every step (`core.performance`).
+    """
+
+    def __init__(self, hooks: AttentionHooks, layer: int):
+        self.hooks, self.layer = hooks, layer
+        self.address = torch.tensor([hooks.key, layer])
+
+    def __call__(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self.hooks.transforms:
+            return query, key, value
+        if torch.compiler.is_compiling():
+            return torch.ops.inertia.qkv_hook(query, key, value, self.address)
+        return self.hooks.apply(query, key, value, self.layer)
+
+
+@torch.library.custom_op("inertia::qkv_hook", mutates_args=())
+def qkv_hook(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, address: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`AttentionHooks.apply` of the hooks and layer in `address` (key, layer). An op's outputs may
+    not alias its inputs, so a tensor the transforms leave as it is comes back as a copy; and each
+    output has its input's strides, as the compiler was told (`_qkv_hook_shapes`)."""
+    hooks_key, layer = address.tolist()
+    inputs = (query, key, value)
+    outputs = _LIVE_HOOKS[hooks_key].apply(query, key, value, layer)
+    return tuple(_laid_out_like(out, given) for out, given in zip(outputs, inputs))  # type: ignore[return-value]
+
+
+def _laid_out_like(out: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+    if out is given:
+        return given.clone()
+    return out if out.stride() == given.stride() else torch.empty_like(given).copy_(out)
+
+
+@qkv_hook.register_fake
+def _qkv_hook_shapes(query, key, value, address):
+    return torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from .checkpoints import CheckpointContents, is_builtin, refuse_unhandled
 from .config import RunConfig
 from .errors import ConfigError
 from .history import IMAGE_BLOCK, IMAGE_BLOCKS, HistoryHooks
+from .performance import PerformanceState
 from .setup import RunSetup
 
 
@@ -188,6 +189,13 @@ class Backbone(ABC):
 
     #: True for the built-in random-weight models: their videos are smoke tests, not results.
     smoke_test: bool = False
+    #: The performance options applied to this loaded model (`core.performance`; None: eager).
+    performance: PerformanceState | None = None
+
+    @property
+    def denoisers(self) -> list[torch.nn.Module]:
+        """The denoising networks, whose repeated blocks performance options compile and quantize."""
+        return []
 
     @abstractmethod
     def prepare(self, config: RunConfig, generator: torch.Generator) -> Any:
@@ -321,6 +329,10 @@ class PipelineBackbone(Backbone):
         device = torch.device(config.device)
         pipeline.to(device)
         return cls(pipeline, device, smoke_test=smoke_test, **extra)
+
+    @property
+    def denoisers(self) -> list[torch.nn.Module]:
+        return [self.transformer]
 
     def scheduler_step(self, job: Any, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
         return self.pipe.scheduler.step(prediction, section.timesteps[step], section.latents, return_dict=False)[0]

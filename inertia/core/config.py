@@ -77,7 +77,7 @@ MAX_FPS = 240
 SEED_LIMIT = 2**64
 
 #: RunConfig fields added after runs were first recorded (see `RunConfig.identity`).
-LATER_FIELDS = frozenset({"guidance_scale_2", "latent_window_size"})
+LATER_FIELDS = frozenset({"guidance_scale_2", "latent_window_size", "performance"})
 #: The longest latent window whose one section fits MAX_FRAMES (4 frames a latent frame).
 MAX_LATENT_WINDOW = (MAX_FRAMES - 1) // 4
 
@@ -117,6 +117,10 @@ class RunConfig(BaseModel):
     dtype: DType = "auto"
     device: str = "auto"
     attention: str = "native"
+    performance: Literal["fast", "float8"] | None = Field(
+        None, description="fast = compiled transformer blocks and the measured fastest attention backend; "
+        "float8 = fast with float8 linear layers (CUDA, torchao); None = eager (see docs/performance.md)",
+    )
     interventions: list[PluginSpec] = Field(default_factory=list)
     metrics: list[PluginSpec] = Field(
         default_factory=list, description="metrics scored on the written video; not part of the run's identity"

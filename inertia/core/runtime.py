@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from .config import ATTENTION_BACKENDS, RunConfig
 from .devices import resolve_device
 from .errors import ConfigError
+from .performance import check_performance, choose_attention
 
 #: Backends that need a CUDA device, and the optional package each one needs.
 CUDA_ONLY = {"cudnn", "flash", "efficient", "xformers", "flash-attn", "flash-attn-varlen"}
@@ -21,13 +22,30 @@ def resolve_runtime(config: RunConfig) -> RunConfig:
     dtype = config.dtype
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    check_performance(config.performance, device)
     backend = config.attention
+    if config.performance is not None and "attention" not in config.model_fields_set:
+        runnable = [name for name in ATTENTION_BACKENDS if _runs(name, device)]
+        backend = choose_attention(_gpu_name(device), config.backbone, runnable).backend
     if backend in CUDA_ONLY and not device.startswith("cuda"):
         raise ConfigError("attention", f"{backend} needs a CUDA device (device is {device}); allowed here: native, math, flex")
     package = PACKAGES.get(backend)
     if package and importlib.util.find_spec(package) is None:
         raise ConfigError("attention", f"{backend} needs the {package} package: pip install 'inertia[{backend.split('-varlen')[0]}]'")
-    return config.model_copy(update={"device": device, "dtype": dtype})
+    return config.model_copy(update={"device": device, "dtype": dtype, "attention": backend})
+
+
+def _runs(backend: str, device: str) -> bool:
+    """Whether `backend` can run on `device` with the packages installed here."""
+    package = PACKAGES.get(backend)
+    installed = package is None or importlib.util.find_spec(package) is not None
+    return installed and (device.startswith("cuda") or backend not in CUDA_ONLY)
+
+
+def _gpu_name(device: str) -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
 
 
 @contextmanager

@@ -1,0 +1,692 @@
+"""Seconds per denoising step, peak memory and MFU of every backbone at full size, stock against inertia.
+
+One entry point over the full-size configurations (`benchmarks/configs`, random bf16 weights; the text
+encoder and VAE are not part of a step and are not built): Wan 2.1 and 2.2 (A14B, TI2V-5B), CogVideoX,
+HunyuanVideo and HunyuanVideo 1.5 (FramePack's sectioned loop is not wired in yet). Variants, always run
+in this order on one model per configuration:
+
+    stock        the per-step body of the model's diffusers pipeline (forwards, combine, scheduler.step)
+    default      inertia's loop (`core.sampling.sample` through the real backbone), no intervention
+    relax_decay  relax 0.75 + decay 0.7 (the CFG scale changes every step)
+    unlearn      unlearn sigma_blur 0.6 on all video tokens in every layer
+    all          relax + decay + unlearn: the reference of the fast variants
+    fast         `all` with `--performance fast` (compiled repeated blocks, hooks inside)
+    fast_float8  `all` with `--performance float8` (fast + torchao float8 linears; CUDA)
+
+Per variant: seconds per step (median, min, max of the timed steps after warm-up, CUDA events), peak
+memory, MFU against the GPU's dense bf16 peak (FLOPs counted by `torch.utils.flop_counter` on one
+forward); for fast variants the compile seconds, graphs compiled after the first step (a relax schedule
+and unlearn's strength change every step: must be 0) and, against `all`, the relative L2 of the combined
+prediction at each step and of the final latents.
+
+    PYTHONPATH=. python benchmarks/suite.py --only wan2.1-t2v-1.3b --json benchmarks/results/suite.json
+    PYTHONPATH=. python benchmarks/suite.py --tiny --only wan2.1-t2v-1.3b --compile-backend eager --json /tmp/s.json
+
+`--only NAME[:VARIANT+VARIANT][@STEPS],...` picks configurations (and per configuration its variants,
+else `--variants`, and its timed steps, else `--steps`; an entry with @STEPS is stored as NAME@STEPS, so
+`wan2.1-t2v-1.3b:fast@49` shows recompilation across a 50-step relax run); `--budget` seconds bounds the whole selection: a variant that would not finish inside it is
+skipped and recorded as such. The JSON is rewritten after every variant, so a killed run leaves its results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from benchmarks import full_size  # noqa: E402
+from inertia.core import performance  # noqa: E402
+from inertia.core.io import write_json  # noqa: E402
+from inertia.core.runtime import attention_backend, quiet_libraries  # noqa: E402
+
+VARIANTS = ("stock", "default", "relax_decay", "unlearn", "all", "fast", "fast_float8")
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "H800": 989.4, "H20": 148.0, "A100": 312.0, "B200": 2250.0,
+                    "L40S": 362.1}
+TINY_SHAPE = dict(height=32, width=32, frames=17, text_tokens=8, text_2_tokens=4, image_tokens=4)
+
+
+def interventions(variant: str) -> list:
+    from inertia.interventions.guidance import Decay, DecayParams, Relax, RelaxParams
+    from inertia.interventions.unlearn import Unlearn, UnlearnParams
+
+    relax_decay = [Relax(RelaxParams(beta=0.75)), Decay(DecayParams(p=0.7))]
+    unlearn = [Unlearn(UnlearnParams(sigma_blur=0.6, tokens="video"))]
+    return {"default": [], "relax_decay": relax_decay, "unlearn": unlearn}.get(variant, relax_decay + unlearn)
+
+
+# ----- families: how each model is fed, stepped by its pipeline, and wrapped as an inertia backbone ---------
+@dataclass
+class Bench:
+    """One configuration built at its benchmark shape."""
+
+    name: str
+    models: dict[str, torch.nn.Module]
+    scheduler: Any
+    latents: torch.Tensor
+    inputs: dict[str, Any]
+    guidance: float
+    forwards_per_step: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Family:
+    def build(self, config: dict, shape: dict, models: dict, device: torch.device) -> Bench: ...
+
+    def stock_step(self, bench: Bench, state: dict) -> None: ...
+
+    def backbone(self, bench: Bench, device: torch.device) -> tuple[Any, Any, Any]:
+        """(backbone, job, RunSetup) for inertia's loop over the same latents and conditions."""
+
+    def set_timesteps(self, bench: Bench, steps: int, device: torch.device) -> None:
+        bench.scheduler.set_timesteps(steps, device=device)
+
+    def one_forward(self, bench: Bench) -> None:
+        """One conditional forward, as the stock step makes it (for the FLOP count)."""
+
+
+def _randn(generator: torch.Generator, *shape: int, dtype=torch.bfloat16) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(dtype)
+
+
+class WanFamily(Family):
+    """Wan 2.1, Wan 2.2 A14B (two experts) and TI2V-5B (per-token timesteps), as WanPipeline steps them."""
+
+    def build(self, config, shape, models, device):
+        from diffusers import UniPCMultistepScheduler
+
+        pipeline = config.get("pipeline", {})
+        spatial, channels = shape.get("vae_spatial", 8), shape.get("latent_channels", 16)
+        generator = torch.Generator(device).manual_seed(0)
+        latents = _randn(generator, 1, channels, (shape["frames"] - 1) // 4 + 1, shape["height"] // spatial,
+                         shape["width"] // spatial, dtype=torch.float32)
+        text_dim = models["transformer"].config.text_dim
+        inputs = {"cond": _randn(generator, 1, shape["text_tokens"], text_dim),
+                  "uncond": _randn(generator, 1, shape["text_tokens"], text_dim)}
+        scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                            flow_shift=pipeline.get("flow_shift", 3.0), num_train_timesteps=1000)
+        guidance = shape.get("guidance_scale", 5.0)
+        extra = {"boundary_ratio": pipeline.get("boundary_ratio"), "expand": pipeline.get("expand_timesteps", False),
+                 "guidance_2": shape.get("guidance_scale_2", guidance)}
+        return Bench(config["name"], models, scheduler, latents, inputs, guidance, 2, extra)
+
+    def _model_and_scale(self, bench, t):
+        ratio = bench.extra["boundary_ratio"]
+        if ratio is not None and t < ratio * 1000:
+            return bench.models["transformer_2"], bench.extra["guidance_2"]
+        return bench.models["transformer"], bench.guidance
+
+    def _timestep(self, bench, t, latents):
+        if not bench.extra["expand"]:
+            return t.expand(latents.shape[0])
+        _, patch_h, patch_w = bench.models["transformer"].config.patch_size
+        mask = torch.ones_like(latents)
+        return (mask[0][0][:, ::patch_h, ::patch_w] * t).flatten().unsqueeze(0).expand(latents.shape[0], -1)
+
+    def stock_step(self, bench, state):
+        t = bench.scheduler.timesteps[state["i"]]
+        model, scale = self._model_and_scale(bench, t)
+        x = state["latents"].to(torch.bfloat16)
+        timestep = self._timestep(bench, t, state["latents"])
+        cond = model(hidden_states=x, timestep=timestep, encoder_hidden_states=bench.inputs["cond"], return_dict=False)[0]
+        uncond = model(hidden_states=x, timestep=timestep, encoder_hidden_states=bench.inputs["uncond"],
+                       return_dict=False)[0]
+        prediction = uncond + scale * (cond - uncond)
+        state["latents"] = bench.scheduler.step(prediction, t, state["latents"], return_dict=False)[0]
+
+    def one_forward(self, bench):
+        t = bench.scheduler.timesteps[0]
+        bench.models["transformer"](hidden_states=bench.latents.to(torch.bfloat16), timestep=self._timestep(bench, t, bench.latents),
+                                    encoder_hidden_states=bench.inputs["cond"], return_dict=False)
+
+    def backbone(self, bench, device):
+        from diffusers import WanPipeline
+
+        from inertia.backbones.wan import HIGH_NOISE, LOW_NOISE, WanBackbone, WanJob
+
+        pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, scheduler=bench.scheduler,
+                           transformer=bench.models["transformer"], transformer_2=bench.models.get("transformer_2"),
+                           boundary_ratio=bench.extra["boundary_ratio"], expand_timesteps=bench.extra["expand"])
+        backbone = WanBackbone(pipe, device, smoke_test=False)
+        mask = torch.ones_like(bench.latents) if bench.extra["expand"] else None
+        job = WanJob(bench.inputs["cond"], bench.inputs["uncond"], bench.latents.clone(), None, None, 0, mask)
+        experts = {}
+        if bench.extra["boundary_ratio"] is not None:
+            experts = {HIGH_NOISE: {"cfg": bench.guidance}, LOW_NOISE: {"cfg": bench.extra["guidance_2"]}}
+        return backbone, job, _setup("wan", bench.guidance, experts)
+
+
+class Hunyuan15Family(Family):
+    """HunyuanVideo 1.5 text-to-video as HunyuanVideo15Pipeline steps it: input [latents | zero condition |
+    zero mask], Qwen 2.5-VL tokens (prompt mask partly valid), glyph tokens (masked out), zero SigLIP tokens,
+    true CFG."""
+
+    def build(self, config, shape, models, device):
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        model = models["transformer"]
+        channels, spatial = model.config.out_channels, shape.get("vae_spatial", 16)
+        generator = torch.Generator(device).manual_seed(0)
+        frames, height, width = (shape["frames"] - 1) // 4 + 1, shape["height"] // spatial, shape["width"] // spatial
+        latents = _randn(generator, 1, channels, frames, height, width)
+
+        def text(valid: int):
+            length, length_2 = shape["text_tokens"], shape["text_2_tokens"]
+            mask = torch.zeros(1, length, dtype=torch.int64, device=device)
+            mask[:, :valid] = 1
+            return SimpleNamespace(embeds=_randn(generator, 1, length, model.config.text_embed_dim), mask=mask,
+                                   embeds_2=_randn(generator, 1, length_2, model.config.text_embed_2_dim),
+                                   mask_2=torch.zeros(1, length_2, dtype=torch.int64, device=device))
+
+        inputs = {"cond": text(min(120, shape["text_tokens"])), "uncond": text(min(8, shape["text_tokens"])),
+                  "condition": torch.zeros_like(latents), "mask": torch.zeros(1, 1, frames, height, width, device=device,
+                                                                              dtype=latents.dtype),
+                  "image_embeds": torch.zeros(1, shape["image_tokens"], model.config.image_embed_dim, device=device,
+                                              dtype=torch.bfloat16)}
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=config.get("pipeline", {}).get("shift", 5.0))
+        return Bench(config["name"], models, scheduler, latents, inputs, shape.get("guidance_scale", 6.0), 2)
+
+    def set_timesteps(self, bench, steps, device):
+        import numpy as np
+
+        bench.scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1], device=device)
+
+    def _forward(self, bench, latents, t, text):
+        model_input = torch.cat([latents, bench.inputs["condition"], bench.inputs["mask"]], dim=1)
+        return bench.models["transformer"](
+            hidden_states=model_input, image_embeds=bench.inputs["image_embeds"],
+            timestep=t.expand(model_input.shape[0]).to(model_input.dtype), encoder_hidden_states=text.embeds,
+            encoder_attention_mask=text.mask, encoder_hidden_states_2=text.embeds_2,
+            encoder_attention_mask_2=text.mask_2, return_dict=False)[0]
+
+    def stock_step(self, bench, state):
+        t = bench.scheduler.timesteps[state["i"]]
+        cond = self._forward(bench, state["latents"], t, bench.inputs["cond"])
+        uncond = self._forward(bench, state["latents"], t, bench.inputs["uncond"])
+        prediction = uncond + bench.guidance * (cond - uncond)
+        state["latents"] = bench.scheduler.step(prediction, t, state["latents"], return_dict=False)[0]
+
+    def one_forward(self, bench):
+        self._forward(bench, bench.latents, bench.scheduler.timesteps[0], bench.inputs["cond"])
+
+    def backbone(self, bench, device):
+        from inertia.backbones.hunyuan15 import Hunyuan15Job, Hunyuan15Text, HunyuanVideo15Backbone
+
+        backbone = HunyuanVideo15Backbone(SimpleNamespace(transformer=bench.models["transformer"],
+                                                          scheduler=bench.scheduler), device, smoke_test=False)
+        texts = [Hunyuan15Text(t.embeds, t.mask, t.embeds_2, t.mask_2) for t in (bench.inputs["cond"], bench.inputs["uncond"])]
+        job = Hunyuan15Job(*texts, bench.latents.clone(), bench.inputs["condition"], bench.inputs["mask"],
+                           bench.inputs["image_embeds"], False)
+        return backbone, job, _setup("hunyuan15", bench.guidance)
+
+
+class HunyuanFamily(Family):
+    """HunyuanVideo as HunyuanVideoPipeline steps it: embedded guidance (scale x 1000 as a model input), one
+    forward per step, Llama tokens with a padding mask (prompt partly valid) and CLIP's pooled vector."""
+
+    def build(self, config, shape, models, device):
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        model = models["transformer"]
+        generator = torch.Generator(device).manual_seed(0)
+        latents = _randn(generator, 1, model.config.in_channels, (shape["frames"] - 1) // 4 + 1, shape["height"] // 8,
+                         shape["width"] // 8, dtype=torch.float32)
+        mask = torch.zeros(1, shape["text_tokens"], dtype=torch.bfloat16, device=device)
+        mask[:, :min(60, shape["text_tokens"])] = 1
+        inputs = {"embeds": _randn(generator, 1, shape["text_tokens"], model.config.text_embed_dim), "mask": mask,
+                  "pooled": _randn(generator, 1, model.config.pooled_projection_dim)}
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=config.get("pipeline", {}).get("shift", 7.0))
+        return Bench(config["name"], models, scheduler, latents, inputs, shape.get("embedded_guidance_scale", 6.0), 1)
+
+    set_timesteps = Hunyuan15Family.set_timesteps
+
+    def _forward(self, bench, latents, t):
+        guidance = torch.tensor([bench.guidance], dtype=torch.bfloat16, device=latents.device) * 1000.0
+        return bench.models["transformer"](
+            hidden_states=latents.to(torch.bfloat16), timestep=t.expand(latents.shape[0]).to(latents.dtype),
+            encoder_hidden_states=bench.inputs["embeds"], encoder_attention_mask=bench.inputs["mask"],
+            pooled_projections=bench.inputs["pooled"], guidance=guidance, return_dict=False)[0]
+
+    def stock_step(self, bench, state):
+        t = bench.scheduler.timesteps[state["i"]]
+        prediction = self._forward(bench, state["latents"], t)
+        state["latents"] = bench.scheduler.step(prediction, t, state["latents"], return_dict=False)[0]
+
+    def one_forward(self, bench):
+        self._forward(bench, bench.latents, bench.scheduler.timesteps[0])
+
+    def backbone(self, bench, device):
+        from inertia.backbones.hunyuan import HunyuanJob, HunyuanVideoBackbone
+        from inertia.backbones.hunyuan_text import TextConditions
+
+        pipe = SimpleNamespace(transformer=bench.models["transformer"], scheduler=bench.scheduler,
+                               tokenizer=SimpleNamespace(get_vocab=dict))
+        backbone = HunyuanVideoBackbone(pipe, device, smoke_test=False)
+        job = HunyuanJob(TextConditions(bench.inputs["embeds"], bench.inputs["mask"], bench.inputs["pooled"]), None,
+                         bench.latents.clone())
+        return backbone, job, _setup("hunyuan", bench.guidance, target="embedded")
+
+
+class CogVideoXFamily(Family):
+    """CogVideoX as CogVideoXPipeline steps it: one batched [uncond, cond] forward, latents (B, F, C, H, W) in
+    the model's dtype, 3D RoPE from the pipeline's helper, the checkpoint's scheduler (DDIM for 2b, DPM
+    for the 5b family, v-prediction, trailing, zero SNR); CogVideoX 1.5 prepends its padding latent frame."""
+
+    def build(self, config, shape, models, device):
+        from diffusers import CogVideoXPipeline
+
+        from inertia.backbones.cogvideox import padding_frames
+        from inertia.backbones.cogvideox_builtin import tiny_scheduler
+
+        model = models["transformer"]
+        pipe = CogVideoXPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=model,
+                                 scheduler=tiny_scheduler(config["pipeline"]["scheduler"]))
+        padding = padding_frames(shape["frames"], 4, model.config.patch_size_t)
+        frames = (shape["frames"] - 1) // 4 + 1 + padding
+        generator = torch.Generator(device).manual_seed(0)
+        latents = _randn(generator, 1, frames, model.config.in_channels, shape["height"] // 8, shape["width"] // 8)
+        cond = _randn(generator, 1, shape["text_tokens"], model.config.text_embed_dim)
+        uncond = _randn(generator, 1, shape["text_tokens"], model.config.text_embed_dim)
+        rotary = None
+        if model.config.use_rotary_positional_embeddings:
+            rotary = pipe._prepare_rotary_positional_embeddings(shape["height"], shape["width"], frames, device)
+        inputs = {"cond": cond, "cfg": torch.cat([uncond, cond]), "rotary": rotary, "padding": padding}
+        return Bench(config["name"], models, pipe.scheduler, latents, inputs, shape.get("guidance_scale", 6.0), 2,
+                     {"pipe": pipe})
+
+    def stock_step(self, bench, state):
+        from diffusers import CogVideoXDPMScheduler
+
+        scheduler, i = bench.scheduler, state["i"]
+        t = scheduler.timesteps[i]
+        model_input = scheduler.scale_model_input(torch.cat([state["latents"]] * 2), t)
+        output = bench.models["transformer"](hidden_states=model_input, encoder_hidden_states=bench.inputs["cfg"],
+                                             timestep=t.expand(model_input.shape[0]),
+                                             image_rotary_emb=bench.inputs["rotary"], return_dict=False)[0].float()
+        uncond, cond = output.chunk(2)
+        prediction = uncond + bench.guidance * (cond - uncond)
+        kwargs = state.setdefault("step_kwargs", self._step_kwargs(bench))
+        if isinstance(scheduler, CogVideoXDPMScheduler):
+            latents, state["old"] = scheduler.step(prediction, state.get("old"), t, scheduler.timesteps[i - 1] if i else None,
+                                                   state["latents"], **kwargs, return_dict=False)
+        else:
+            latents = scheduler.step(prediction, t, state["latents"], **kwargs, return_dict=False)[0]
+        state["latents"] = latents.to(torch.bfloat16)
+
+    @staticmethod
+    def _step_kwargs(bench) -> dict:
+        """eta 0 and a generator seeded alike for every run (the DPM step draws noise), as the pipeline passes them."""
+        return bench.extra["pipe"].prepare_extra_step_kwargs(torch.Generator(bench.latents.device).manual_seed(0), 0.0)
+
+    def one_forward(self, bench):
+        bench.models["transformer"](hidden_states=bench.latents, encoder_hidden_states=bench.inputs["cond"],
+                                    timestep=bench.scheduler.timesteps[0].expand(1),
+                                    image_rotary_emb=bench.inputs["rotary"], return_dict=False)
+
+    def backbone(self, bench, device):
+        from inertia.backbones.cogvideox import CogVideoXBackbone, CogVideoXJob
+
+        backbone = CogVideoXBackbone(bench.extra["pipe"], device, smoke_test=False)
+        inputs = bench.inputs
+        job = CogVideoXJob(inputs["cond"], inputs["cfg"], bench.latents.clone(), None, inputs["rotary"], None,
+                           inputs["padding"], bench.scheduler.timesteps, self._step_kwargs(bench))
+        return backbone, job, _setup("cogvideox", bench.guidance)
+
+
+FAMILIES: dict[str, Family] = {"wan": WanFamily(), "hunyuan15": Hunyuan15Family(), "hunyuan": HunyuanFamily(),
+                               "cogvideox": CogVideoXFamily()}
+
+
+def _setup(backbone: str, guidance: float, experts: dict | None = None, target: str = "cfg"):
+    from inertia.core.config import RunConfig
+    from inertia.core.setup import RunSetup
+
+    return RunSetup(RunConfig(), backbone, {target: guidance}, target, (target,), frozenset({"noisy"}), True,
+                    expert_guidance=experts or {})
+
+
+# ----- timing ---------------------------------------------------------------------------------------------
+class Marks:
+    """Step boundaries: CUDA events on a GPU (no synchronisation between steps), wall clock on a CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.points: list[Any] = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.points.append(event)
+        else:
+            self.points.append(time.perf_counter())
+
+    def intervals(self) -> list[float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [a.elapsed_time(b) / 1000 for a, b in zip(self.points, self.points[1:])]
+        return [b - a for a, b in zip(self.points, self.points[1:])]
+
+
+def run_stock(family: Family, bench: Bench, steps: int, device: torch.device) -> dict:
+    family.set_timesteps(bench, steps, device)
+    if hasattr(bench.scheduler, "set_begin_index"):  # the flow-matching pipelines do; CogVideoX's schedulers lack it
+        bench.scheduler.set_begin_index(0)
+    state, marks = {"latents": bench.latents.clone(), "i": 0}, Marks(device)
+    marks.mark()
+    for _ in range(steps):
+        family.stock_step(bench, state)
+        state["i"] += 1
+        marks.mark()
+    return {"times": marks.intervals(), "final": state["latents"]}
+
+
+def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, variant: str) -> dict:
+    from inertia.core.attention import AttentionHooks
+    from inertia.core.intervention import InterventionStack
+    from inertia.core.sampling import sample
+
+    family.set_timesteps(bench, steps, device)  # before the job: CogVideoX's job holds the timesteps
+    backbone, job, setup = family.backbone(bench, device)
+    stack = InterventionStack(interventions(variant), setup)
+    hooks = AttentionHooks(stack.attention_transforms, backbone.num_attention_layers)
+    marks, predictions, graphs = Marks(device), [], []
+    original = backbone.scheduler_step
+
+    def marked(job_, section, step, prediction):
+        predictions.append(prediction.detach().float().clone())
+        out = original(job_, section, step, prediction)
+        marks.mark()
+        graphs.append(performance.graphs_compiled())
+        return out
+
+    backbone.scheduler_step = marked
+    seconds = performance.compile_seconds()
+    marks.mark()
+    with backbone.hooked_attention(hooks):
+        trace = sample(backbone, job, stack, setup.guidance, progress=False, hooks=hooks,
+                       expert_guidance=setup.expert_guidance)
+    result = {"times": marks.intervals(), "final": job.latents, "predictions": predictions,
+              "scales": [next(iter(s.guidance.values()), None) for s in trace], "experts": [s.expert for s in trace]}
+    if variant.startswith("fast"):
+        result["compile_s"] = round(performance.compile_seconds() - seconds, 2)
+        result["graphs_compiled_after_first_step"] = graphs[-1] - graphs[0]
+    return result
+
+
+def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return round(float((a.float() - b.float()).norm() / b.float().norm()), 5)
+
+
+# ----- the suite --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Entry:
+    """One configuration of the selection: its variants and, for `NAME@STEPS`, its own timed steps."""
+
+    key: str  # the results' key: NAME, or NAME@STEPS
+    name: str
+    variants: list[str]
+    steps: int | None = None
+
+
+def parse_only(text: str | None, variants: list[str]) -> list[Entry]:
+    """`NAME[:VARIANT+VARIANT][@STEPS],...` -> entries, variants in the canonical order. `@STEPS` times that
+    many steps for this entry (e.g. `wan2.1-t2v-1.3b:fast@49`: recompilation across a 50-step run)."""
+    if not text:
+        return [Entry(name, name, variants) for name in full_size.names() if full_size.load(name)["backbone"] in FAMILIES]
+    plan = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        head, _, steps = item.partition("@")
+        name, _, chosen = head.partition(":")
+        picked = chosen.split("+") if chosen else variants
+        unknown = [v for v in picked if v not in VARIANTS]
+        if unknown:
+            raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+        if steps and not (steps.isdigit() and int(steps) > 0):
+            raise SystemExit(f"{item!r}: steps after @ must be a positive integer")
+        full_size.load(name)
+        plan.append(Entry(f"{name}@{steps}" if steps else name, name, [v for v in VARIANTS if v in picked],
+                          int(steps) if steps else None))
+    return plan
+
+
+def build_bench(name: str, tiny: bool, shape_override: str | None, device: torch.device) -> tuple[Family, Bench, dict]:
+    config = full_size.load(name)
+    family = FAMILIES.get(config["backbone"])
+    if family is None:
+        raise NotImplementedError(f"the suite does not run {config['backbone']} configurations yet")
+    shape = dict(config["benchmark"])
+    if shape_override:
+        shape["height"], shape["width"], shape["frames"] = (int(v) for v in shape_override.split("x"))
+    if tiny:
+        shape.update(TINY_SHAPE, height=TINY_SHAPE["height"] * shape.get("vae_spatial", 8) // 8,
+                     width=TINY_SHAPE["width"] * shape.get("vae_spatial", 8) // 8)
+    dtype = torch.bfloat16
+    models = {}
+    for key in ("transformer", "transformer_2"):
+        if key in config:
+            sizes = full_size.tiny(config[key], config["class"]) if tiny else config[key]
+            if tiny and "sample_height" in sizes:  # CogVideoX-2b's sin-cos positions are sized for text + sample
+                sizes.update(sample_height=shape["height"] // 8, sample_width=shape["width"] // 8,
+                             sample_frames=shape["frames"], max_text_seq_length=shape["text_tokens"])
+            models[key] = full_size.build(config["class"], sizes, device, dtype)
+    bench = family.build(config, shape, models, device)
+    described = {"class": config["class"], "hub_id": config["hub_id"], "shape": {k: shape[k] for k in ("height", "width", "frames")},
+                 "parameters": sum(full_size.parameters(m) for m in models.values()), "tiny": tiny}
+    return family, bench, described
+
+
+def step_flops(family: Family, bench: Bench) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    family.set_timesteps(bench, 2, bench.latents.device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:  # native SDPA: counted as dense
+        family.one_forward(bench)
+    return float(counter.get_total_flops()) * bench.forwards_per_step
+
+
+def summary(times: list[float], warmup: int) -> dict:
+    timed = times[warmup:]
+    median = statistics.median(timed)
+    return {"s_per_step_median": round(median, 4), "s_per_step_min": round(min(timed), 4),
+            "s_per_step_max": round(max(timed), 4), "spread": round((max(timed) - min(timed)) / median, 4),
+            "s_per_step_all": [round(t, 4) for t in times], "warmup_steps": warmup}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help="NAME[:VARIANT+VARIANT][@STEPS],... (default: every configuration the suite runs)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"default variants: {','.join(VARIANTS)}")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per variant, after the warm-up")
+    parser.add_argument("--warmup", type=int, default=1, help="warm-up steps (the first compiles fast variants)")
+    parser.add_argument("--shape", help="HEIGHTxWIDTHxFRAMES instead of the configuration's benchmark shape")
+    parser.add_argument("--budget", type=float, default=480.0, help="seconds for the whole selection")
+    parser.add_argument("--json", type=Path, required=True, help="results file (rewritten after every variant)")
+    parser.add_argument("--tiny", action="store_true", help="tiny models and shapes (CPU check of the suite itself)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the fast variants")
+    parser.add_argument("--attention", default="native", help="attention backend of every variant (inertia's names; "
+                                                              "rows for inertia/core/attention_table.json)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    quiet_libraries()
+    device = torch.device(args.device)
+    plan = parse_only(args.only, args.variants.split(","))
+    backend, performance.COMPILE_BACKEND = performance.COMPILE_BACKEND, args.compile_backend
+    try:
+        _run_plan(plan, args, device, started)
+    finally:
+        performance.COMPILE_BACKEND = backend
+    return 0
+
+
+def _run_plan(plan: list[Entry], args, device: torch.device, started: float) -> None:
+    report = _environment(device, args)
+    report["configs"] = {}
+    for item in plan:
+        name = item.key
+        entry = report["configs"][name] = {"variants": {}}
+        elapsed = time.perf_counter() - started
+        if elapsed >= args.budget:
+            entry["skipped"] = f"time budget: {elapsed:.0f} s used of {args.budget:.0f}"
+            print(f"{name}: skipped (time budget)", flush=True)
+            write_json(args.json, report)
+            continue
+        try:
+            family, bench, entry["model"] = build_bench(item.name, args.tiny, args.shape, device)
+            entry["tflop_per_step"] = round(step_flops(family, bench) / 1e12, 3)
+        except NotImplementedError as error:
+            entry["skipped"] = str(error)
+            print(f"{name}: skipped: {entry['skipped']}", flush=True)
+            write_json(args.json, report)
+            continue
+        except Exception as error:  # a harness: record what broke (OOM, a missing package) and go on
+            entry["error"] = _failure(error)
+            print(f"{name}: failed: {entry['error']}", flush=True)
+            write_json(args.json, report)
+            _free(device)
+            continue
+        print(f"{name}: {entry['model']['parameters'] / 1e9:.2f} B parameters, {entry['tflop_per_step']} TFLOP/step "
+              f"(at {time.perf_counter() - started:.0f} s)", flush=True)
+        _run_variants(family, bench, item, entry, report, args, device, started)
+        del family, bench
+        _free(device)
+    report["elapsed_s"] = round(time.perf_counter() - started, 1)
+    write_json(args.json, report)
+
+
+def _run_variants(family, bench, item: Entry, entry, report, args, device, started) -> None:
+    timed = item.steps or args.steps
+    steps = args.warmup + timed
+    entry["timed_steps"] = timed
+    references: dict[str, dict] = {}
+    peak = report["peak_bf16_tflops"]
+    # Before the first measurement, a step at 40% of the GPU's peak (none on a CPU).
+    estimate = entry["tflop_per_step"] / (0.4 * peak) if peak else None
+    for variant in item.variants:
+        elapsed = time.perf_counter() - started
+        needed = (estimate or 0.0) * steps * (2 if variant.startswith("fast") else 1)
+        if elapsed + needed > args.budget:
+            entry["variants"][variant] = {"skipped": f"time budget: {elapsed:.0f} s used of {args.budget:.0f}"}
+            print(f"  {variant:12s} skipped (time budget)", flush=True)
+            write_json(args.json, report)
+            continue
+        try:
+            result = _one_variant(family, bench, variant, steps, device, args)
+        except Exception as error:  # e.g. out of memory: recorded, the next variant still runs
+            entry["variants"][variant] = {"error": _failure(error)}
+            print(f"  {variant:12s} failed: {entry['variants'][variant]['error']}", flush=True)
+            write_json(args.json, report)
+            _free(device)
+            continue
+        if "skipped" not in result:
+            estimate = result["s_per_step_median"]
+            if variant in ("stock", "all"):
+                references[variant] = result.pop("_raw")
+            elif variant == "default" and "stock" in references:  # inertia's loop against the pipeline's
+                result["relative_l2_final_latents_vs_stock"] = relative_l2(result["_raw"]["final"], references["stock"]["final"])
+            elif variant.startswith("fast") and "all" in references:
+                raw, ref = result.pop("_raw"), references["all"]
+                result["relative_l2_prediction_per_step"] = [relative_l2(a, b) for a, b in zip(raw["predictions"], ref["predictions"])]
+                result["relative_l2_final_latents"] = relative_l2(raw["final"], ref["final"])
+            result.pop("_raw", None)
+            base = entry["variants"].get("stock", {}).get("s_per_step_median")
+            if base:
+                result["speedup_vs_stock"] = round(base / result["s_per_step_median"], 3)
+            if peak:
+                result["mfu"] = round(entry["tflop_per_step"] / result["s_per_step_median"] / peak, 4)
+            print(f"  {variant:12s} {result['s_per_step_median']:.4f} s/step (spread {result['spread']:.3f}) "
+                  f"peak {result.get('peak_gib')} GiB MFU {result.get('mfu')} "
+                  + " ".join(f"{k}={result[k]}" for k in ("speedup_vs_stock", "compile_s", "graphs_compiled_after_first_step",
+                                                            "relative_l2_final_latents") if k in result), flush=True)
+        else:
+            print(f"  {variant:12s} skipped: {result['skipped']}", flush=True)
+        entry["variants"][variant] = result
+        write_json(args.json, report)
+
+
+def _one_variant(family, bench, variant, steps, device, args) -> dict:
+    if variant.startswith("fast"):
+        level = "float8" if variant == "fast_float8" else "fast"
+        try:
+            performance.check_performance(level, device.type)
+        except Exception as error:  # the one-line refusal inertia gives before loading
+            return {"skipped": str(error)}
+        torch._dynamo.reset()
+        state = performance.apply_performance(list(bench.models.values()), level)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    with torch.inference_mode(), attention_backend(args.attention):
+        raw = run_stock(family, bench, steps, device) if variant == "stock" else run_inertia(family, bench, steps, device, variant)
+    result = summary(raw["times"], args.warmup)
+    result["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
+    if variant.startswith("fast"):
+        result.update(compiled_blocks=state.compiled_blocks, float8_linears=state.float8_linears,
+                      compile_s=raw["compile_s"], graphs_compiled_after_first_step=raw["graphs_compiled_after_first_step"])
+    if "experts" in raw and any(raw["experts"]):
+        result["experts"] = raw["experts"]
+    if "scales" in raw:
+        result["guidance_scales"] = [round(s, 4) if s is not None else None for s in raw["scales"]]
+    result["_raw"] = raw
+    return result
+
+
+def _failure(error: BaseException) -> str:
+    import traceback
+
+    where = traceback.extract_tb(error.__traceback__)[-1]
+    message = (str(error).splitlines() or [""])[0][:300]
+    return f"{type(error).__name__}: {message} ({Path(where.filename).name}:{where.lineno})"
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    torch._dynamo.reset()
+
+
+def _environment(device: torch.device, args) -> dict:
+    import diffusers
+
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if gpu and k in gpu), None)
+    return {"benchmark": "one denoising step per variant, full-size random bf16 weights (benchmarks/suite.py)",
+            "gpu": gpu, "driver": _driver(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "diffusers": diffusers.__version__, "torchao": _version("torchao"), "peak_bf16_tflops": peak,
+            "steps": args.steps, "warmup": args.warmup, "compile_backend": args.compile_backend,
+            "attention": args.attention, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _driver() -> str | None:
+    try:
+        import subprocess
+
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Performance options of a run (`RunConfig.performance`): faster steps, every intervention still applied.
+
+- "fast": each transformer's repeated blocks are compiled (`torch.compile(fullgraph=True)` per
+  block, as diffusers' `compile_repeated_blocks`), with inertia's hooked attention processors inside
+  the compiled region: their transforms run as one opaque op (`core.attention.HookPoint`), so the
+  per-step numbers of interventions (step index, unlearn's strength) never become guards, and
+  guidance scales are applied outside the transformer. The attention backend, unless the run names
+  one, is the fastest measured for the GPU and backbone in `attention_table.json` (native where
+  nothing was measured).
+- "float8": "fast" plus float8 linear layers in the repeated blocks (torchao, dynamic per-row
+  scales; CUDA only, refused before loading elsewhere).
+
+Left out on purpose: cond/uncond batching (measured no faster on an H200: 1.202 against 1.204 s per
+Wan 1.3B step, and not bit-identical), and any cache that skips blocks or branches (TeaCache,
+FirstBlockCache): interventions must act at every step.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from .errors import ConfigError
+
+Level = Literal["fast", "float8"]
+LEVELS: tuple[str, ...] = ("fast", "float8")
+ATTENTION_TABLE = Path(__file__).with_name("attention_table.json")
+#: torch.compile's backend for the blocks; the CPU tests set "eager" (dynamo's guards and graphs, no codegen).
+COMPILE_BACKEND = "inductor"
+#: Repeated blocks of transformers that do not declare `_repeated_blocks` (diffusers 0.42.1).
+FALLBACK_BLOCKS = {
+    "CogVideoXTransformer3DModel": ("CogVideoXBlock",),
+    "HunyuanVideoFramepackTransformer3DModel": ("HunyuanVideoTransformerBlock", "HunyuanVideoSingleTransformerBlock"),
+}
+
+
+def check_performance(level: str | None, device: str) -> None:
+    """Before loading: float8 needs a CUDA device and torchao (one-line ConfigError otherwise)."""
+    if level != "float8":
+        return
+    if not device.startswith("cuda"):
+        raise ConfigError("performance", f"float8 needs a CUDA GPU (device is {device}); allowed here: fast")
+    if importlib.util.find_spec("torchao") is None:
+        raise ConfigError("performance", "float8 needs the torchao package: pip install 'inertia[float8]'")
+
+
+@dataclass(frozen=True)
+class AttentionChoice:
+    backend: str
+    reason: str
+
+
+def choose_attention(gpu: str | None, backbone: str, allowed: Iterable[str], table: Path = ATTENTION_TABLE) -> AttentionChoice:
+    """The fastest backend measured for this GPU (a table row's `gpu` is a substring of its name) and
+    backbone, among `allowed` (those that can run here); "native" when none was measured."""
+    rows = json.loads(table.read_text(encoding="utf-8"))["measurements"]
+    usable = [row for row in rows if gpu and row["gpu"] in gpu and row["backbone"] == backbone and row["backend"] in allowed]
+    if not usable:
+        return AttentionChoice("native", f"no measurement for {gpu or 'this device'} and {backbone}: the default")
+    best = min(usable, key=lambda row: row["s_per_step"])
+    return AttentionChoice(best["backend"], f"fastest measured on {best['gpu']} for {backbone}: "
+                                            f"{best['s_per_step']} s/step ({best['source']})")
+
+
+def repeated_block_names(model: torch.nn.Module) -> tuple[str, ...]:
+    """Class names of the model's repeated transformer blocks (diffusers' `_repeated_blocks`)."""
+    declared = tuple(getattr(model, "_repeated_blocks", None) or ())
+    return declared or FALLBACK_BLOCKS.get(type(model).__name__, ())
+
+
+def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    names = repeated_block_names(model)
+    return [module for module in model.modules() if type(module).__name__ in names]
+
+
+def compile_blocks(models: Iterable[torch.nn.Module], backend: str) -> list[str]:
+    """Compile every repeated block in place (lazily: at its first call); the block classes compiled."""
+    compiled: set[str] = set()
+    for model in models:
+        blocks = repeated_blocks(model)
+        if not blocks:
+            raise ConfigError("performance", f"{type(model).__name__} declares no repeated blocks to compile; "
+                                             "run it without performance options")
+        for block in blocks:
+            block.compile(fullgraph=True, backend=backend)
+            compiled.add(type(block).__name__)
+    return sorted(compiled)
+
+
+def float8_linears(models: Iterable[torch.nn.Module]) -> int:
+    """Replace the repeated blocks' linear layers by torchao float8 ones (dynamic activation scales,
+    per-row granularity); the number of layers converted."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    count = 0
+    for model in models:
+        for block in repeated_blocks(model):
+            linears = sum(isinstance(m, torch.nn.Linear) for m in block.modules())
+            quantize_(block, config)
+            count += linears
+    return count
+
+
+@dataclass(frozen=True)
+class PerformanceState:
+    """What was applied to a loaded model (kept with it: `Backbone.performance`)."""
+
+    level: str
+    compiled_blocks: list[str]
+    float8_linears: int = 0
+    cfg_batching: bool = False  # never, see the module docstring; stated in the record
+
+
+def apply_performance(models: list[torch.nn.Module], level: str) -> PerformanceState:
+    """Apply a level to the loaded denoisers (float8 before compiling, so the compiled graph holds it)."""
+    count = float8_linears(models) if level == "float8" else 0
+    return PerformanceState(level, compile_blocks(models, COMPILE_BACKEND), count)
+
+
+def compile_seconds() -> float:
+    """Seconds dynamo has spent compiling frames in this process (inductor's codegen included)."""
+    from torch._dynamo.utils import compilation_time_metrics
+
+    return float(sum(compilation_time_metrics.get("_compile.compile_inner", [])))
+
+
+def graphs_compiled() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+@contextmanager
+def compile_clock() -> Iterator[dict[str, float]]:
+    """A dict filled, when the block ends, with the compile seconds and graphs compiled inside it."""
+    clock: dict[str, float] = {}
+    seconds, graphs = compile_seconds(), graphs_compiled()
+    try:
+        yield clock
+    finally:
+        clock.update(compile_s=round(compile_seconds() - seconds, 3), graphs_compiled=graphs_compiled() - graphs)

@@ -1,0 +1,102 @@
+"""benchmarks/suite.py end to end at a tiny scale on the CPU (the GPU runs the same code at full size)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import suite
+
+
+def test_tiny_suite_times_every_variant_and_checks_the_fast_path(tmp_path):
+    out = tmp_path / "suite.json"
+    assert suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:stock+default+all+fast+fast_float8",
+                       "--compile-backend", "eager", "--steps", "2", "--warmup", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    entry = report["configs"]["wan2.1-t2v-1.3b"]
+    variants = entry["variants"]
+    assert list(variants) == ["stock", "default", "all", "fast", "fast_float8"]
+    for name in ("stock", "default", "all", "fast"):
+        assert len(variants[name]["s_per_step_all"]) == 3 and variants[name]["warmup_steps"] == 1
+        assert variants[name]["s_per_step_min"] <= variants[name]["s_per_step_median"] <= variants[name]["s_per_step_max"]
+    assert len(set(variants["default"]["guidance_scales"])) == 1
+    assert len(set(variants["fast"]["guidance_scales"])) == 3  # relax changes the scale every step
+    assert variants["default"]["relative_l2_final_latents_vs_stock"] == 0.0  # inertia's loop is the pipeline's
+    fast = variants["fast"]
+    assert fast["graphs_compiled_after_first_step"] == 0 and fast["compiled_blocks"] == ["WanTransformerBlock"]
+    # dynamo's eager backend runs the captured graph as is: the fast path equals the eager one exactly
+    assert fast["relative_l2_prediction_per_step"] == [0.0, 0.0, 0.0] and fast["relative_l2_final_latents"] == 0.0
+    assert variants["fast_float8"] == {"skipped": "performance: float8 needs a CUDA GPU (device is cpu); allowed here: fast"}
+    assert entry["model"]["tiny"] and report["compile_backend"] == "eager"
+
+
+def test_a_spent_budget_skips_variants_and_still_writes_the_results(tmp_path):
+    out = tmp_path / "suite.json"
+    suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:default,framepack", "--budget", "0",
+                "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["configs"]["wan2.1-t2v-1.3b"]["skipped"].startswith("time budget: ")
+    assert report["configs"]["framepack"]["skipped"].startswith("time budget: ")
+
+
+def test_a_budget_spent_during_a_configuration_skips_its_remaining_variants(tmp_path, monkeypatch):
+    clock = iter(range(0, 10**6, 100))  # every reading of the clock is 100 s later
+    monkeypatch.setattr(suite.time, "perf_counter", lambda: float(next(clock)))
+    out = tmp_path / "suite.json"
+    suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:default+unlearn,framepack", "--steps", "1",
+                "--budget", "350", "--json", str(out)])
+    report = json.loads(out.read_text())
+    variants = report["configs"]["wan2.1-t2v-1.3b"]["variants"]
+    assert variants["default"]["s_per_step_median"] > 0
+    assert variants["unlearn"]["skipped"].startswith("time budget: ")
+    assert report["configs"]["framepack"]["skipped"].startswith("time budget: ")
+
+
+def test_configurations_the_suite_does_not_run_yet_say_so(tmp_path):
+    out = tmp_path / "suite.json"
+    suite.main(["--tiny", "--device", "cpu", "--only", "framepack", "--json", str(out)])
+    assert json.loads(out.read_text())["configs"]["framepack"]["skipped"] == (
+        "the suite does not run framepack configurations yet")
+
+
+def test_an_entry_can_time_its_own_number_of_steps(tmp_path):
+    out = tmp_path / "suite.json"
+    suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:default,wan2.1-t2v-1.3b:fast@4",
+                "--compile-backend", "eager", "--steps", "1", "--json", str(out)])
+    configs = json.loads(out.read_text())["configs"]
+    assert len(configs["wan2.1-t2v-1.3b"]["variants"]["default"]["s_per_step_all"]) == 2
+    fast = configs["wan2.1-t2v-1.3b@4"]["variants"]["fast"]
+    assert len(fast["s_per_step_all"]) == 5 and fast["graphs_compiled_after_first_step"] == 0
+
+
+def test_unknown_names_are_refused_with_what_exists():
+    with pytest.raises(SystemExit, match=r"unknown variant\(s\) \['turbo'\]"):
+        suite.parse_only("wan2.1-t2v-1.3b:turbo", list(suite.VARIANTS))
+    with pytest.raises(SystemExit, match=r"unknown configuration 'wan9'; known: cogvideox-2b, "):
+        suite.parse_only("wan9", list(suite.VARIANTS))
+    with pytest.raises(SystemExit, match=r"^'wan2.1-t2v-1.3b@x': steps after @ must be a positive integer$"):
+        suite.parse_only("wan2.1-t2v-1.3b@x", list(suite.VARIANTS))
+
+
+def test_a_failing_variant_is_recorded_and_the_next_one_still_runs(tmp_path, monkeypatch):
+    def broken(self, bench, state):
+        raise RuntimeError("out of something")
+
+    monkeypatch.setattr(suite.WanFamily, "stock_step", broken)
+    out = tmp_path / "suite.json"
+    suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:stock+default", "--steps", "1", "--json", str(out)])
+    variants = json.loads(out.read_text())["configs"]["wan2.1-t2v-1.3b"]["variants"]
+    assert variants["stock"]["error"].startswith("RuntimeError: out of something (test_benchmark_suite.py:")
+    assert variants["default"]["s_per_step_median"] > 0 and "speedup_vs_stock" not in variants["default"]
+
+
+@pytest.mark.parametrize("name", ["wan2.2-t2v-a14b", "wan2.2-ti2v-5b", "cogvideox-2b", "cogvideox1.5-5b", "hunyuanvideo",
+                                  "hunyuanvideo1.5-480p-t2v"])
+def test_the_stock_step_is_the_one_inertias_loop_takes(tmp_path, name):
+    """The suite's stock step (the pipeline's loop body) and inertia's loop through the real backbone end on
+    the same latents, for every family the suite runs: the comparison is like for like."""
+    out = tmp_path / "suite.json"
+    suite.main(["--tiny", "--device", "cpu", "--only", f"{name}:stock+default", "--steps", "1", "--json", str(out)])
+    variants = json.loads(out.read_text())["configs"][name]["variants"]
+    assert variants["default"]["relative_l2_final_latents_vs_stock"] == 0.0
