@@ -162,7 +162,8 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
     backbone = (models or ModelCache()).get(plan.backbone, config)
     loaded = time.perf_counter()
     generators = [torch.Generator("cpu").manual_seed(p.config.seed) for p in plans]
-    hooks = AttentionHooks([*plan.stack.attention_transforms, *transforms], backbone.num_attention_layers)
+    hooks = AttentionHooks([*plan.stack.attention_transforms, *transforms], backbone.num_attention_layers,
+                           plan.stack.attention_biases)
     history = HistoryHooks(plan.stack.history_transforms, seeds=[p.config.seed for p in plans])
     with (torch.inference_mode(), attention_backend(config.attention), backbone.hooked_attention(hooks),
           backbone.hooked_history(history)):
