@@ -72,8 +72,9 @@ class ReferenceDamping(Intervention):
             raise ConfigError(name, f"{setup.backbone} does not route self-attention through inertia's hooks")
         roles = KEY_ROLES[params.keys]
         if not setup.token_roles & set(roles):
-            raise ConfigError(f"{name}.keys", f"this {setup.backbone} run has no {params.keys} tokens (a text-to-video "
-                                              "run has no reference frame: give --image)")
+            hint = "" if "condition" in setup.token_roles else "; a text-to-video run has no reference frame: give --image"
+            raise ConfigError(f"{name}.keys", f"this {setup.backbone} run has no {params.keys} tokens (its tokens: "
+                                              f"{', '.join(sorted(setup.token_roles))}){hint}")
         if setup.config.attention in BIAS_REFUSING_ATTENTION:
             allowed = ", ".join(b for b in ATTENTION_BACKENDS if b not in BIAS_REFUSING_ATTENTION)
             raise ConfigError("attention", f"{setup.config.attention} cannot add the logit bias {name} needs; "
