@@ -250,3 +250,18 @@ def test_a_layer_the_model_lacks_is_named():
     with pytest.raises(ConfigError) as error:
         generate(plan_run(config("wan", "stg:layers=[7]")), progress=False)
     assert str(error.value) == "layers: [7] out of range for the skip branch; the model has layers 0..1"
+
+
+def test_batched_testbed_runs_with_branches_equal_their_single_runs():
+    """A sweep batches test-bed runs: each video's dropped branch draws its own noise, the branch forward is
+    batched like the others, and each video equals its single run."""
+    from inertia.run import generate_batch
+
+    plans = [plan_run(config("testbed", "history_guidance:scale=2,end_step=2", seed=seed,
+                             prompt="the red ball rolls left fast")) for seed in (1, 2)]
+    batched = generate_batch(plans, progress=False)
+    for plan, video in zip(plans, batched):
+        single = generate(plan, progress=False)
+        assert np.abs(single.frames - video.frames).max() < 1e-4
+        assert [s.branches for s in video.trace] == [["history_dropped"], ["history_dropped"], []]
+    assert not np.array_equal(batched[0].frames, batched[1].frames)
