@@ -265,3 +265,19 @@ def test_batched_testbed_runs_with_branches_equal_their_single_runs():
         assert np.abs(single.frames - video.frames).max() < 1e-4
         assert [s.branches for s in video.trace] == [["history_dropped"], ["history_dropped"], []]
     assert not np.array_equal(batched[0].frames, batched[1].frames)
+
+
+def test_inertia_plugins_lists_them_with_their_parameters(capsys):
+    import json
+
+    from inertia.cli import main
+
+    assert main(["plugins", "--json"]) == 0
+    listing = {i["name"]: i for i in json.loads(capsys.readouterr().out)["interventions"]}
+    expected = {"stg": ["layers", "scale", "start_step", "end_step"],
+                "history_guidance": ["role", "blocks", "end_step", "scale", "mode", "level", "seed"],
+                "reference_damping": ["scale", "end_step", "keys", "layers"]}
+    for name, params in expected.items():
+        assert [p["name"] for p in listing[name]["params"]] == params, name
+        assert listing[name]["source"] == "inertia.builtins"
+    assert [p["required"] for p in listing["stg"]["params"]] == [True, False, False, False]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from inertia.core.attention import AttentionCall, AttentionHooks, TokenLayout, VideoBlock, with_bias
+from inertia.core.attention import AttentionHooks, TokenLayout, VideoBlock, with_bias
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.context import StepContext
 from inertia.core.errors import ConfigError
@@ -25,7 +25,7 @@ LAYOUT = TokenLayout(6, (VideoBlock(2, 1, 1, 2, "condition"), VideoBlock(4, 1, 1
 
 def damping(**params) -> ReferenceDamping:
     damper = ReferenceDamping(ReferenceDampingParams(**{"scale": 0.5, "end_step": 2, **params}))
-    damper._cached = None  # what check() sets up
+    damper._cached = {}  # what check() sets up
     return damper
 
 

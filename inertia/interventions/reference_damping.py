@@ -31,6 +31,8 @@ from ..core.intervention import Intervention
 from ..core.params import Params
 from ..core.setup import RunSetup
 
+#: Biases kept at once (one per token layout; FramePack alternates two per section).
+CACHED_LAYOUTS = 2
 #: The token roles each `keys` value damps.
 KEY_ROLES = {"condition": ("condition",), "history": ("history",), "context": ("condition", "history")}
 
@@ -79,7 +81,7 @@ class ReferenceDamping(Intervention):
             allowed = ", ".join(b for b in ATTENTION_BACKENDS if b not in BIAS_REFUSING_ATTENTION)
             raise ConfigError("attention", f"{setup.config.attention} cannot add the logit bias {name} needs; "
                                            f"allowed: {allowed}")
-        self._cached: tuple[tuple, torch.Tensor] | None = None
+        self._cached: dict[tuple, torch.Tensor] = {}
 
     def attention_bias(self, query: torch.Tensor, key: torch.Tensor, call: AttentionCall) -> torch.Tensor | None:
         params = self.params
@@ -88,9 +90,13 @@ class ReferenceDamping(Intervention):
                                                      f"0..{call.num_layers - 1}")
         if call.step.step >= params.end_step or (params.layers is not None and call.layer not in params.layers):
             return None
-        cache_key = (call.layout, query.dtype, query.device)
-        if self._cached is None or self._cached[0] != cache_key:
+        # The bias depends on where the blocks sit; FramePack alternates two layouts (cond, uncond text lengths).
+        cache_key = (call.layout.length, call.layout.blocks, query.dtype, query.device)
+        bias = self._cached.get(cache_key)
+        if bias is None:
+            if len(self._cached) >= CACHED_LAYOUTS:
+                self._cached.clear()
             pairs = reference_mask(call.layout, KEY_ROLES[params.keys], query.device)
             bias = torch.zeros(pairs.shape, dtype=query.dtype, device=query.device).masked_fill(pairs, math.log(params.scale))
-            self._cached = (cache_key, bias[None, None])
-        return self._cached[1]
+            bias = self._cached[cache_key] = bias[None, None]
+        return bias
