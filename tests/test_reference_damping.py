@@ -126,6 +126,19 @@ def test_refused_before_loading(backbone, spec, image, extra, message, image_fil
     assert str(error.value) == message
 
 
+@pytest.mark.parametrize("spec, fragment", [
+    ("reference_damping:end_step=2", "scale"), ("reference_damping:scale=0.5", "end_step"),
+    ("reference_damping:scale=0,end_step=2", "scale"), ("reference_damping:scale=0.5,end_step=2,layers=[-1]",
+                                                        "layers must be >= 0"),
+    (PluginSpec(name="reference_damping", params=dict(scale=0.5, end_step=2, layers=[0, 0])), "each layer once"),
+    ("reference_damping:scale=0.5,end_step=2,keys=text", "keys"),
+])
+def test_parameters_are_validated(spec, fragment, no_model_loading):
+    spec = spec if isinstance(spec, PluginSpec) else PluginSpec.parse(spec)
+    with pytest.raises(ConfigError, match=fragment):
+        plan_run(RunConfig(backbone="testbed", device="cpu", interventions=[spec]))
+
+
 @pytest.mark.parametrize("attention", ["flash", "flash-attn", "flash-attn-varlen"])
 def test_backends_that_cannot_add_a_bias_are_refused(attention):
     """(The check itself, on a CUDA config as those backends need; plan_run on this CPU machine refuses the device

@@ -22,13 +22,13 @@ import math
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..core.attention import BIAS_REFUSING_ATTENTION, AttentionCall, TokenLayout
 from ..core.config import ATTENTION_BACKENDS
 from ..core.errors import ConfigError
 from ..core.intervention import Intervention
-from ..core.params import Params
+from ..core.params import Params, distinct_layers
 from ..core.setup import RunSetup
 
 #: Biases kept at once (one per token layout; FramePack alternates two per section).
@@ -45,6 +45,8 @@ class ReferenceDampingParams(Params):
         "condition", description="reference keys: condition (the conditioning image's frame), history "
                                  "(framepack's 1x/2x/4x history), context = both")
     layers: list[int] | None = Field(None, min_length=1, description="transformer layers to damp (default: all)")
+
+    _distinct_layers = field_validator("layers")(distinct_layers)
 
 
 def reference_mask(layout: TokenLayout, roles: tuple[str, ...], device: torch.device) -> torch.Tensor:

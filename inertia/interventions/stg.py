@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 
 from ..core.combination import Branch
 from ..core.errors import ConfigError
-from ..core.params import Params
+from ..core.params import Params, distinct_layers
 from ..core.setup import RunSetup
 from .perturbed import PerturbedGuidance
 
@@ -40,14 +40,7 @@ class StgParams(Params):
     start_step: int = Field(0, ge=0, description="first step (per section) with the skip branch")
     end_step: int | None = Field(None, ge=1, description="step (per section) to stop before (default: the last)")
 
-    @field_validator("layers")
-    @classmethod
-    def _distinct_layers(cls, layers: list[int]) -> list[int]:
-        if any(layer < 0 for layer in layers):
-            raise ValueError(f"layers must be >= 0, got {layers}")
-        if len(set(layers)) != len(layers):
-            raise ValueError(f"each layer once, got {layers}")
-        return layers
+    _distinct_layers = field_validator("layers")(distinct_layers)
 
 
 class Stg(PerturbedGuidance):
