@@ -6,6 +6,7 @@ every tiny built-in backbone."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -268,8 +269,6 @@ def test_batched_testbed_runs_with_branches_equal_their_single_runs():
 
 
 def test_inertia_plugins_lists_them_with_their_parameters(capsys):
-    import json
-
     from inertia.cli import main
 
     assert main(["plugins", "--json"]) == 0
@@ -281,3 +280,17 @@ def test_inertia_plugins_lists_them_with_their_parameters(capsys):
         assert [p["name"] for p in listing[name]["params"]] == params, name
         assert listing[name]["source"] == "inertia.builtins"
     assert [p["required"] for p in listing["stg"]["params"]] == [True, False, False, False]
+
+
+def test_cli_record_lists_the_branches_of_every_step(tmp_path):
+    from inertia.cli import main
+
+    args = ["run", "--backbone", "wan", "--steps", "3", "--intervention", "stg:layers=[0],start_step=1",
+            "--quiet", "--out", str(tmp_path)]
+    assert main(args) == 0
+    (run_dir,) = tmp_path.glob("wan-*")
+    trace = json.loads((run_dir / "record.json").read_text())["trace"]
+    assert [(step["combine"], step["branches"]) for step in trace] == [("stg", []), ("stg", ["skip"]), ("stg", ["skip"])]
+    assert main(["run", "--backbone", "wan", "--steps", "2", "--quiet", "--out", str(tmp_path / "plain")]) == 0
+    (plain,) = (tmp_path / "plain").glob("wan-*")
+    assert all("branches" not in step for step in json.loads((plain / "record.json").read_text())["trace"])
