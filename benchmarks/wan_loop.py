@@ -4,9 +4,15 @@ Full-size transformer configuration, 480x832 with 81 frames (latents 16x21x60x10
 text 512 x 4096, true CFG (two forwards per step), UniPC flow scheduler. "stock" is the per-step
 body of diffusers' WanPipeline (cond forward, uncond forward, combine, scheduler.step); "inertia"
 runs the same transformer through `inertia.core.sampling.sample` and the Wan backbone. The text
-encoder and VAE are not part of the step and are not built.
+encoder and VAE are not part of the step and are not built. "inertia_stg" adds STG's third forward
+(the conditional pass with layer 8's self-attention skipped) at every step: its cost over "inertia"
+should be about one forward (+50% of a two-forward step), a little less since the skipped layer runs
+no attention. "inertia_damping" adds reference_damping at every step (frame 0's tokens as the
+reference): a 32,760 x 32,760 logit bias (2 GiB in bf16, built once) and the backend's masked kernel.
 
     PYTHONPATH=. python benchmarks/wan_loop.py --out benchmarks/results/wan_loop.json
+    PYTHONPATH=. python benchmarks/wan_loop.py --variants inertia,inertia_stg,inertia_damping \
+        --steps 4 --warmup 1 --out benchmarks/results/wan_loop_stg.json
 
 Reports the median of the timed steps, peak GPU memory, and model FLOP utilisation against the
 GPU's dense bf16 peak (989 TFLOP/s for an H100 SXM, by the FLOP count in `step_flops`).
@@ -84,9 +90,12 @@ def stock_steps(pipe, latents, cond, uncond, guidance: float, steps: int) -> lis
     return timed(one_step, steps)
 
 
-def inertia_steps(pipe, latents, cond, uncond, guidance: float, steps: int, interventions) -> list[float]:
-    """The same steps through inertia's sampling loop; per-step times from a wrapped scheduler_step."""
-    from inertia.backbones.wan import WanBackbone, WanJob
+def inertia_steps(pipe, latents, cond, uncond, guidance: float, steps: int, interventions,
+                  reference_frame: bool = False) -> list[float]:
+    """The same steps through inertia's sampling loop; per-step times from a wrapped scheduler_step.
+    `reference_frame`: the token layout marks latent frame 0 as the conditioning frame, as an
+    image-to-video run's does (the model input stays text-to-video's: only attention biases see it)."""
+    from inertia.backbones.wan import WanBackbone, WanJob, wan_token_layout
     from inertia.core.attention import AttentionHooks
     from inertia.core.config import RunConfig
     from inertia.core.intervention import InterventionStack
@@ -96,9 +105,12 @@ def inertia_steps(pipe, latents, cond, uncond, guidance: float, steps: int, inte
     backbone = WanBackbone(pipe, latents.device, smoke_test=False)
     pipe.scheduler.set_timesteps(steps, device=latents.device)
     job = WanJob(cond, uncond, latents.clone(), None, None, steps)
-    setup = RunSetup(RunConfig(), "wan", {"cfg": guidance}, "cfg", ("cfg",), frozenset({"noisy"}), True)
+    roles = frozenset({"noisy", "condition"} if reference_frame else {"noisy"})
+    setup = RunSetup(RunConfig(), "wan", {"cfg": guidance}, "cfg", ("cfg",), roles, True)
     stack = InterventionStack(interventions, setup)
-    hooks = AttentionHooks(stack.attention_transforms, backbone.num_attention_layers)
+    hooks = AttentionHooks(stack.attention_transforms, backbone.num_attention_layers, stack.attention_biases)
+    if reference_frame:
+        backbone.token_layout = lambda job, section: wan_token_layout(pipe.transformer, section.latents.shape, True)
     marks: list[float] = []
     original = backbone.scheduler_step
 
@@ -121,12 +133,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed steps per variant (after warm-up)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--attention", default="native")
+    parser.add_argument("--variants", default=None, help="comma-separated subset to time (default: all); stock "
+                                                            "is always timed twice, first and last")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     from diffusers.models.attention_dispatch import attention_backend
 
     from inertia.interventions.guidance import Decay, DecayParams, Relax, RelaxParams
+    from inertia.interventions.reference_damping import ReferenceDamping, ReferenceDampingParams
+    from inertia.interventions.stg import Stg, StgParams
     from inertia.interventions.unlearn import Unlearn, UnlearnParams
 
     device = torch.device("cuda")
@@ -145,12 +161,21 @@ def main() -> None:
         "inertia_unlearn": lambda: inertia_steps(
             pipe, latents, cond, uncond, 5.0, total, [Unlearn(UnlearnParams(sigma_blur=0.6, tokens="video"))]
         ),
+        "inertia_stg": lambda: inertia_steps(pipe, latents, cond, uncond, 5.0, total, [Stg(StgParams(layers=[8]))]),
+        "inertia_damping": lambda: inertia_steps(
+            pipe, latents, cond, uncond, 5.0, total,
+            [ReferenceDamping(ReferenceDampingParams(scale=0.5, end_step=total))], reference_frame=True,
+        ),
     }
+    chosen = ["stock", *[v for v in (args.variants.split(",") if args.variants else variants) if v != "stock"]]
+    unknown = [v for v in chosen if v not in variants]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; allowed: {', '.join(variants)}")
     gpu = torch.cuda.get_device_name()
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
     results = {}
     with torch.inference_mode(), attention_backend(args.attention):
-        for name in [*variants, "stock"]:  # stock twice: its spread tells the noise level
+        for name in [*chosen, "stock"]:  # stock twice: its spread tells the noise level
             torch.cuda.reset_peak_memory_stats()
             times = variants[name]()[args.warmup:]
             median = statistics.median(times)
@@ -175,6 +200,9 @@ def main() -> None:
     base = results["stock"]["s_per_step_median"]
     for key, value in results.items():
         print(f"{key:22s} {100 * (value['s_per_step_median'] / base - 1):+.2f}% vs stock")
+    if "inertia_stg" in results and "inertia" in results:
+        ratio = results["inertia_stg"]["s_per_step_median"] / results["inertia"]["s_per_step_median"]
+        print(f"STG step / inertia step: {ratio:.3f} (three forwards / two = 1.5)")
 
 
 if __name__ == "__main__":

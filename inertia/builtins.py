@@ -12,8 +12,11 @@ from .interventions.alg import Alg
 from .interventions.dynamic_cfg import DynamicCfg
 from .interventions.guidance import Boost, Decay, Relax
 from .interventions.guiders import Apg, CfgZeroStar, Fdg, Tcfg
+from .interventions.history_guidance import HistoryGuidance
 from .interventions.history_noise import HistoryNoise
+from .interventions.reference_damping import ReferenceDamping
 from .interventions.schedules import Constant, Interval
+from .interventions.stg import Stg
 from .interventions.unlearn import Unlearn
 from .metrics import builtin_metrics
 from .hookspec import hookimpl
@@ -27,7 +30,8 @@ def inertia_backbones():
 
 @hookimpl
 def inertia_interventions():
-    return [Relax, Decay, Boost, DynamicCfg, Unlearn, Constant, Interval, CfgZeroStar, Apg, Tcfg, Fdg, HistoryNoise, Alg]
+    return [Relax, Decay, Boost, DynamicCfg, Unlearn, Constant, Interval, CfgZeroStar, Apg, Tcfg, Fdg, HistoryNoise, Alg,
+            Stg, ReferenceDamping, HistoryGuidance]
 
 
 @hookimpl

@@ -21,7 +21,7 @@ from .core.config import PluginSpec, RunConfig, save_config
 from .core.history import HistoryHooks
 from .core.intervention import InterventionStack
 from .core.io import frames_to_uint8, read_video, write_json, write_mp4
-from .core.performance import apply_performance, choose_attention, compile_clock
+from .core.performance import apply_performance, check_compilable, choose_attention, compile_clock
 from .core.metric import Metric
 from .core.records import CONFIG_NAME, RECORD_NAME, VIDEO_NAME, device_description, package_versions, utc_now
 from .core.runtime import attention_backend, resolve_runtime
@@ -71,6 +71,7 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> PlannedRun:
     metrics = _plan_metrics(resolved, registry)
     resolved = resolved.model_copy(update={"interventions": specs, "metrics": resolved_specs(metrics)})
     setup = backbone.setup(resolved)
+    check_compilable(resolved.performance, interventions)
     return PlannedRun(config, resolved, backbone, setup, InterventionStack(interventions, setup), metrics)
 
 
@@ -167,7 +168,8 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
     backbone = (models or ModelCache()).get(plan.backbone, config)
     loaded = time.perf_counter()
     generators = [torch.Generator("cpu").manual_seed(p.config.seed) for p in plans]
-    hooks = AttentionHooks([*plan.stack.attention_transforms, *transforms], backbone.num_attention_layers)
+    hooks = AttentionHooks([*plan.stack.attention_transforms, *transforms], backbone.num_attention_layers,
+                           plan.stack.attention_biases)
     history = HistoryHooks(plan.stack.history_transforms, seeds=[p.config.seed for p in plans])
     with (torch.inference_mode(), attention_backend(config.attention), backbone.hooked_attention(hooks),
           backbone.hooked_history(history)):

@@ -154,3 +154,15 @@ def test_every_backbone_compiles_to_its_eager_video_and_a_second_run_compiles_no
     again = dict(config, interventions=[PluginSpec.parse("unlearn:sigma_blur=1.2"), PluginSpec.parse("decay:p=0.5")])
     second = generate(plan_run(RunConfig(**again, performance="fast")), models, progress=False)
     assert models.loads == 1 and second.performance["graphs_compiled"] == 0
+
+
+@pytest.mark.parametrize("spec", ["stg:layers=[0]", "reference_damping:scale=0.5,end_step=2"])
+def test_performance_refuses_per_layer_attention_changes(spec: str) -> None:
+    """A compiled block serves every layer with one graph: runs that skip or bias attention per layer
+    are refused before loading rather than recompiled layer by layer."""
+    config = RunConfig(backbone="testbed", performance="fast", interventions=[PluginSpec.parse(spec)])
+    with pytest.raises(ConfigError) as error:
+        plan_run(config)
+    name = spec.split(":")[0]
+    assert str(error.value) == (f"performance: {name} skips or biases attention layer by layer, which compiled "
+                                "blocks do not support yet; run it without --performance")

@@ -260,6 +260,16 @@ def test_every_intervention_works_on_the_testbed(model_dir):
         result = run(text)
         assert [step.context for step in result.trace] == contexts
         assert not np.array_equal(result.frames, baseline)
+    # the branch rules add their forward inside their window; damping biases attention before end_step
+    # (formulas: tests/test_branch_guidance.py, tests/test_reference_damping.py)
+    for text, branch, window in (("stg:layers=[0],end_step=2", "skip", 2),
+                                 ("history_guidance:scale=2,end_step=1", "history_dropped", 1)):
+        result = run(text)
+        assert [step.branches for step in result.trace] == [[branch] if s < window else [] for s in range(3)]
+        assert not np.array_equal(result.frames, baseline)
+    damped = run("reference_damping:scale=0.3,end_step=2")
+    assert [step.guidance for step in damped.trace] == [{"cfg": 3.0}] * 3
+    assert not np.array_equal(damped.frames, baseline)
     registry = default_registry().interventions
     assert exercised == {name for name, source in registry.sources.items() if source == "inertia.builtins"}
 

@@ -252,10 +252,10 @@ class HookedCogVideoXAttention:
         # Position embeddings are applied above: transforms see post-RoPE queries and keys.
         query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # (B, S, heads, head_dim) views
         query, key, value = self.hook(query, key, value)
-        out = dispatch_attention_fn(
-            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
+        out = self.hook.attend(query, key, value, attention_mask, lambda q, k, v, mask: dispatch_attention_fn(
+            q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False,
             backend=self._attention_backend, parallel_config=self._parallel_config,
-        )
+        ))
         out = out.flatten(2, 3)
         out = attn.to_out[1](attn.to_out[0](out))
         encoder_hidden_states, hidden_states = out.split([text_length, out.size(1) - text_length], dim=1)

@@ -35,13 +35,10 @@ from typing import Any
 
 import torch
 
-from ..core.attention import AttentionHooks, TokenLayout, VideoBlock, processors_installed
+from ..core.attention import MASK_REFUSING_ATTENTION, AttentionHooks, TokenLayout, VideoBlock, processors_installed
 from ..core.config import ATTENTION_BACKENDS, RunConfig
 from ..core.errors import ConfigError
 
-#: inertia attention backends (`RunConfig.attention`) whose kernels refuse an attention mask:
-#: PyTorch's flash SDPA kernel and the flash-attn package (its varlen variant takes a mask).
-MASK_REFUSING_ATTENTION: tuple[str, ...] = ("flash", "flash-attn")
 #: The same backends by their diffusers names (what the processor sees at run time).
 _MASK_REFUSING_DIFFUSERS = {ATTENTION_BACKENDS[name]: name for name in MASK_REFUSING_ATTENTION}
 
@@ -151,12 +148,14 @@ class HookedHunyuanVideoAttention:
         attention_mask = self.joint_mask(query, attention_mask)
         # Position embeddings are applied above: transforms see post-RoPE queries and keys.
         query, key, value = self.hook(query, key, value)
-        if attention_mask is not None:
-            self._check_mask_support()
-        hidden_states = dispatch_attention_fn(
-            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
-            backend=self._attention_backend, parallel_config=self._parallel_config,
-        )
+
+        def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+            if mask is not None:
+                self._check_mask_support()
+            return dispatch_attention_fn(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False,
+                                         backend=self._attention_backend, parallel_config=self._parallel_config)
+
+        hidden_states = self.hook.attend(query, key, value, attention_mask, attention)
         hidden_states = hidden_states.flatten(2, 3)
         hidden_states = hidden_states.to(query.dtype)
 

@@ -7,13 +7,28 @@ and finally hands q, k, v to the configured attention backend (`dispatch_attenti
 
 Tensors at the hook are (batch, sequence, heads, head_dim); sequence positions are described
 by the backbone's `TokenLayout` for the current section.
+
+The processor then asks `AttentionHooks.attend` for the attention output instead of calling the
+backend itself: the decision point for what q/k/v transforms cannot express.
+
+* Skipping: in the forward of a guidance branch that skips a layer's self-attention
+  (`core.combination.Branch`), the output is the values themselves (each token attends to itself
+  only: the identity attention map, as diffusers' "skip attention scores" does), so the skip is
+  the same on every backbone and backend.
+* Additive logit biases (`AttentionBias`): a bias b added to the logits of the softmax,
+  softmax(q k^T / sqrt(d) + b). Reweighting some keys by a factor s for every query (b = log s
+  on those keys) is beyond any transform of q and k: q (k + d) = q k + log s for every q cannot
+  hold (take q = 0). The bias reaches the backend as an additive float `attn_mask` (merged with
+  the model's own mask), which the native, math, cuDNN, efficient, flex and xformers backends
+  take exactly; `BIAS_REFUSING_ATTENTION` cannot, and a run that biases attention refuses them
+  before loading.
 """
 
 from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -26,6 +41,13 @@ from .context import StepContext
 #: first frame); "history": past frames a model attends to (FramePack's history latents).
 Role = Literal["noisy", "condition", "history"]
 CONTEXT_ROLES: tuple[Role, ...] = ("condition", "history")
+
+#: inertia attention backends (`RunConfig.attention`) whose kernels refuse any attention mask:
+#: PyTorch's flash SDPA kernel and the flash-attn package.
+MASK_REFUSING_ATTENTION: tuple[str, ...] = ("flash", "flash-attn")
+#: Backends that cannot add a float bias to the logits: those, and flash-attn's varlen kernel,
+#: which reads a mask as boolean key padding only.
+BIAS_REFUSING_ATTENTION: tuple[str, ...] = (*MASK_REFUSING_ATTENTION, "flash-attn-varlen")
 
 
 @dataclass(frozen=True)
@@ -85,37 +107,82 @@ class QKVTransform(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
+class AttentionBias(Protocol):
+    def attention_bias(self, query: torch.Tensor, key: torch.Tensor, call: AttentionCall) -> torch.Tensor | None:
+        """An additive logit bias broadcastable to (batch, heads, queries, keys) in the query's dtype, or
+        None where this call gets none (then the backend sees exactly the model's own mask)."""
+
+
+#: The attention backend as a processor calls it: (query, key, value, mask) -> output.
+Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
 #: Every AttentionHooks by its key, so the compiled-region op (`qkv_hook`) finds the hooks it was called for.
 _LIVE_HOOKS: "weakref.WeakValueDictionary[int, AttentionHooks]" = weakref.WeakValueDictionary()
 _KEYS = itertools.count()
 
 
 class AttentionHooks:
-    """The transforms of one run; the sampling loop tells it the current step and layout."""
+    """The transforms and biases of one run; the sampling loop tells it the current step and layout,
+    and, during a guidance branch's forward, the layers whose self-attention that forward skips."""
 
-    def __init__(self, transforms: list[QKVTransform], num_layers: int):
+    def __init__(self, transforms: list[QKVTransform], num_layers: int, biases: list[AttentionBias] | None = None):
         self.transforms = transforms
+        self.biases = list(biases or [])
         self.num_layers = num_layers
         self.step: StepContext | None = None
         self.layout: TokenLayout | None = None
+        self.skip: frozenset[int] = frozenset()
         self.key = next(_KEYS)
         _LIVE_HOOKS[self.key] = self
 
     def point(self, layer: int) -> "HookPoint":
-        """Where a hooked processor of `layer` hands its q/k/v to these hooks."""
+        """Where a hooked processor of `layer` hands its q/k/v (and its attention call) to these hooks."""
         return HookPoint(self, layer)
+
+    def _call(self, layer: int, key: torch.Tensor) -> AttentionCall:
+        if self.layout is None or self.step is None or self.layout.length != key.shape[1]:
+            raise RuntimeError(f"attention hook at layer {layer} has no token layout for a sequence of {key.shape[1]}")
+        return AttentionCall(layer, self.num_layers, self.layout, self.step)
 
     def apply(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layer: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not self.transforms:
             return query, key, value
-        if self.layout is None or self.step is None or self.layout.length != key.shape[1]:
-            raise RuntimeError(f"attention hook at layer {layer} has no token layout for a sequence of {key.shape[1]}")
-        call = AttentionCall(layer, self.num_layers, self.layout, self.step)
+        call = self._call(layer, key)
         for transform in self.transforms:
             query, key, value = transform.transform_qkv(query, key, value, call)
         return query, key, value
+
+    def attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layer: int,
+        mask: torch.Tensor | None, attention: Attention,
+    ) -> torch.Tensor:
+        """The output (batch, sequence, heads, head_dim) of one self-attention call: the values on a
+        layer the current forward skips; else `attention(query, key, value, mask)` with the run's
+        biases added to `mask` (exactly the model's own mask at a call that gets no bias)."""
+        if layer in self.skip:
+            return value
+        if self.biases:
+            call = self._call(layer, key)
+            terms = [t for t in (b.attention_bias(query, key, call) for b in self.biases) if t is not None]
+            if terms:
+                mask = with_bias(mask, sum(terms[1:], terms[0]))
+        return attention(query, key, value, mask)
+
+
+def with_bias(mask: torch.Tensor | None, bias: torch.Tensor) -> torch.Tensor:
+    """The model's attention mask with an additive logit `bias` added: a boolean mask becomes the bias
+    where it is True and the dtype's lowest finite value where False (not -inf, so a row masked
+    everywhere stays finite, as padding rows of HunyuanVideo 1.5 are); a 2-D (batch, keys) mask is
+    read as key padding, as diffusers' native backend reads it."""
+    if mask is None:
+        return bias
+    if mask.ndim == 2:
+        mask = mask[:, None, None, :]
+    if mask.dtype == torch.bool:
+        return torch.where(mask, bias, torch.finfo(bias.dtype).min)
+    return mask.to(bias.dtype) + bias
 
 
 class HookPoint:
@@ -139,6 +206,16 @@ class HookPoint:
         if torch.compiler.is_compiling():
             return torch.ops.inertia.qkv_hook(query, key, value, self.address)
         return self.hooks.apply(query, key, value, self.layer)
+
+    def attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+        attention: Attention,
+    ) -> torch.Tensor:
+        """`hooks.attend` for this layer; straight to `attention` in a run without skips or biases, so
+        a compiled block reads no layer number there (performance mode refuses runs that have them)."""
+        if not self.hooks.skip and not self.hooks.biases:
+            return attention(query, key, value, mask)
+        return self.hooks.attend(query, key, value, self.layer, mask, attention)
 
 
 @torch.library.custom_op("inertia::qkv_hook", mutates_args=())

@@ -287,10 +287,10 @@ class Backbone(ABC):
 
     def hand_over(self, latents: Mapping[str, torch.Tensor], roles: Mapping[str, Role]) -> dict[str, torch.Tensor] | None:
         """The context blocks `latents` (name -> (B, C, F, H, W), with `roles`, as `history_blocks` states
-        them) after the run's history transforms; None when nothing changed (no transform, or each left
-        every block as it was), and the backbone then feeds its own tensors: bit-identical inputs."""
+        them) after the run's history transforms and the running guidance branch's; None when nothing changed
+        (no transform, or each left every block as it was), and the backbone then feeds its own tensors: bit-identical inputs."""
         hooks = self._history
-        if hooks is None or not hooks.transforms:
+        if hooks is None or not hooks.active:
             return None
         changed = hooks.apply(latents, roles)
         return None if all(changed[name] is latents[name] for name in latents) else dict(changed)

@@ -75,12 +75,20 @@ class HistoryHooks:
 
     `seeds` are the run seeds of the videos sampled together, one per batch row. `acted` names the
     transforms that changed some block since the step was set (the loop records it in the trace).
+    `branch` is the transform of the guidance branch whose forward is running (`core.combination.Branch`),
+    applied after the run's own; the loop sets it for that forward only and the trace records the branch.
     """
 
     def __init__(self, transforms: list[HistoryTransform], seeds: Sequence[int] = ()):
         self.transforms = transforms
         self.seeds = tuple(seeds)
         self.step = None
+        self.branch: HistoryTransform | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether a prediction's context latents can change: the run has transforms or a branch is running."""
+        return bool(self.transforms) or self.branch is not None
 
     @property
     def step(self) -> StepContext | None:
@@ -94,18 +102,21 @@ class HistoryHooks:
     def apply(self, latents: Mapping[str, torch.Tensor], roles: Mapping[str, Role]) -> Mapping[str, torch.Tensor]:
         """Run every transform in order on the blocks `latents` (roles by name); RuntimeError if one
         changes the block names or shapes. `latents` itself when there is nothing to run."""
-        if not self.transforms or self.step is None:
+        if not self.active or self.step is None:
             return latents
         blocks = HistoryBlocks(latents, roles, self.seeds)
         for transform in self.transforms:
-            changed = transform.transform_history(blocks, self.step)
-            if changed.keys() != blocks.keys() or any(changed[k].shape != blocks[k].shape for k in blocks):
-                raise RuntimeError(
-                    f"{type(transform).__name__}.transform_history must return the history blocks "
-                    f"{tuple(blocks)} with their shapes unchanged"
-                )
+            before, blocks = blocks, self._run(transform, blocks)
             name = getattr(transform, "name", type(transform).__name__)
-            if name not in self.acted and any(changed[k] is not blocks[k] for k in blocks):
+            if name not in self.acted and any(blocks[k] is not before[k] for k in blocks):
                 self.acted.append(name)
-            blocks = HistoryBlocks(changed, roles, self.seeds)
-        return blocks
+        return blocks if self.branch is None else self._run(self.branch, blocks)
+
+    def _run(self, transform: HistoryTransform, blocks: HistoryBlocks) -> HistoryBlocks:
+        changed = transform.transform_history(blocks, self.step)
+        if changed.keys() != blocks.keys() or any(changed[k].shape != blocks[k].shape for k in blocks):
+            raise RuntimeError(
+                f"{type(transform).__name__}.transform_history must return the history blocks "
+                f"{tuple(blocks)} with their shapes unchanged"
+            )
+        return HistoryBlocks(changed, blocks.roles, self.seeds)

@@ -8,17 +8,22 @@ only the hooks it needs; each is called by the sampling loop at a fixed point:
 * `envelope(sigma)`: provide e(sigma), the fade-out shape other interventions scale their
   strength by (only `decay` does this; at most one provider per run).
 * `guidance(ctx, scales)`: return the guidance scales for this step, given those set so far.
-* `needs_uncond(scale, ctx)` and `combine(cond, uncond, scale, ctx)`: replace how the conditional
-  and unconditional predictions are combined (at most one per run; `PredictionCombiner`). The
-  schedules run first, so the rule combines at the scale they set (`core.combination`).
+* `needs_uncond(scale, ctx)`, `branches(scale, ctx)` and `combine(cond, uncond, scale, ctx, branches)`:
+  replace how the conditional and unconditional predictions are combined, optionally with extra
+  perturbed forwards (branches) the rule declares per step (at most one rule per run;
+  `PredictionCombiner`). The schedules run first, so the rule combines at the scale they set
+  (`core.combination`).
 * `transform_qkv(q, k, v, call)`: transform one self-attention call's queries, keys and values
   (after position embeddings, right before the attention backend); see `core.attention`.
+* `attention_bias(q, k, call)`: an additive logit bias for one self-attention call, or None
+  (`core.attention.AttentionBias`; refuse `BIAS_REFUSING_ATTENTION` backends in `check`).
 * `transform_history(latents_by_block, ctx)`: transform the clean context latents a backbone feeds
   its model at this step: history blocks (FramePack) and the conditioning image of image-to-video
   runs, each block with its role; `setup.history_blocks` says before loading which a run hands
   over. See `core.history` for what it receives and must return.
 
-The flags `uses_envelope`, `provides_envelope`, `combines_predictions`, `transforms_attention` and `transforms_history`
+The flags `uses_envelope`, `provides_envelope`, `combines_predictions`, `transforms_attention`, `biases_attention`
+and `transforms_history`
 say which hooks the run must call; an intervention may make the last two properties of its
 parameters (e.g. unlearn transforms attention or history depending on its `target`).
 """
@@ -28,9 +33,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar, Literal
 
+import torch
 from pydantic import Field
 
-from .combination import CFG, NEUTRAL_SCALE, CombinationRule
+from .combination import CFG, NEUTRAL_SCALE, NO_BRANCHES, Branch, CombinationRule
 from .context import StepContext
 from .errors import ConfigError
 from .params import Params
@@ -53,6 +59,8 @@ class Intervention(Plugin):
     transforms_attention: ClassVar[bool] = False
     #: True when the intervention transforms context latents (history, conditioning image) through `transform_history`.
     transforms_history: ClassVar[bool] = False
+    #: True when the intervention adds a logit bias to self-attention through `attention_bias`.
+    biases_attention: ClassVar[bool] = False
 
     def check(self, setup: RunSetup) -> None:
         """Raise ConfigError if this intervention cannot act in the run `setup` describes."""
@@ -69,6 +77,10 @@ class Intervention(Plugin):
         """Transform post-position-embedding q, k, v (batch, sequence, heads, head_dim) of one
         self-attention call; `call` gives the layer, the token layout and the step."""
         return query, key, value
+
+    def attention_bias(self, query, key, call):
+        """An additive logit bias for one self-attention call (`core.attention.AttentionBias`), or None."""
+        return None
 
     def transform_history(self, latents_by_block, ctx):
         """Transform the context latents, by block name (`core.history.HistoryBlocks`: with roles and
@@ -162,10 +174,13 @@ class PredictionCombiner(Intervention):
     """An intervention that replaces classifier-free guidance's combination of the conditional and
     unconditional predictions (the scale still comes from the schedules); it needs true CFG.
 
-    Subclasses implement `combine`; `needs_uncond` defaults to CFG's rule (not at a scale of 1).
+    Subclasses implement `combine`; `needs_uncond` defaults to CFG's rule (not at a scale of 1). A
+    rule that guides with extra forwards names them in `branch_names` and declares them per step
+    in `branches` (`core.combination.Branch`).
     """
 
     combines_predictions = True
+    branch_names: ClassVar[tuple[str, ...]] = ()
 
     def check(self, setup: RunSetup) -> None:
         """Refuses a backbone without true CFG; a run that turns it off is refused by `InterventionStack`
@@ -176,7 +191,11 @@ class PredictionCombiner(Intervention):
     def needs_uncond(self, scale: float | None, ctx: StepContext) -> bool:
         return CFG.needs_uncond(scale, ctx)
 
-    def combine(self, cond, uncond, scale: float | None, ctx: StepContext):
+    def branches(self, scale: float | None, ctx: StepContext) -> tuple[Branch, ...]:
+        return ()
+
+    def combine(self, cond, uncond, scale: float | None, ctx: StepContext,
+                branches: Mapping[str, torch.Tensor] = NO_BRANCHES):
         raise NotImplementedError
 
 
@@ -224,7 +243,8 @@ class InterventionStack:
                 )
             owners[target] = intervention.name
         combiner = next((i for i in self.interventions if i.combines_predictions), None)
-        if combiner is not None and "cfg" not in owners and not any("cfg" in base for base in setup.guidance_sets):
+        if (combiner is not None and not combiner.branch_names and "cfg" not in owners
+                and not any("cfg" in base for base in setup.guidance_sets)):
             raise ConfigError(combiner.name, f"true CFG is off in this run ({_off_reason('cfg')}), so {combiner.name} "
                                              "has no predictions to combine (unless a schedule moves its scale from 1)")
 
@@ -235,6 +255,10 @@ class InterventionStack:
     @property
     def attention_transforms(self) -> list["Intervention"]:
         return [i for i in self.interventions if i.transforms_attention]
+
+    @property
+    def attention_biases(self) -> list["Intervention"]:
+        return [i for i in self.interventions if i.biases_attention]
 
     @property
     def history_transforms(self) -> list["Intervention"]:

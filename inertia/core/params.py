@@ -25,6 +25,17 @@ class NoParams(Params):
     """For plugins that take no parameters."""
 
 
+def distinct_layers(layers: list[int] | None) -> list[int] | None:
+    """A field validator for transformer layer indices: each >= 0, each once (a range check needs the
+    loaded model: the attention hooks make it at the first call)."""
+    if layers is not None:
+        if any(layer < 0 for layer in layers):
+            raise ValueError(f"layers must be >= 0, got {layers}")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"each layer once, got {layers}")
+    return layers
+
+
 @dataclass(frozen=True)
 class ParamInfo:
     """One parameter as a user sees it: name, type, default (None when `required`), allowed range

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -55,6 +55,18 @@ def check_performance(level: str | None, device: str) -> None:
 class AttentionChoice:
     backend: str
     reason: str
+
+
+def check_compilable(level: str | None, interventions: Iterable[Any]) -> None:
+    """Before loading: a compiled block serves every layer with one graph, so an intervention that
+    skips or biases attention layer by layer (a guidance branch, an attention bias) would make it
+    recompile per layer; such runs are refused in performance mode rather than silently slowed."""
+    if level is None:
+        return
+    for intervention in interventions:
+        if intervention.biases_attention or getattr(intervention, "branch_names", ()):
+            raise ConfigError("performance", f"{intervention.name} skips or biases attention layer by layer, which "
+                                             "compiled blocks do not support yet; run it without --performance")
 
 
 def choose_attention(gpu: str | None, backbone: str, allowed: Iterable[str], table: Path = ATTENTION_TABLE) -> AttentionChoice:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
@@ -10,9 +12,9 @@ from tqdm.auto import tqdm
 
 from .attention import AttentionHooks
 from .backbone import Backbone
-from .combination import CONDITIONAL_ONLY
+from .combination import CONDITIONAL_ONLY, NO_BRANCHES, Branch
 from .context import StepContext
-from .errors import NonFiniteLatentsError
+from .errors import ConfigError, NonFiniteLatentsError
 from .history import HistoryHooks
 from .intervention import InterventionStack
 
@@ -21,9 +23,10 @@ from .intervention import InterventionStack
 class StepRecord:
     """What actually happened at one step: the noise level, every guidance scale used, the rule
     that combined the predictions ("cond" when the conditional prediction was used alone), for a
-    checkpoint with several experts the one that predicted, and in a run with history transforms
-    the ones that changed the context latents the model was fed (`context`; None, and left out of
-    `to_dict`, in a run without them)."""
+    checkpoint with several experts the one that predicted, in a run with history transforms
+    the ones that changed the context latents the model was fed (`context`), and in a run whose rule
+    guides with extra branches the ones run at this step (`branches`, `core.combination.Branch`);
+    `context` and `branches` are None, and left out of `to_dict`, in runs without them."""
 
     section: int
     step: int
@@ -33,12 +36,36 @@ class StepRecord:
     combine: str
     expert: str | None = None
     context: list[str] | None = None
+    branches: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
-        if self.context is None:
-            del record["context"]
+        for optional in ("context", "branches"):
+            if record[optional] is None:
+                del record[optional]
         return record
+
+
+@contextmanager
+def branch_active(branch: Branch, hooks: AttentionHooks | None, history: HistoryHooks | None) -> Iterator[None]:
+    """`branch`'s modification switched on in the run's hooks for the duration (one forward)."""
+    if (branch.skip_attention and hooks is None) or (branch.context is not None and history is None):
+        raise RuntimeError(f"branch {branch.name!r} needs the run's attention and history hooks")
+    if hooks is not None:
+        outside = sorted(set(branch.skip_attention) - set(range(hooks.num_layers)))
+        if outside:
+            raise ConfigError("layers", f"{outside} out of range for the {branch.name} branch; the model has layers "
+                                        f"0..{hooks.num_layers - 1}")
+        hooks.skip = branch.skip_attention
+    if history is not None:
+        history.branch = branch.context
+    try:
+        yield
+    finally:
+        if hooks is not None:
+            hooks.skip = frozenset()
+        if history is not None:
+            history.branch = None
 
 
 def sample(
@@ -65,10 +92,13 @@ def sample(
     At each step the schedules set the guidance scales, then the run's combination rule
     (`core.combination`; classifier-free guidance by default) says whether the unconditional
     branch is needed and combines the predictions: under CFG a scale of exactly 1 costs one
-    forward and equals the conditional output.
+    forward and equals the conditional output. A rule that guides with extra branches declares
+    them per step; each runs as the conditional forward with its modification active in `hooks`
+    and `history` (`branch_active`), after the conditional and unconditional ones.
     """
     trace: list[StepRecord] = []
     rule = stack.rule
+    traces_branches = bool(rule.branch_names)
     with tqdm(total=total_steps, desc=f"{backbone.name} sampling", unit="step", disable=not progress) as bar:
         for section in backbone.sections(job):
             if hooks is not None:
@@ -94,14 +124,18 @@ def sample(
                 scales = stack.guidance(ctx)
                 cfg = scales.get("cfg")
                 cond, uncond = backbone.predict(job, section, step, scales, uncond=rule.needs_uncond(cfg, ctx))
-                prediction = rule.combine(cond, uncond, cfg, ctx)
+                branches = NO_BRANCHES
+                for branch in rule.branches(cfg, ctx):
+                    with branch_active(branch, hooks, history):
+                        branches = {**branches, branch.name: backbone.predict(job, section, step, scales, uncond=False)[0]}
+                prediction = rule.combine(cond, uncond, cfg, ctx, branches)
                 section.latents = backbone.scheduler_step(job, section, step, prediction)
                 if not torch.isfinite(section.latents).all():
                     where = f"step {step}" + (f" of section {section.index}" if section.count > 1 else "")
                     raise NonFiniteLatentsError(f"latents became NaN/Inf at {where} (sigma {sigma:.4f}); run stopped")
-                combined = CONDITIONAL_ONLY if uncond is None else rule.name
+                combined = CONDITIONAL_ONLY if uncond is None and not branches else rule.name
                 context = list(history.acted) if history is not None and history.transforms else None
                 trace.append(StepRecord(section.index, step, float(timestep), sigma, dict(scales), combined, expert,
-                                        context))
+                                        context, list(branches) if traces_branches else None))
                 bar.update()
     return trace

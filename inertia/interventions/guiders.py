@@ -34,6 +34,7 @@ from typing import ClassVar
 import torch
 from pydantic import Field, field_validator
 
+from ..core.combination import NO_BRANCHES
 from ..core.context import StepContext
 from ..core.errors import ConfigError
 from ..core.intervention import PredictionCombiner
@@ -69,7 +70,7 @@ class GuiderCombiner(PredictionCombiner):
         guider.prepare_inputs({})
         return guider.num_conditions > 1
 
-    def combine(self, cond, uncond, scale: float | None, ctx: StepContext):
+    def combine(self, cond, uncond, scale: float | None, ctx: StepContext, branches=NO_BRANCHES):
         return self.forward(self._guider, cond, uncond)
 
 
