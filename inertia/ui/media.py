@@ -1,8 +1,8 @@
 """What a browser can show of a run's video: a playable copy and a thumbnail strip.
 
-Run videos stay as written (the test bed's are lossless 4:4:4 H.264, which browsers do not
-decode, and 32 pixels wide); the app shows a 4:2:0 copy enlarged by a whole factor without
-smoothing, written once per video into the app's cache directory.
+Run videos stay as written (the test bed's are lossless 4:4:4 H.264, which not every browser
+decodes, and 32 pixels wide, which a player blurs when it enlarges them); the app shows a 4:2:0
+copy enlarged by a whole factor without smoothing, written once per video into its cache directory.
 """
 
 from __future__ import annotations
