@@ -12,7 +12,7 @@ from pydantic import Field
 from inertia.cli import main
 from inertia.core.config import PluginSpec
 from inertia.core.errors import ConfigError, InertiaError
-from inertia.core.io import write_json
+from inertia.core.io import read_video, write_json
 from inertia.core.params import Params
 from inertia.registry import default_registry
 from inertia.run import ModelCache, generate
@@ -148,3 +148,16 @@ def test_a_sweep_opens_and_pairs_a_condition_with_its_baseline(tmp_path):
         index.pair("wan", "relax(beta=0.5)", "ball", 7)
     with pytest.raises(InertiaError, match="no results.sqlite"):
         open_sweep(tmp_path)
+
+    from inertia.ui.app import Session
+
+    session = Session(default_registry(), tmp_path)
+    assert session.open_sweep(str(tmp_path / "out")) == (["wan"], ["relax(beta=0.5)"], [("ball: a ball rolls", "ball")],
+                                                         [0], "ui: 2 complete runs of 2")
+    condition, base, line, rows = session.sweep_pair(str(tmp_path / "out"), "wan", "relax(beta=0.5)", "ball", 0)
+    assert line == f"{run.run_dir} vs {baseline.run_dir}"
+    assert read_video(condition)[0].shape == (5, 256, 256, 3) and condition != base  # enlarged 8x to play
+    b, r = (x.record["metrics"]["flicker"]["values"]["vbench_flicker"] for x in (baseline, run))
+    assert ["flicker.vbench_flicker", f"{b:.4g}", f"{r:.4g}", f"{r - b:.4g}"] in rows
+    assert session.sweep_pair(str(tmp_path / "out"), "wan", "relax(beta=0.5)", "ball", 7)[2] == (
+        "error: sweep ui: no run of relax(beta=0.5) on wan, prompt ball, seed 7")

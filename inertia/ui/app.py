@@ -101,6 +101,24 @@ class Session:
         names = " + ".join(spec_text(spec) for spec in request.interventions)
         return schedule_figure(points, f"{request.backbone}: {names}")
 
+    def open_sweep(self, path: str) -> tuple[list, list, list, list, str]:
+        """A sweep directory's choices (backbones, conditions, (label, id) of prompts, seeds) and a summary."""
+        index = open_sweep(Path(path))
+        prompts = [(f"{key}: {text}", key) for key, text in index.prompts.items()]
+        summary = f"{index.data.name}: {len(index.data.complete)} complete runs of {len(index.data.runs)}"
+        return index.backbones, index.conditions, prompts, index.seeds, summary
+
+    def sweep_pair(self, path, backbone, condition, prompt_id, seed) -> tuple[str | None, str | None, str, list]:
+        """Playable copies of a sweep cell's run and its baseline, a line about them, their metric table."""
+        try:
+            run, baseline = open_sweep(Path(path)).pair(backbone, condition, prompt_id, int(seed))
+        except (InertiaError, TypeError, ValueError) as error:
+            return None, None, _error(error), []
+        missing = [f"{r.condition}: {r.status}" for r in (run, baseline) if r.video is None]
+        line = f"not complete: {', '.join(missing)}" if missing else f"{run.run_dir} vs {baseline.run_dir}"
+        return (self.shown(run.video)[0], self.shown(baseline.video)[0], line,
+                metric_table(baseline.record or {}, run.record or {}))
+
     def shown(self, video: Path | None) -> tuple[str | None, str | None]:
         if video is None:
             return None, None
@@ -225,30 +243,18 @@ def _sweep_tab(gr, session: Session) -> None:
 
     def opened(path):
         try:
-            index = open_sweep(Path(path))
+            backbones, conditions, prompts, seeds, summary = session.open_sweep(path)
         except InertiaError as error:
             return [gr.update()] * 4 + [_error(error)]
         first = lambda items: items[0] if items else None  # noqa: E731
-        prompts = [(f"{key}: {text}", key) for key, text in index.prompts.items()]
-        return [gr.update(choices=index.backbones, value=first(index.backbones)),
-                gr.update(choices=index.conditions, value=first(index.conditions)),
-                gr.update(choices=prompts, value=first(list(index.prompts))),
-                gr.update(choices=index.seeds, value=first(index.seeds)),
-                f"{index.data.name}: {len(index.data.complete)} complete runs of {len(index.data.runs)}"]
-
-    def shown(path, backbone_name, condition_name, prompt_id, seed_value):
-        try:
-            run, baseline = open_sweep(Path(path)).pair(backbone_name, condition_name, prompt_id, int(seed_value))
-        except (InertiaError, TypeError, ValueError) as error:
-            return None, None, _error(error), None
-        missing = [f"{r.condition}: {r.status}" for r in (run, baseline) if r.video is None]
-        rows = metric_table(baseline.record or {}, run.record or {})
-        return (*[session.shown(r.video)[0] for r in (run, baseline)],
-                f"not complete: {', '.join(missing)}" if missing else f"{run.run_dir.name} vs {baseline.run_dir.name}", rows)
+        return [gr.update(choices=backbones, value=first(backbones)),
+                gr.update(choices=conditions, value=first(conditions)),
+                gr.update(choices=prompts, value=first([key for _, key in prompts])),
+                gr.update(choices=seeds, value=first(seeds)), summary]
 
     open_button.click(opened, directory, [backbone, condition, prompt, seed, message], concurrency_limit=None)
     for widget in (backbone, condition, prompt, seed):
-        widget.change(shown, [directory, backbone, condition, prompt, seed], [*videos, message, table],
+        widget.change(session.sweep_pair, [directory, backbone, condition, prompt, seed], [*videos, message, table],
                       concurrency_limit=None)
 
 
