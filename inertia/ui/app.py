@@ -101,6 +101,12 @@ class Session:
         names = " + ".join(spec_text(spec) for spec in request.interventions)
         return schedule_figure(points, f"{request.backbone}: {names}")
 
+    def about(self, backbone: str) -> str:
+        return self.registry.backbones.get(backbone).description
+
+    def default_prompt(self, backbone: str) -> str:
+        return f"default: {self.registry.backbones.get(backbone).default_prompt}"
+
     def open_sweep(self, path: str) -> tuple[list, list, list, list, str]:
         """A sweep directory's choices (backbones, conditions, (label, id) of prompts, seeds) and a summary."""
         index = open_sweep(Path(path))
@@ -138,7 +144,8 @@ def build_app(registry: Registry | None = None, out_dir: Path = Path("outputs"))
                     backbone = gr.Dropdown(backbones, value=DEFAULT_BACKBONE if DEFAULT_BACKBONE in backbones else backbones[0],
                                            label="backbone")
                     model = gr.Textbox(label="model", placeholder="built-in default, or a hub id / local checkpoint directory")
-                    prompt = gr.Textbox(label="prompt", placeholder="the backbone's default prompt")
+                    about = gr.Markdown(session.about(backbone.value))
+                    prompt = gr.Textbox(label="prompt", placeholder=session.default_prompt(backbone.value))
                     image = gr.Image(type="filepath", label="conditioning image (image-to-video; the test bed renders "
                                                             "one from the prompt without it)", height=160)
                     with gr.Row():
@@ -181,6 +188,8 @@ def build_app(registry: Registry | None = None, out_dir: Path = Path("outputs"))
             return [gr.update(visible=name in (names or [])) for name in session.forms.forms]
 
         chosen.change(show_groups, chosen, groups, concurrency_limit=None)
+        backbone.change(lambda name: (session.about(name), gr.update(placeholder=session.default_prompt(name))),
+                        backbone, [about, prompt], concurrency_limit=None)
         for widget in form:
             widget.change(session.check, form, check, concurrency_limit=None)
 
