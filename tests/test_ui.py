@@ -78,7 +78,8 @@ def test_out_of_range_parameter_is_refused_before_loading(tmp_path):
 
 
 def test_a_plugin_registered_only_through_an_entry_point_gets_its_controls(installed_plugin, tmp_path):
-    from inertia.ui.app import Session, build_app
+    from inertia.ui.app import build_app
+    from inertia.ui.session import Session
 
     forms = InterventionForms.of(installed_plugin.interventions.plugins)
     assert forms.forms["constant_cfg"] == [
@@ -149,7 +150,7 @@ def test_a_sweep_opens_and_pairs_a_condition_with_its_baseline(tmp_path):
     with pytest.raises(InertiaError, match="no results.sqlite"):
         open_sweep(tmp_path)
 
-    from inertia.ui.app import Session
+    from inertia.ui.session import Session
 
     session = Session(default_registry(), tmp_path)
     assert session.open_sweep(str(tmp_path / "out")) == (["wan"], ["relax(beta=0.5)"], [("ball: a ball rolls", "ball")],

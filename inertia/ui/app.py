@@ -1,6 +1,6 @@
 """The Gradio layout of `inertia ui`: a "Compare" tab (a baseline and an intervention run side by side,
-the guidance schedule they apply, their metrics) and a "Load sweep" tab. Only wiring lives here; what
-the widgets do is in the other modules of the package.
+the guidance schedule they apply, their metrics) and a "Load sweep" tab. Only layout and wiring live
+here; what the widgets do is `session.Session`.
 
 The app never reaches the internet: analytics and the version check are off, no share link, no
 web fonts (the browser uses system fonts), no server-side rendering process. One generation job
@@ -11,21 +11,14 @@ stops a job between its runs, and the run path writes each run atomically, its r
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..core.config import PluginSpec
 from ..core.errors import InertiaError
-from ..core.params import parse_value
 from ..registry import Registry, default_registry
-from ..run import ModelCache
-from .compare import Request, metric_table, plan_pair, record_path, run_or_reuse
-from .controls import Control, InterventionForms, spec_text
-from .media import preview_video, record_copy, thumbnails
-from .schedule import first_section, planned_schedule, schedule_figure
-from .sweep_view import open_sweep
+from .controls import Control
+from .session import Session, error_line
 
 #: The backbone the form starts on: the test bed runs on a CPU in seconds with no downloads.
 DEFAULT_BACKBONE = "testbed"
@@ -53,82 +46,6 @@ def _widget(gr, control: Control):
     if control.kind == "checkbox":
         return gr.Checkbox(value=control.value, **common)
     return gr.Textbox(value=control.value, placeholder="default" if not control.required else "required", **common)
-
-
-def _typed(text: str | None) -> Any:
-    """A text box's value read as the command line reads one (`5` an int, `4.5` a float); None when empty."""
-    text = (text or "").strip()
-    return parse_value(text) if text else None
-
-
-def _error(error: Exception) -> str:
-    """The message the CLI prints for the same input."""
-    return "error: " + str(error).replace("\n", " ")
-
-
-class Session:
-    """The app's state shared by all browser sessions: the registry, the loaded model, the preview cache."""
-
-    def __init__(self, registry: Registry, out_dir: Path):
-        self.registry = registry
-        self.out_dir = Path(out_dir)
-        self.forms = InterventionForms.of(registry.interventions.plugins)
-        self.models = ModelCache(max_models=1)
-        self.cache = Path(tempfile.mkdtemp(prefix="inertia-ui-"))
-
-    def request(self, backbone, model, prompt, image, seed, steps, guidance, metrics, out_dir, chosen,
-                *values) -> Request:
-        return Request(
-            backbone=backbone, model=(model or "").strip() or None, prompt=(prompt or "").strip() or None,
-            image=Path(image) if image else None, seed=int(seed or 0), steps=_typed(steps), guidance_scale=_typed(guidance),
-            interventions=self.forms.specs(list(chosen or []), list(values)),
-            metrics=[PluginSpec(name=name) for name in metrics or []], out_dir=Path(out_dir or self.out_dir),
-        )
-
-    def check(self, *form) -> str:
-        """The equivalent command line, or the error the CLI would give; nothing loads."""
-        try:
-            request = self.request(*form)
-            plan_pair(request, self.registry)
-        except (InertiaError, ValueError) as error:
-            return _error(error)
-        return f"ok: `{request.command_line()}`"
-
-    def schedule(self, *form):
-        request = self.request(*form)
-        pair = plan_pair(request, self.registry)
-        points = planned_schedule(pair.treated, first_section(pair.treated, self.models))
-        names = " + ".join(spec_text(spec) for spec in request.interventions)
-        return schedule_figure(points, f"{request.backbone}: {names}")
-
-    def about(self, backbone: str) -> str:
-        return self.registry.backbones.get(backbone).description
-
-    def default_prompt(self, backbone: str) -> str:
-        return f"default: {self.registry.backbones.get(backbone).default_prompt}"
-
-    def open_sweep(self, path: str) -> tuple[list, list, list, list, str]:
-        """A sweep directory's choices (backbones, conditions, (label, id) of prompts, seeds) and a summary."""
-        index = open_sweep(Path(path))
-        prompts = [(f"{key}: {text}", key) for key, text in index.prompts.items()]
-        summary = f"{index.data.name}: {len(index.data.complete)} complete runs of {len(index.data.runs)}"
-        return index.backbones, index.conditions, prompts, index.seeds, summary
-
-    def sweep_pair(self, path, backbone, condition, prompt_id, seed) -> tuple[str | None, str | None, str, list]:
-        """Playable copies of a sweep cell's run and its baseline, a line about them, their metric table."""
-        try:
-            run, baseline = open_sweep(Path(path)).pair(backbone, condition, prompt_id, int(seed))
-        except (InertiaError, TypeError, ValueError) as error:
-            return None, None, _error(error), []
-        missing = [f"{r.condition}: {r.status}" for r in (run, baseline) if r.video is None]
-        line = f"not complete: {', '.join(missing)}" if missing else f"{run.run_dir} vs {baseline.run_dir}"
-        return (self.shown(run.video)[0], self.shown(baseline.video)[0], line,
-                metric_table(baseline.record or {}, run.record or {}))
-
-    def shown(self, video: Path | None) -> tuple[str | None, str | None]:
-        if video is None:
-            return None, None
-        return str(preview_video(video, self.cache)), str(thumbnails(video, self.cache))
 
 
 def build_app(registry: Registry | None = None, out_dir: Path = Path("outputs")):
@@ -193,39 +110,10 @@ def build_app(registry: Registry | None = None, out_dir: Path = Path("outputs"))
         for widget in form:
             widget.change(session.check, form, check, concurrency_limit=None)
 
-        def preview(*values):
-            try:
-                return session.schedule(*values), ""
-            except (InertiaError, ValueError) as error:
-                return None, _error(error)
-
-        plan_button.click(preview, form, [plot, status], concurrency_id=GPU_QUEUE, concurrency_limit=1)
+        plan_button.click(session.preview, form, [plot, status], concurrency_id=GPU_QUEUE, concurrency_limit=1)
 
         def run(*values, progress=gr.Progress(track_tqdm=True)) -> Iterator[list[Any]]:
-            empty = [None] * 7
-            try:
-                request = session.request(*values)
-                pair = plan_pair(request, session.registry)
-                figure = session.schedule(*values)
-            except (InertiaError, ValueError) as error:
-                yield [None, _error(error), *empty]
-                return
-            yield [figure, "running the baseline", *empty]
-            results = []
-            for label, plan in (("baseline", pair.baseline), ("intervention", pair.treated)):
-                try:
-                    result, generated = run_or_reuse(plan, session.models)
-                except InertiaError as error:
-                    yield [figure, _error(error), *empty]
-                    return
-                results.append((result, generated))
-                if label == "baseline":
-                    yield [figure, "running the intervention", *empty]
-            shown = []
-            for result, _ in results:
-                shown.extend([*session.shown(result.video), str(record_copy(record_path(result), session.cache))])
-            done = ", ".join(f"{r.run_dir}{'' if new else ' (already complete: read back)'}" for r, new in results)
-            yield [figure, f"done: {done}", *shown, metric_table(results[0][0].record, results[1][0].record)]
+            yield from session.compare(*values)  # the progress bar follows the sampling loop's tqdm bars
 
         outputs = [plot, status, *[c for side in sides for c in side], table]
         run_button.click(run, form, outputs, concurrency_id=GPU_QUEUE, concurrency_limit=1)
@@ -254,7 +142,7 @@ def _sweep_tab(gr, session: Session) -> None:
         try:
             backbones, conditions, prompts, seeds, summary = session.open_sweep(path)
         except InertiaError as error:
-            return [gr.update()] * 4 + [_error(error)]
+            return [gr.update()] * 4 + [error_line(error)]
         first = lambda items: items[0] if items else None  # noqa: E731
         return [gr.update(choices=backbones, value=first(backbones)),
                 gr.update(choices=conditions, value=first(conditions)),
