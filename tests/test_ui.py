@@ -162,3 +162,18 @@ def test_a_sweep_opens_and_pairs_a_condition_with_its_baseline(tmp_path):
     assert ["flicker.vbench_flicker", f"{b:.4g}", f"{r:.4g}", f"{r - b:.4g}"] in rows
     assert session.sweep_pair(str(tmp_path / "out"), "wan", "relax(beta=0.5)", "ball", 7)[2] == (
         "error: sweep ui: no run of relax(beta=0.5) on wan, prompt ball, seed 7")
+
+
+def test_a_comparison_stopped_between_its_runs_leaves_only_complete_runs(tmp_path):
+    """Gradio stops a job whose page was closed at its next stage: what was written is complete."""
+    from inertia.ui.session import Session
+
+    session = Session(default_registry(), tmp_path)
+    values = [c.value for controls in session.forms.forms.values() for c in controls]
+    form = ["wan", "", "", None, 0, "2", "", ["flicker"], str(tmp_path), ["relax"], *values]
+    stages = session.compare(*form)
+    assert [next(stages)[1] for _ in range(2)] == ["running the baseline", "running the intervention"]
+    stages.close()  # as when the page is closed while the intervention is about to run
+    (run_dir,) = [path for path in tmp_path.iterdir() if path.is_dir()]
+    assert sorted(path.name for path in run_dir.iterdir()) == ["config.yaml", "record.json", "video.mp4"]  # no temp files
+    assert read_record(run_dir)["interventions"] == []  # the baseline

@@ -4,8 +4,9 @@ here; what the widgets do is `session.Session`.
 
 The app never reaches the internet: analytics and the version check are off, no share link, no
 web fonts (the browser uses system fonts), no server-side rendering process. One generation job
-runs at a time (the queue's concurrency is one for everything that loads a model); closing the page
-stops a job between its runs, and the run path writes each run atomically, its record last.
+runs at a time (the queue's concurrency is one for everything that loads a model). A comparison is
+a generator with one stage per run, so a job stopped when its page closes stops between runs; and
+the run path writes each file atomically, the record last: no half-written run either way.
 """
 
 from __future__ import annotations
