@@ -65,7 +65,8 @@ def build_app(registry: Registry | None = None, out_dir: Path = Path("outputs"))
                     about = gr.Markdown(session.about(backbone.value))
                     prompt = gr.Textbox(label="prompt", placeholder=session.default_prompt(backbone.value))
                     image = gr.Image(type="filepath", label="conditioning image (image-to-video; the test bed renders "
-                                                            "one from the prompt without it)", height=160)
+                                                            "one from the prompt without it)", height=160,
+                                     format="png")  # lossless for pasted images (uploads pass unchanged); webp is lossy
                     with gr.Row():
                         seed = gr.Number(0, precision=0, label="seed")
                         # text boxes: empty is the backbone's default (a number box would send 0)
