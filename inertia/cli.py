@@ -1,4 +1,4 @@
-"""Command line: `inertia run`, `inertia score`, `inertia plugins`, `inertia testbed`, `inertia sweep`, `inertia report`.
+"""Command line: `inertia run`, `inertia score`, `inertia plugins`, `inertia testbed`, `inertia sweep`, `inertia report`, `inertia ui`.
 
 User mistakes print one line (`error: field: what is allowed`) and exit with status 2, before
 any model loads; no Python traceback is shown for them.
@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = commands.add_parser("plugins", help="list backbones, interventions and metrics with their parameters")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
+
+    ui = commands.add_parser("ui", help="web app: try interventions side by side, view a sweep (needs inertia[ui])")
+    ui.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
+    ui.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    ui.add_argument("--out", type=Path, default=Path("outputs"), help="default output directory of its runs")
     return parser
 
 
@@ -184,11 +189,21 @@ def command_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_ui(args: argparse.Namespace) -> int:
+    try:
+        from .ui.app import launch
+    except ImportError as error:
+        raise InertiaError(f"ui: {error.name} is not installed; install it with pip install 'inertia[ui]'") from None
+    launch(args.host, args.port, args.out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries()  # before the parser imports the plugins: their imports log optional-dependency warnings
     args = build_parser().parse_args(argv)
     try:
-        commands = {"run": command_run, "score": command_score, "plugins": command_plugins, "testbed": command_testbed}
+        commands = {"run": command_run, "score": command_score, "plugins": command_plugins, "testbed": command_testbed,
+                    "ui": command_ui}
         commands.update(_sweep_commands())
         return commands[args.command](args)
     except NonFiniteLatentsError as error:

@@ -83,3 +83,12 @@ def tiny_testbed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_testbed import train_tiny
 
     return train_tiny(tmp_path_factory.mktemp("testbed_run"))
+
+
+@pytest.fixture
+def installed_plugin(tmp_path, monkeypatch):
+    """The registry with a third-party package installed on sys.path that registers an intervention
+    only through an entry point (`fake_plugin.py`)."""
+    from fake_plugin import install_fake_plugin
+
+    return install_fake_plugin(tmp_path, monkeypatch)

@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("inertia.registry",),
     ("inertia.run", "inertia.scoring", "inertia.plugin_listing"),
     ("inertia.sweep", "inertia.testbed"),
-    ("inertia.cli",),
+    ("inertia.cli", "inertia.ui"),
 ]
 
 

@@ -3,49 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from fake_plugin import PLUGIN_SOURCE
 
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.errors import ConfigError
 from inertia.run import generate, plan_run
 from inertia.registry import ENTRY_POINT_GROUP, build_registry, make_plugin_manager
-
-PLUGIN_SOURCE = '''
-from typing import ClassVar
-from pydantic import Field
-from inertia.core.intervention import GuidanceParams, GuidanceSchedule
-from inertia.hookspec import hookimpl
-
-
-class ConstantParams(GuidanceParams):
-    value: float = Field(3.0, gt=0, description="the scale to use at every step")
-
-
-class Constant(GuidanceSchedule):
-    name = "constant_cfg"
-    description = "A third-party test plugin: constant guidance."
-    Params: ClassVar = ConstantParams
-
-    def scale(self, base, ctx):
-        return self.params.value
-
-
-@hookimpl
-def inertia_interventions():
-    return [Constant]
-'''
-
-
-@pytest.fixture
-def installed_plugin(tmp_path, monkeypatch):
-    """A third-party package 'fake-inertia-plugin' installed on sys.path with an entry point."""
-    (tmp_path / "fake_inertia_plugin.py").write_text(PLUGIN_SOURCE)
-    dist = tmp_path / "fake_inertia_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-inertia-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nconstant = fake_inertia_plugin\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return build_registry(make_plugin_manager())
-
 
 def test_builtins_register_through_the_hooks():
     registry = build_registry(make_plugin_manager(load_entry_points=False))

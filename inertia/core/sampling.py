@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .attention import AttentionHooks
-from .backbone import Backbone
+from .backbone import Backbone, Section
 from .combination import CONDITIONAL_ONLY, NO_BRANCHES, Branch
 from .context import StepContext
 from .errors import ConfigError, NonFiniteLatentsError
@@ -68,6 +68,25 @@ def branch_active(branch: Branch, hooks: AttentionHooks | None, history: History
             history.branch = None
 
 
+def step_context(section: Section, step: int, stack: InterventionStack, guidance: Mapping[str, float],
+                 expert_guidance: Mapping[str, Mapping[str, float]] | None = None) -> StepContext:
+    """What the interventions see at `step` of `section`: the step's sigma, its base guidance scales
+    (those of the step's expert where the section names one) and the run's envelope. The loop and
+    every preview of a run's schedule (`inertia ui`) build it here, so they cannot disagree."""
+    sigma = section.sigmas[step]
+    expert = None if section.experts is None else section.experts[step]
+    return StepContext(
+        step=step,
+        num_steps=len(section.timesteps),
+        timestep=float(section.timesteps[step]),
+        sigma=sigma,
+        guidance=guidance if expert is None else expert_guidance[expert],
+        envelope=stack.envelope(sigma),
+        section=section.index,
+        num_sections=section.count,
+    )
+
+
 def sample(
     backbone: Backbone,
     job: Any,
@@ -103,20 +122,10 @@ def sample(
         for section in backbone.sections(job):
             if hooks is not None:
                 hooks.layout = backbone.token_layout(job, section)
-            num_steps = len(section.timesteps)
             for step, timestep in enumerate(section.timesteps):
-                sigma = section.sigmas[step]
+                ctx = step_context(section, step, stack, guidance, expert_guidance)
+                sigma = ctx.sigma
                 expert = None if section.experts is None else section.experts[step]
-                ctx = StepContext(
-                    step=step,
-                    num_steps=num_steps,
-                    timestep=float(timestep),
-                    sigma=sigma,
-                    guidance=guidance if expert is None else expert_guidance[expert],
-                    envelope=stack.envelope(sigma),
-                    section=section.index,
-                    num_sections=section.count,
-                )
                 if hooks is not None:
                     hooks.step = ctx
                 if history is not None:
