@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="metric scored on the written video, repeatable (e.g. motion, action:labels=somersaulting); "
              "replaces the config file's list",
     )
+    run.add_argument("--allow-pickled-weights", action="store_true", default=None,
+                     help="also load pickled weights (.bin, .pt), which can run code: only for files you trust")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     score = commands.add_parser("score", help="score existing videos with metrics (appends to a run's record.json)")
@@ -130,6 +132,8 @@ def config_from_args(args: argparse.Namespace):
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             values[field] = value
+    if args.allow_pickled_weights:
+        values["allow_pickled_weights"] = True
     if args.intervention is not None:
         values["interventions"] = [PluginSpec.parse(text) for text in args.intervention]
     if args.metric is not None:

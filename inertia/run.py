@@ -17,6 +17,7 @@ import torch
 from .core.attention import AttentionHooks, QKVTransform
 from .core.backbone import Backbone
 from .core.builtin_models import SMOKE_TEST_NOTICE
+from .core.checkpoint_files import check_checkpoint, local_model_dir, weights_fingerprint
 from .core.config import PluginSpec, RunConfig, save_config
 from .core.history import HistoryHooks
 from .core.intervention import InterventionStack
@@ -60,7 +61,11 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> PlannedRun:
     if config.prompt is None:
         config = config.model_copy(update={"prompt": backbone.default_prompt})
     backbone.refuse_unknown_builtin(config.model)
+    handled = {name for contents in backbone.checkpoint_contents.values() for name in contents.components}
+    check_checkpoint(config.model, config.allow_pickled_weights, handled)
     resolved = backbone.resolve(resolve_runtime(config))
+    local = local_model_dir(resolved.model)
+    resolved = resolved.model_copy(update={"model_fingerprint": weights_fingerprint(local) if local else None})
     interventions = [
         registry.interventions.get(spec.name, f"interventions[{i}]").from_spec(spec.params, spec.name)
         for i, spec in enumerate(resolved.interventions)

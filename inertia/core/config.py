@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator
 
 from .devices import check_device_name
 from .errors import ConfigError, InertiaError
@@ -77,7 +77,7 @@ MAX_FPS = 240
 SEED_LIMIT = 2**64
 
 #: RunConfig fields added after runs were first recorded (see `RunConfig.identity`).
-LATER_FIELDS = frozenset({"guidance_scale_2"})
+LATER_FIELDS = frozenset({"guidance_scale_2", "model_fingerprint"})
 
 
 class RunConfig(BaseModel):
@@ -116,6 +116,13 @@ class RunConfig(BaseModel):
         default_factory=list, description="metrics scored on the written video; not part of the run's identity"
     )
     out_dir: Path = Path("outputs")
+    allow_pickled_weights: StrictBool = Field(
+        False, description="load pickled weights (.bin, .pt), which can run code; default: safetensors only",
+    )
+    model_fingerprint: str | None = Field(
+        None, description="set by planning: a content fingerprint of a local model directory's weights, so that "
+        "changed weights make a new run; not an input",
+    )
 
     @field_validator("attention")
     @classmethod
@@ -139,11 +146,12 @@ class RunConfig(BaseModel):
         return self.model_copy(update={key: value for key, value in defaults.items() if getattr(self, key) is None})
 
     def identity(self) -> dict[str, Any]:
-        """The fields that determine the video (everything but where it is written and how it is scored).
+        """The fields that determine the video (everything but where it is written, how it is scored and
+        whether pickled weights may load: the weights themselves count through `model_fingerprint`).
 
         A field added after runs were recorded is left out while unset (`LATER_FIELDS`), so that the
         runs recorded before it keep their hashes."""
-        data = self.model_dump(mode="json", exclude={"out_dir", "metrics"})
+        data = self.model_dump(mode="json", exclude={"out_dir", "metrics", "allow_pickled_weights"})
         return {key: value for key, value in data.items() if not (key in LATER_FIELDS and value is None)}
 
     def run_hash(self) -> str:
