@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.config import ATTENTION_BACKENDS, PluginSpec, build_config, load_config_file
-from .core.errors import InertiaError, NonFiniteLatentsError
+from .core.errors import InertiaError, NonFiniteLatentsError, WriteFault
 from .core.io import check_output_dir
 from .core.runtime import quiet_libraries
 
@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {"run": command_run, "score": command_score, "plugins": command_plugins, "testbed": command_testbed}
         commands.update(_sweep_commands())
         return commands[args.command](args)
-    except NonFiniteLatentsError as error:
+    except (NonFiniteLatentsError, WriteFault) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 3
     except InertiaError as error:

@@ -21,7 +21,7 @@ from .core.checkpoint_files import check_checkpoint, local_model_dir, weights_fi
 from .core.config import PluginSpec, RunConfig, save_config
 from .core.history import HistoryHooks
 from .core.intervention import InterventionStack
-from .core.io import frames_to_uint8, read_video, write_json, write_mp4
+from .core.io import frames_to_uint8, read_video, remove_stale_temporaries, write_json, write_mp4
 from .core.metric import Metric
 from .core.records import CONFIG_NAME, RECORD_NAME, VIDEO_NAME, device_description, package_versions, utc_now
 from .core.runtime import attention_backend, resolve_runtime
@@ -215,9 +215,24 @@ def _metrics_key(plan: PlannedRun) -> str:
 def write_run(plan: PlannedRun, result: Generation, suite: MetricSuite | None) -> RunResult:
     """Write a generated run's video and config, score the written video, then write its record
     (last, once: a run is complete exactly when its record is there)."""
-    config = plan.config
-    frames = frames_to_uint8(result.frames)
     run_dir = plan.run_dir
+    existed = run_dir.is_dir()
+    if existed:
+        remove_stale_temporaries(run_dir)  # of an earlier run of this config that was killed while writing
+    try:
+        return _write_run_files(plan, result, suite)
+    except BaseException:
+        # Nothing half-written stays: a video and config without a record would look like a run.
+        for name in (VIDEO_NAME, CONFIG_NAME):
+            (run_dir / name).unlink(missing_ok=True)
+        if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+
+
+def _write_run_files(plan: PlannedRun, result: Generation, suite: MetricSuite | None) -> RunResult:
+    config, run_dir = plan.config, plan.run_dir
+    frames = frames_to_uint8(result.frames)
     write_mp4(run_dir / VIDEO_NAME, frames, fps=config.fps, lossless=plan.backbone.lossless_video)
     save_config(config, run_dir / CONFIG_NAME)
     record = {

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, WriteFault
 
 
 def check_output_dir(field: str, path: Path) -> None:
@@ -49,19 +52,71 @@ def _pathconf(path: Path, name: str, default: int) -> int:
         return default
 
 
+#: errno values that mean "this machine cannot store the file now", not "the input is wrong".
+WRITE_FAULT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+
+
+def raise_write_fault(path: Path, error: OSError) -> None:
+    """Re-raise `error` as a one-line WriteFault naming `path` when it is a write fault (disk full, ...);
+    any other OSError is re-raised as it is."""
+    if error.errno in WRITE_FAULT_ERRNOS:
+        raise WriteFault(f"{path}: cannot write: {error.strerror or error}") from error
+    raise error
+
+
+def _owner_tag() -> str:
+    """Who writes a temporary file (`~PID@HOST~`), so a later run can tell a killed writer's leftovers
+    from another process's write in progress."""
+    return f"~{os.getpid()}@{socket.gethostname()}~"
+
+
+_OWNER = re.compile(r"~(\d+)@([^~]*)~")
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Remove the temporary files (`.NAME.*.tmp*`) in `directory` that a killed process left; those of a
+    live process on this host, or of another host, stay. Returns the removed paths."""
+    removed = []
+    host = socket.gethostname()
+    for path in Path(directory).glob(".*.tmp*"):
+        owner = _OWNER.search(path.name)
+        if owner is not None and (owner.group(2) != host or _alive(int(owner.group(1)))):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds. A write fault
+    (disk full, ...) in the block or the replace becomes a WriteFault naming `path`; the temporary file
+    is removed in every case."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as error:
+        raise_write_fault(path, error)
     try:
         yield Path(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results get ordinary permissions
         os.replace(tmp, path)
+    except OSError as error:
+        raise_write_fault(path, error)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -100,8 +155,10 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18, lossless:
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
+    # The file is opened here, not by FFmpeg: when a write fails (disk full), closing the container fails
+    # too and FFmpeg would keep its descriptor, holding the deleted file's space for the process's life.
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        with av.open(handle, mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv444p" if lossless else "yuv420p"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from ..core.config import PluginSpec, RunConfig
-from ..core.errors import InertiaError
+from ..core.errors import InertiaError, WriteFault
 from ..core.records import RECORD_NAME, VIDEO_NAME
 from ..run import ModelCache, PlannedRun, execute, execute_batch, plan_run
 from ..scoring import score_videos
@@ -132,6 +132,8 @@ def attempt(function: Callable[..., Any], *args: Any) -> Status:
     """Call `function`; its result or its error as a Status (workers report errors as values)."""
     try:
         return "ok", function(*args)
+    except WriteFault:
+        raise  # the machine cannot store results: every later run would fail the same way; stop the sweep
     except InertiaError as error:
         return "fatal", describe_error(error)
     except Exception as error:  # noqa: BLE001 - reported, then retried by the executor
