@@ -198,6 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InertiaError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
+    except Exception as error:
+        from .registry import culprit, default_registry
+
+        blamed = culprit(default_registry(), error.__traceback__)
+        if blamed is None:
+            raise  # inertia's own bug: the traceback is what helps
+        print(f"error: {blamed} raised {type(error).__name__}: {one_line(error)}", file=sys.stderr)
+        return 3
 
 
 def one_line(error: Exception) -> str:
