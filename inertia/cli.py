@@ -41,8 +41,16 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own errors (a missing argument, `--seed x`, an unknown flag) as the CLI's one line
+    `error: ...` with exit status 2, instead of the usage text and a second line; subcommands inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {one_line(message)} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inertia", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="inertia", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="generate one video with interventions")

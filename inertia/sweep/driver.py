@@ -197,11 +197,11 @@ def _run(sweep: Sweep, runner, out: Path | None, dry_run: bool, skip_unsupported
         say(f"  shard {shard}: {len(mine)} of the {len(plan.runs)} runs (every {shard.count}th batch of {batch_size})")
     say(f"  already complete: {len(complete)}; to score only: {len(unscored)}; to generate: {len(todo) - len(unscored)}; "
         f"executor: {runner.name}; batch size: {batch_size}")
+    check_output_dir("out", plan.out)  # also for --dry-run: the plan shows a sweep that can be run
     result = SweepResult(plan, existing=len(complete), dry_run=dry_run)
     if dry_run:
         return result
     retries = sweep.spec.retries if retries is None else retries
-    check_output_dir("out", plan.out)
     with sweep_lock(plan.out, shard):
         _write_plan_files(plan, mine)
         store = ResultStore(plan.out / DB_NAME)
