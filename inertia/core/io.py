@@ -211,6 +211,8 @@ def probe_video(path: Path, field: str = "video", max_bytes: int | None = None) 
             if not container.streams.video:
                 raise ConfigError(field, f"{path}: no video stream")
             stream = container.streams.video[0]
+            if stream.codec_context is None:
+                raise ConfigError(field, f"{path}: no decoder for its video stream (damaged or unsupported codec)")
             rate = float(stream.average_rate or stream.guessed_rate or 0)
             frames = stream.frames or (round(float(stream.duration * stream.time_base) * rate)
                                        if stream.duration and stream.time_base and rate else 0)
