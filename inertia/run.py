@@ -258,7 +258,8 @@ def _write_run_files(plan: PlannedRun, result: Generation, suite: MetricSuite | 
         "trace": [step.to_dict() for step in result.trace],
     }
     if suite is not None:
-        written, fps = read_video(run_dir / VIDEO_NAME)
+        # Its own video, just written from frames held in memory: no decoding budget to protect.
+        written, fps = read_video(run_dir / VIDEO_NAME, max_bytes=2 * frames.nbytes + 2**20)
         record["metrics"] = suite.score(written, fps, config.prompt, record)
     write_json(run_dir / RECORD_NAME, record)
     return RunResult(run_dir, run_dir / VIDEO_NAME, record)

@@ -16,7 +16,7 @@ from inertia.cli import main
 from inertia.core.checkpoint_files import safetensors_header, weights_fingerprint
 from inertia.core.config import RunConfig
 from inertia.registry import default_registry
-from inertia.run import plan_run
+from inertia.run import generate, plan_run
 
 
 from conftest import save_tiny_wan
@@ -154,3 +154,11 @@ def test_built_in_models_keep_their_run_hash():
     """Built-in models have no directory to fingerprint: their runs keep the hashes recorded before."""
     planned = plan_run(RunConfig(backbone="wan", device="cpu", steps=2)).config
     assert planned.model_fingerprint is None and "model_fingerprint" not in planned.identity()
+
+
+def test_named_models_are_left_to_their_backbone(no_loading):
+    """`package:...` (the test bed's shipped model, as resolved configs record it) is a name, not a path."""
+    from inertia.testbed.checkpoint import DEFAULT_MODEL
+
+    with pytest.raises(AssertionError, match="testbed loaded a model"):
+        generate(plan_run(RunConfig(backbone="testbed", model=DEFAULT_MODEL, device="cpu", steps=2)), progress=False)

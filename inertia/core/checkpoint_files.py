@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 from functools import lru_cache
 from collections.abc import Collection
@@ -57,9 +58,18 @@ def looks_local(ref: str) -> bool:
     return ref.startswith(("/", "./", "../", "~", ".\\")) or ref.count("/") != 1 or "\\" in ref
 
 
+#: `builtin:NAME`, the test bed's `package:...`: names a backbone resolves itself, not paths or hub ids.
+_NAMED = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def named_model(model: str | None) -> bool:
+    """True for no model or a model a backbone names itself (`builtin:...`, `package:...`)."""
+    return model is None or _NAMED.match(model) is not None
+
+
 def local_model_dir(model: str | None) -> Path | None:
-    """The directory `model` names, when it is a local directory (not a `builtin:` name, not a hub id)."""
-    if model is None or model.startswith("builtin:"):
+    """The directory `model` names, when it is a local directory (not a named model, not a hub id)."""
+    if named_model(model):
         return None
     path = Path(model).expanduser()
     return path if path.is_dir() else None
@@ -75,7 +85,7 @@ def check_checkpoint(model: str | None, allow_pickled: bool = False, components:
     the same way while offline (online, `from_pretrained` downloads what is missing). An uncached hub
     id while offline, or a local path that does not exist, is refused at once. With `components`, only
     those are checked (the ones a backbone loads; it refuses the others by name)."""
-    if model is None or model.startswith("builtin:"):
+    if named_model(model):
         return
     directory = local_model_dir(model)
     if directory is None:

@@ -205,7 +205,6 @@ def probe_video(path: Path, field: str = "video", max_bytes: int | None = None) 
     import av
 
     max_bytes = MAX_DECODED_BYTES if max_bytes is None else max_bytes
-
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
