@@ -4,6 +4,7 @@ uninstalled. Also: broken plugins are left out with their name and error, and th
 
 from __future__ import annotations
 
+import importlib
 import json
 import sqlite3
 import subprocess
@@ -28,8 +29,10 @@ def inertia(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
                           env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def installed():
+    """Installed for one test only: while it is, this process sees its entry point but cannot import it
+    (an editable install's path hook is read at interpreter start-up), so the other tests run without it."""
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     done = subprocess.run([*pip, "install", "-e", str(PACKAGE), "--no-deps", "--no-build-isolation"],
                           capture_output=True, text=True)
@@ -38,6 +41,7 @@ def installed():
         yield
     finally:
         subprocess.run([*pip, "uninstall", "-y", "inertia-example"], capture_output=True, check=True)
+        importlib.invalidate_caches()
 
 
 def test_the_installed_example_is_listed_and_runs_in_a_sweep_on_two_backbones(installed, tmp_path):
