@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.config import ATTENTION_BACKENDS, PluginSpec, build_config, load_config_file
-from .core.errors import InertiaError, NonFiniteLatentsError
+from .core.errors import InertiaError, NonFiniteLatentsError, WriteFault
 from .core.io import check_output_dir
 from .core.runtime import quiet_libraries
 
@@ -44,8 +44,16 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own errors (a missing argument, `--seed x`, an unknown flag) as the CLI's one line
+    `error: ...` with exit status 2, instead of the usage text and a second line; subcommands inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {one_line(message)} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inertia", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="inertia", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="generate one video with interventions")
@@ -61,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="metric scored on the written video, repeatable (e.g. motion, action:labels=somersaulting); "
              "replaces the config file's list",
     )
+    run.add_argument("--allow-pickled-weights", action="store_true", default=None,
+                     help="also load pickled weights (.bin, .pt), which can run code: only for files you trust")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     score = commands.add_parser("score", help="score existing videos with metrics (appends to a run's record.json)")
@@ -138,6 +148,8 @@ def config_from_args(args: argparse.Namespace):
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             values[field] = value
+    if args.allow_pickled_weights:
+        values["allow_pickled_weights"] = True
     if args.intervention is not None:
         values["interventions"] = [PluginSpec.parse(text) for text in args.intervention]
     if args.metric is not None:
@@ -206,12 +218,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "ui": command_ui}
         commands.update(_sweep_commands())
         return commands[args.command](args)
-    except NonFiniteLatentsError as error:
+    except (NonFiniteLatentsError, WriteFault) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 3
     except InertiaError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
+    except Exception as error:
+        from .registry import culprit, default_registry
+
+        blamed = culprit(default_registry(), error.__traceback__)
+        if blamed is None:
+            raise  # inertia's own bug: the traceback is what helps
+        print(f"error: {blamed} raised {type(error).__name__}: {one_line(error)}", file=sys.stderr)
+        return 3
 
 
 def one_line(error: Exception) -> str:

@@ -10,6 +10,7 @@ from .registry import Registry
 
 
 def describe_registry(registry: Registry) -> dict[str, list[dict[str, Any]]]:
+    """Every plugin by kind, and the third-party plugins left out with the reason (`problems`)."""
     backbones = [
         {
             "name": name,
@@ -38,6 +39,7 @@ def describe_registry(registry: Registry) -> dict[str, list[dict[str, Any]]]:
         "backbones": backbones,
         "interventions": with_params(registry.interventions),
         "metrics": with_params(registry.metrics),
+        "problems": [asdict(problem) for problem in registry.problems],
     }
 
 
@@ -59,4 +61,9 @@ def format_listing(listing: dict[str, list[dict[str, Any]]]) -> str:
             for p in plugin["params"]:
                 default = "(required)" if p["required"] else repr(p["default"])
                 lines.append(f"      {p['name']}: {p['type']} = {default}  (allowed: {p['allowed']})  {p['description']}")
+    if listing.get("problems"):
+        lines.append("plugins left out (the others work):")
+        for problem in listing["problems"]:
+            name = f" ({problem['name']})" if problem["name"] else ""
+            lines.append(f"  {problem['plugin']}{name}: {problem['error']}")
     return "\n".join(lines)

@@ -17,10 +17,11 @@ import torch
 from .core.attention import AttentionHooks, QKVTransform
 from .core.backbone import Backbone
 from .core.builtin_models import SMOKE_TEST_NOTICE
+from .core.checkpoint_files import check_checkpoint, local_model_dir, weights_fingerprint
 from .core.config import PluginSpec, RunConfig, save_config
 from .core.history import HistoryHooks
 from .core.intervention import InterventionStack
-from .core.io import frames_to_uint8, read_video, write_json, write_mp4
+from .core.io import frames_to_uint8, read_video, remove_stale_temporaries, write_json, write_mp4
 from .core.performance import apply_performance, check_compilable, choose_attention, compile_clock
 from .core.metric import Metric
 from .core.records import CONFIG_NAME, RECORD_NAME, VIDEO_NAME, device_description, package_versions, utc_now
@@ -61,7 +62,11 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> PlannedRun:
     if config.prompt is None:
         config = config.model_copy(update={"prompt": backbone.default_prompt})
     backbone.refuse_unknown_builtin(config.model)
+    handled = {name for contents in backbone.checkpoint_contents.values() for name in contents.components}
+    check_checkpoint(config.model, config.allow_pickled_weights, handled)
     resolved = backbone.resolve(resolve_runtime(config))
+    local = local_model_dir(resolved.model)
+    resolved = resolved.model_copy(update={"model_fingerprint": weights_fingerprint(local) if local else None})
     interventions = [
         registry.interventions.get(spec.name, f"interventions[{i}]").from_spec(spec.params, spec.name)
         for i, spec in enumerate(resolved.interventions)
@@ -229,9 +234,24 @@ def _metrics_key(plan: PlannedRun) -> str:
 def write_run(plan: PlannedRun, result: Generation, suite: MetricSuite | None) -> RunResult:
     """Write a generated run's video and config, score the written video, then write its record
     (last, once: a run is complete exactly when its record is there)."""
-    config = plan.config
-    frames = frames_to_uint8(result.frames)
     run_dir = plan.run_dir
+    existed = run_dir.is_dir()
+    if existed:
+        remove_stale_temporaries(run_dir)  # of an earlier run of this config that was killed while writing
+    try:
+        return _write_run_files(plan, result, suite)
+    except BaseException:
+        # Nothing half-written stays: a video and config without a record would look like a run.
+        for name in (VIDEO_NAME, CONFIG_NAME):
+            (run_dir / name).unlink(missing_ok=True)
+        if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+
+
+def _write_run_files(plan: PlannedRun, result: Generation, suite: MetricSuite | None) -> RunResult:
+    config, run_dir = plan.config, plan.run_dir
+    frames = frames_to_uint8(result.frames)
     write_mp4(run_dir / VIDEO_NAME, frames, fps=config.fps, lossless=plan.backbone.lossless_video)
     save_config(config, run_dir / CONFIG_NAME)
     record = {
@@ -258,7 +278,8 @@ def write_run(plan: PlannedRun, result: Generation, suite: MetricSuite | None) -
         "trace": [step.to_dict() for step in result.trace],
     }
     if suite is not None:
-        written, fps = read_video(run_dir / VIDEO_NAME)
+        # Its own video, just written from frames held in memory: no decoding budget to protect.
+        written, fps = read_video(run_dir / VIDEO_NAME, max_bytes=2 * frames.nbytes + 2**20)
         record["metrics"] = suite.score(written, fps, config.prompt, record)
     write_json(run_dir / RECORD_NAME, record)
     return RunResult(run_dir, run_dir / VIDEO_NAME, record)

@@ -24,7 +24,7 @@ import numpy as np
 
 from .core.config import PluginSpec
 from .core.errors import ConfigError, InertiaError
-from .core.io import read_video, write_json
+from .core.io import probe_video, read_video, write_json
 from .core.metric import Metric, VideoSample
 from .core.devices import resolve_device
 from .core.records import RECORD_NAME, package_versions, utc_now
@@ -168,6 +168,7 @@ def plan_targets(videos: Iterable[Path], prompt: str | None = None, out_dir: Pat
     for video in map(Path, videos):
         if not video.is_file():
             raise ConfigError("videos", f"no such video file: {video}")
+        probe_video(video, "videos")  # every file's header before the first is scored: none fails half-way
         run_record = run_record_for(video)
         if run_record is not None:
             record = json.loads(run_record.read_text())
@@ -175,10 +176,21 @@ def plan_targets(videos: Iterable[Path], prompt: str | None = None, out_dir: Pat
             targets.append(ScoreTarget(video, run_record, record, prompt if prompt is not None else run_prompt, True))
             continue
         existing_path = (out_dir or video.parent) / f"{video.stem}.record.json"
-        record = json.loads(existing_path.read_text()) if existing_path.is_file() else {}
+        record = _read_record(existing_path) if existing_path.is_file() else {}
         old_prompt = record.get("prompt", "")
         targets.append(ScoreTarget(video, existing_path, record, prompt if prompt is not None else old_prompt, False))
     return targets
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """An earlier score record that new scores are added to; ConfigError naming it when unreadable."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError("videos", f"{path}: not a readable score record ({error}); move it away to start afresh") from None
+    if not isinstance(record, dict):
+        raise ConfigError("videos", f"{path}: not a score record (a JSON object); move it away to start afresh")
+    return record
 
 
 def score_videos(videos: Sequence[Path], specs: Sequence[PluginSpec], prompt: str | None = None, device: str = "auto",
@@ -201,7 +213,7 @@ def score_videos(videos: Sequence[Path], specs: Sequence[PluginSpec], prompt: st
             raise InertiaError(f"{target.video}: {error}") from None
     suite.load()
     for target in targets:
-        frames, fps = read_video(target.video)
+        frames, fps = read_video(target.video, "videos")
         entries = suite.score(frames, fps, target.prompt, target.record)
         record = target.record
         if not target.is_run:

@@ -29,7 +29,7 @@ def test_third_party_intervention_runs_like_a_builtin(installed_plugin):
     assert [step.guidance for step in result.trace] == [{"cfg": 2.5}] * 3
 
 
-def test_duplicate_plugin_names_are_refused(tmp_path, monkeypatch):
+def test_a_duplicate_plugin_name_is_left_out_and_the_builtin_kept(tmp_path, monkeypatch):
     source = PLUGIN_SOURCE.replace('"constant_cfg"', '"relax"')
     (tmp_path / "dup_plugin.py").write_text(source)
     dist = tmp_path / "dup_plugin-0.1.dist-info"
@@ -37,8 +37,10 @@ def test_duplicate_plugin_names_are_refused(tmp_path, monkeypatch):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: dup-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\ndup = dup_plugin\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(TypeError, match=r"intervention 'relax' is registered by both inertia.builtins and dup"):
-        build_registry(make_plugin_manager())
+    registry = build_registry(make_plugin_manager())
+    assert registry.interventions.sources["relax"] == "inertia.builtins"
+    assert [str(problem) for problem in registry.problems] == [
+        "plugin dup (relax): intervention 'relax' is already registered by inertia.builtins; this one is left out"]
 
 
 def test_unknown_names_list_what_exists():

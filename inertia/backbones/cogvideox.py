@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..core.checkpoint_files import weights_options
 from ..core.attention import AttentionHooks, TokenLayout, VideoBlock, processors_installed
 from ..core.backbone import PipelineBackbone, Section, whole_video_section
 from ..core.builtin_models import checkpoint_path
@@ -331,7 +332,7 @@ class CogVideoXBackbone(PipelineBackbone):
         mode = config.mode
         path = checkpoint_path(config.model, lambda directory: cogvideox_builtin.build(mode, directory))
         pipeline_cls = CogVideoXImageToVideoPipeline if mode == "i2v" else CogVideoXPipeline
-        pipeline = pipeline_cls.from_pretrained(path, dtype=getattr(torch, config.dtype))
+        pipeline = pipeline_cls.from_pretrained(path, dtype=getattr(torch, config.dtype), **weights_options(config.allow_pickled_weights))
         return cls.on_device(pipeline, config, smoke_test=is_builtin(config.model))
 
     # ----- denoise-step interface ------------------------------------------------------------------

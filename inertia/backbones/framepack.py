@@ -63,6 +63,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..core.checkpoint_files import weights_options
 from ..core.attention import AttentionHooks, Role, TokenLayout
 from ..core.backbone import PipelineBackbone, Section
 from ..core.builtin_models import builtin_model_dir
@@ -287,9 +288,10 @@ class FramePackBackbone(PipelineBackbone):
         model, dtype = config.model, getattr(torch, config.dtype)
         layout = _layout(model)
         if layout == "transformer":
-            pipeline = assemble_pipeline(model, dtype)
+            pipeline = assemble_pipeline(model, dtype, allow_pickled=config.allow_pickled_weights)
         else:
-            pipeline = load_pipeline(builtin_weights() if layout == "builtin" else model, dtype)
+            pipeline = load_pipeline(builtin_weights() if layout == "builtin" else model, dtype,
+                                     allow_pickled=config.allow_pickled_weights)
         # Spatial VAE tiling, as diffusers' FramePack example enables it: it acts only above 256 px,
         # so small videos decode exactly as without it.
         pipeline.vae.enable_tiling()
@@ -492,18 +494,21 @@ def builtin_weights() -> Path:
     return builtin_model_dir(f"framepack-tiny-{framepack_builtin.VERSION}", framepack_builtin.build)
 
 
-def load_pipeline(path: str | Path, dtype: torch.dtype) -> Any:
+def load_pipeline(path: str | Path, dtype: torch.dtype, allow_pickled: bool = False) -> Any:
     """A saved FramePack pipeline; VAE and SigLIP stay float32 (small, and fp16 VAE decodes are fragile)."""
     from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoFramepackPipeline
     from transformers import SiglipVisionModel
 
-    vae = AutoencoderKLHunyuanVideo.from_pretrained(path, subfolder="vae", dtype=torch.float32)
-    image_encoder = SiglipVisionModel.from_pretrained(path, subfolder="image_encoder", dtype=torch.float32)
-    return HunyuanVideoFramepackPipeline.from_pretrained(path, dtype=dtype, vae=vae, image_encoder=image_encoder)
+    options = weights_options(allow_pickled)
+    vae = AutoencoderKLHunyuanVideo.from_pretrained(path, subfolder="vae", dtype=torch.float32, **options)
+    image_encoder = SiglipVisionModel.from_pretrained(path, subfolder="image_encoder", dtype=torch.float32, **options)
+    return HunyuanVideoFramepackPipeline.from_pretrained(path, dtype=dtype, vae=vae, image_encoder=image_encoder,
+                                                         **options)
 
 
 def assemble_pipeline(
-    transformer: str, dtype: torch.dtype, base: str | None = None, image_encoder: str | None = None
+    transformer: str, dtype: torch.dtype, base: str | None = None, image_encoder: str | None = None,
+    allow_pickled: bool = False,
 ) -> Any:
     """A FramePack transformer checkpoint completed as diffusers' FramePack docs do: VAE, text encoders
     and scheduler from HunyuanVideo, SigLIP image encoder and processor from FLUX Redux."""
@@ -511,11 +516,14 @@ def assemble_pipeline(
     from transformers import SiglipImageProcessor, SiglipVisionModel
 
     base, image_repo = base or BASE_MODEL, image_encoder or IMAGE_ENCODER_MODEL
+    options = weights_options(allow_pickled)
     return HunyuanVideoFramepackPipeline.from_pretrained(
         base,
         dtype=dtype,
-        transformer=HunyuanVideoFramepackTransformer3DModel.from_pretrained(transformer, dtype=dtype),
-        vae=AutoencoderKLHunyuanVideo.from_pretrained(base, subfolder="vae", dtype=torch.float32),
+        transformer=HunyuanVideoFramepackTransformer3DModel.from_pretrained(transformer, dtype=dtype, **options),
+        vae=AutoencoderKLHunyuanVideo.from_pretrained(base, subfolder="vae", dtype=torch.float32, **options),
         feature_extractor=SiglipImageProcessor.from_pretrained(image_repo, subfolder="feature_extractor"),
-        image_encoder=SiglipVisionModel.from_pretrained(image_repo, subfolder="image_encoder", dtype=torch.float32),
+        image_encoder=SiglipVisionModel.from_pretrained(image_repo, subfolder="image_encoder", dtype=torch.float32,
+                                                        **options),
+        **options,
     )

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..core.checkpoint_files import weights_options
 from ..core.attention import AttentionHooks, TokenLayout
 from ..core.backbone import PipelineBackbone, Section, single_section
 from ..core.builtin_models import checkpoint_path
@@ -174,10 +175,11 @@ class HunyuanVideoBackbone(PipelineBackbone):
 
         builtin = is_builtin(config.model)
         path = checkpoint_path(config.model, hunyuan_builtin.build)
+        options = weights_options(config.allow_pickled_weights)
         # The VAE stays float32, as Wan's does: decoding is a small share of a run, and half precision
         # would round the decoded pixels (the pipeline's docs load it in fp16; parity is in float32).
-        vae = AutoencoderKLHunyuanVideo.from_pretrained(path, subfolder="vae", dtype=torch.float32)
-        pipeline = HunyuanVideoPipeline.from_pretrained(path, vae=vae, dtype=getattr(torch, config.dtype))
+        vae = AutoencoderKLHunyuanVideo.from_pretrained(path, subfolder="vae", dtype=torch.float32, **options)
+        pipeline = HunyuanVideoPipeline.from_pretrained(path, vae=vae, dtype=getattr(torch, config.dtype), **options)
         # Spatial tiling, as the pipeline's docstring example enables, bounds decode memory at 720p;
         # it only acts above 256 px, so smaller videos decode exactly as without it.
         pipeline.vae.enable_tiling()

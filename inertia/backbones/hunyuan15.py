@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..core.checkpoint_files import weights_options
 from ..core.attention import AttentionHooks, TokenLayout, VideoBlock
 from ..core.backbone import PipelineBackbone, Section, single_section
 from ..core.builtin_models import checkpoint_path
@@ -271,11 +272,12 @@ class HunyuanVideo15Backbone(PipelineBackbone):
         model, mode = config.model, config.mode
         builtin = is_builtin(model)
         path = checkpoint_path(model, lambda directory: hunyuan15_builtin.build(mode, directory))
+        options = weights_options(config.allow_pickled_weights)
         # The VAE stays float32, as HunyuanVideo's does: decoding is a small share of a run, and half precision
         # would round the decoded pixels (and the image latent); parity is in float32.
-        vae = AutoencoderKLHunyuanVideo15.from_pretrained(path, subfolder="vae", dtype=torch.float32)
+        vae = AutoencoderKLHunyuanVideo15.from_pretrained(path, subfolder="vae", dtype=torch.float32, **options)
         pipeline_cls = HunyuanVideo15ImageToVideoPipeline if mode == "i2v" else HunyuanVideo15Pipeline
-        pipeline = pipeline_cls.from_pretrained(path, vae=vae, dtype=getattr(torch, config.dtype))
+        pipeline = pipeline_cls.from_pretrained(path, vae=vae, dtype=getattr(torch, config.dtype), **options)
         if not builtin:  # a hub id that was not in the local cache was resolved by its name: check what arrived
             cls.refuse_unhandled_contents(model, mode)
             check_guider(model)

@@ -162,7 +162,8 @@ class TestbedBackbone(Backbone):
         from ..testbed.model import load_pipeline
 
         device = torch.device(config.device)
-        return cls(load_pipeline(model_path(config.model), dtype=getattr(torch, config.dtype), device=device), device)
+        return cls(load_pipeline(model_path(config.model), dtype=getattr(torch, config.dtype), device=device,
+                                 allow_pickled=config.allow_pickled_weights), device)
 
     # ----- denoise-step interface ------------------------------------------------------------------
     def prepare(self, config: RunConfig, generator: torch.Generator) -> TestbedJob:

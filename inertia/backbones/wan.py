@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..core.checkpoint_files import weights_options
 from ..core.attention import AttentionHooks, TokenLayout, VideoBlock, processors_installed
 from ..core.backbone import PipelineBackbone, Section, single_section
 from ..core.builtin_models import checkpoint_path
@@ -305,14 +306,16 @@ class WanBackbone(PipelineBackbone):
         checkpoint = read_checkpoint(model)
         path = checkpoint_path(model, lambda directory: _build_builtin(model, directory))
         pipeline_cls = WanImageToVideoPipeline if mode == "i2v" else WanPipeline
+        options = weights_options(config.allow_pickled_weights)
         dtype = getattr(torch, config.dtype)
         # The VAE (and CLIP image encoder) stay float32, as Wan's reference inference keeps them.
-        extra: dict[str, Any] = {"vae": AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=torch.float32)}
+        extra: dict[str, Any] = {"vae": AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=torch.float32, **options)}
         if checkpoint.image_encoder:
             from transformers import CLIPVisionModel
 
-            extra["image_encoder"] = CLIPVisionModel.from_pretrained(path, subfolder="image_encoder", dtype=torch.float32)
-        pipeline = pipeline_cls.from_pretrained(path, dtype=dtype, **extra)
+            extra["image_encoder"] = CLIPVisionModel.from_pretrained(path, subfolder="image_encoder", dtype=torch.float32,
+                                                                     **options)
+        pipeline = pipeline_cls.from_pretrained(path, dtype=dtype, **extra, **options)
         # A hub id that was not in the local cache was resolved by its name: check what arrived.
         if not builtin:
             cls.refuse_unhandled_contents(model, mode)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator
 
 from .devices import check_device_name
 from .errors import ConfigError, InertiaError
@@ -75,9 +75,16 @@ MAX_FRAMES = 4097
 MAX_STEPS = 1000
 MAX_FPS = 240
 SEED_LIMIT = 2**64
+#: Guidance scales: published models use 1 to 20 (Wan 5, CogVideoX 6, HunyuanVideo's embedded 6, FramePack's
+#: distilled 10); far above, the first step's prediction overflows and the run fails after loading with
+#: NaN latents, not naming the field. 100 leaves room for experiments.
+MAX_GUIDANCE = 100.0
+#: Config, sweep and prompt files are small (the largest example sweep file is a few KB); a larger file is
+#: the wrong file, and reading it (or /dev/zero) must not take the memory of the machine.
+MAX_INPUT_FILE_BYTES = 16 * 1024 * 1024
 
 #: RunConfig fields added after runs were first recorded (see `RunConfig.identity`).
-LATER_FIELDS = frozenset({"guidance_scale_2", "latent_window_size", "performance"})
+LATER_FIELDS = frozenset({"guidance_scale_2", "latent_window_size", "performance", "model_fingerprint"})
 #: The longest latent window whose one section fits MAX_FRAMES (4 frames a latent frame).
 MAX_LATENT_WINDOW = (MAX_FRAMES - 1) // 4
 
@@ -103,12 +110,14 @@ class RunConfig(BaseModel):
     num_frames: StrictInt | None = Field(None, gt=0, le=MAX_FRAMES)
     steps: StrictInt | None = Field(None, gt=0, le=MAX_STEPS)
     seed: StrictInt = Field(0, ge=0, lt=SEED_LIMIT)
-    guidance_scale: StrictFloat | None = Field(None, ge=0, description="true classifier-free guidance scale")
+    guidance_scale: StrictFloat | None = Field(None, ge=0, le=MAX_GUIDANCE,
+                                               description="true classifier-free guidance scale")
     guidance_scale_2: StrictFloat | None = Field(
-        None, ge=0, description="true CFG scale of the low-noise expert of a two-expert model (Wan 2.2 A14B); "
+        None, ge=0, le=MAX_GUIDANCE, description="true CFG scale of the low-noise expert of a two-expert model (Wan 2.2 A14B); "
         "None = guidance_scale",
     )
-    embedded_guidance_scale: StrictFloat | None = Field(None, ge=0, description="guidance-distilled models' embedded scale")
+    embedded_guidance_scale: StrictFloat | None = Field(None, ge=0, le=MAX_GUIDANCE,
+                                                        description="guidance-distilled models' embedded scale")
     latent_window_size: StrictInt | None = Field(
         None, gt=0, le=MAX_LATENT_WINDOW, description="latent frames per section of a section-by-section model "
         "(FramePack); None = the checkpoint's (9; 3 for the built-in)",
@@ -126,6 +135,13 @@ class RunConfig(BaseModel):
         default_factory=list, description="metrics scored on the written video; not part of the run's identity"
     )
     out_dir: Path = Path("outputs")
+    allow_pickled_weights: StrictBool = Field(
+        False, description="load pickled weights (.bin, .pt), which can run code; default: safetensors only",
+    )
+    model_fingerprint: str | None = Field(
+        None, description="set by planning: a content fingerprint of a local model directory's weights, so that "
+        "changed weights make a new run; not an input",
+    )
 
     @field_validator("attention")
     @classmethod
@@ -149,11 +165,12 @@ class RunConfig(BaseModel):
         return self.model_copy(update={key: value for key, value in defaults.items() if getattr(self, key) is None})
 
     def identity(self) -> dict[str, Any]:
-        """The fields that determine the video (everything but where it is written and how it is scored).
+        """The fields that determine the video (everything but where it is written, how it is scored and
+        whether pickled weights may load: the weights themselves count through `model_fingerprint`).
 
         A field added after runs were recorded is left out while unset (`LATER_FIELDS`), so that the
         runs recorded before it keep their hashes."""
-        data = self.model_dump(mode="json", exclude={"out_dir", "metrics"})
+        data = self.model_dump(mode="json", exclude={"out_dir", "metrics", "allow_pickled_weights"})
         return {key: value for key, value in data.items() if not (key in LATER_FIELDS and value is None)}
 
     def run_hash(self) -> str:
@@ -170,7 +187,7 @@ def read_yaml(path: Path, field: str) -> Any:
     (run configs, sweep files, prompt lists); ConfigError naming `field` when it cannot be read."""
     path = Path(path)
     try:
-        return load_yaml(path.read_text(encoding="utf-8"))
+        return load_yaml(_read_small_file(path, field))
     except FileNotFoundError:
         raise ConfigError(field, f"file not found: {path}") from None
     except IsADirectoryError:
@@ -186,6 +203,19 @@ def read_yaml(path: Path, field: str) -> Any:
                                  "give each key once") from None
     except yaml.YAMLError as error:
         raise ConfigError(field, f"{path} is not valid YAML/JSON: {describe_yaml_error(error)}") from None
+
+
+def _read_small_file(path: Path, field: str) -> str:
+    """The text of regular file `path`, refused above MAX_INPUT_FILE_BYTES (read at most one byte more, so a
+    device such as /dev/zero cannot fill memory either)."""
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise ConfigError(field, f"{path} is not a regular file")
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_INPUT_FILE_BYTES + 1)
+    if len(data) > MAX_INPUT_FILE_BYTES:
+        raise ConfigError(field, f"{path} is larger than {MAX_INPUT_FILE_BYTES} bytes; config, sweep and prompt files "
+                                 "are small: is it the right file?")
+    return data.decode("utf-8")
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

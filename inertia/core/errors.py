@@ -15,3 +15,8 @@ class ConfigError(InertiaError):
 
 class NonFiniteLatentsError(InertiaError):
     """Latents became NaN or Inf; raised at the step where it first happened."""
+
+
+class WriteFault(InertiaError):
+    """A result could not be written (disk full, quota, read-only or failing disk): a fault of the machine,
+    not of the input (exit 3). Nothing half-written is left; once space is freed, the same command resumes."""

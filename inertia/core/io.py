@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, WriteFault
 
 
 def check_output_dir(field: str, path: Path) -> None:
@@ -48,19 +52,71 @@ def _pathconf(path: Path, name: str, default: int) -> int:
         return default
 
 
+#: errno values that mean "this machine cannot store the file now", not "the input is wrong".
+WRITE_FAULT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+
+
+def raise_write_fault(path: Path, error: OSError) -> None:
+    """Re-raise `error` as a one-line WriteFault naming `path` when it is a write fault (disk full, ...);
+    any other OSError is re-raised as it is."""
+    if error.errno in WRITE_FAULT_ERRNOS:
+        raise WriteFault(f"{path}: cannot write: {error.strerror or error}") from error
+    raise error
+
+
+def _owner_tag() -> str:
+    """Who writes a temporary file (`~PID@HOST~`), so a later run can tell a killed writer's leftovers
+    from another process's write in progress."""
+    return f"~{os.getpid()}@{socket.gethostname()}~"
+
+
+_OWNER = re.compile(r"~(\d+)@([^~]*)~")
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Remove the temporary files (`.NAME.*.tmp*`) in `directory` that a killed process left; those of a
+    live process on this host, or of another host, stay. Returns the removed paths."""
+    removed = []
+    host = socket.gethostname()
+    for path in Path(directory).glob(".*.tmp*"):
+        owner = _OWNER.search(path.name)
+        if owner is not None and (owner.group(2) != host or _alive(int(owner.group(1)))):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds. A write fault
+    (disk full, ...) in the block or the replace becomes a WriteFault naming `path`; the temporary file
+    is removed in every case."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as error:
+        raise_write_fault(path, error)
     try:
         yield Path(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results get ordinary permissions
         os.replace(tmp, path)
+    except OSError as error:
+        raise_write_fault(path, error)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -99,8 +155,10 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18, lossless:
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
+    # The file is opened here, not by FFmpeg: when a write fails (disk full), closing the container fails
+    # too and FFmpeg would keep its descriptor, holding the deleted file's space for the process's life.
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        with av.open(handle, mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv444p" if lossless else "yuv420p"
@@ -117,20 +175,95 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18, lossless:
                 container.mux(packet)
 
 
-def read_video(path: Path) -> tuple[np.ndarray, float]:
-    """Decode a video file to uint8 frames (T, H, W, 3) and its frame rate."""
+#: Decoded frames (uint8 RGB) a video may take in memory: 2 GiB holds 1080p for 345 frames and every
+#: published model's output many times over; a small file can declare far more (a 200 KB H.264 stream
+#: of 8192x8192x40 frames is 7.5 GiB decoded), so the budget is checked from the header before decoding
+#: and again while frames arrive (a header may leave the frame count out).
+MAX_DECODED_BYTES = 2 * 1024**3
+#: Metrics compare neighbouring pixels and frames (optical flow pyramids, 3x3 filters): smaller is not a video.
+MIN_VIDEO_SIDE = 8
+
+
+@dataclass(frozen=True)
+class VideoHeader:
+    """What a video's stream header says, read without decoding a frame."""
+
+    width: int
+    height: int
+    frames: int  # 0: the header does not say
+    fps: float
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.width * self.height * 3
+
+
+def probe_video(path: Path, field: str = "video", max_bytes: int | None = None) -> VideoHeader:
+    """The header of video file `path`, checked against the decoding budget; ConfigError naming `field`
+    and the path when the file is no readable video, has no video stream, or would not fit `max_bytes`
+    (default MAX_DECODED_BYTES)."""
+    import av
+
+    max_bytes = MAX_DECODED_BYTES if max_bytes is None else max_bytes
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ConfigError(field, f"{path}: no video stream")
+            stream = container.streams.video[0]
+            if stream.codec_context is None:
+                raise ConfigError(field, f"{path}: no decoder for its video stream (damaged or unsupported codec)")
+            rate = float(stream.average_rate or stream.guessed_rate or 0)
+            frames = stream.frames or (round(float(stream.duration * stream.time_base) * rate)
+                                       if stream.duration and stream.time_base and rate else 0)
+            header = VideoHeader(stream.codec_context.width, stream.codec_context.height, int(frames), rate)
+    except (av.FFmpegError, OSError, ValueError, EOFError) as error:
+        raise ConfigError(field, f"{path}: not a readable video ({_reason(error)})") from None
+    if min(header.width, header.height) < MIN_VIDEO_SIDE:
+        raise ConfigError(field, f"{path}: frames of {header.width}x{header.height}; at least "
+                                 f"{MIN_VIDEO_SIDE}x{MIN_VIDEO_SIDE} are needed")
+    if header.frames * header.frame_bytes > max_bytes:
+        raise ConfigError(field, f"{path}: {header.frames} frames of {header.width}x{header.height} would take "
+                                 f"{_size(header.frames * header.frame_bytes)} decoded; at most {_size(max_bytes)}")
+    return header
+
+
+def read_video(path: Path, field: str = "video", max_bytes: int | None = None) -> tuple[np.ndarray, float]:
+    """Decode a video file to uint8 frames (T, H, W, 3) and its frame rate, within `max_bytes`
+    (`probe_video` first); every failure is a ConfigError naming `field` and the path."""
     import av
     from av.video.reformatter import VideoReformatter
 
+    max_bytes = MAX_DECODED_BYTES if max_bytes is None else max_bytes
+    header = probe_video(path, field, max_bytes)
     # One colour converter for all frames (to_ndarray(format=...) builds one per frame: 5x slower).
     converter = VideoReformatter()
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 0)
-        frames = [converter.reformat(frame, format="rgb24").to_ndarray() for frame in container.decode(stream)]
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(container.streams.video[0]):
+                if (len(frames) + 1) * header.frame_bytes > max_bytes:
+                    raise ConfigError(field, f"{path}: more than {len(frames)} frames of {header.width}x{header.height}"
+                                             f" would take over {_size(max_bytes)} decoded")
+                frames.append(converter.reformat(frame, format="rgb24").to_ndarray())
+    except (av.FFmpegError, OSError, ValueError, EOFError) as error:
+        raise ConfigError(field, f"{path}: cannot decode frame {len(frames)} ({_reason(error)})") from None
     if not frames:
-        raise ValueError(f"{path}: no video frames")
-    return np.stack(frames), fps
+        raise ConfigError(field, f"{path}: no video frames")
+    if len({frame.shape for frame in frames}) > 1:
+        raise ConfigError(field, f"{path}: the frame size changes within the video")
+    return np.stack(frames), header.fps
+
+
+def _reason(error: Exception) -> str:
+    """FFmpeg's own words ("Invalid data found when processing input"), without errno or path."""
+    text = getattr(error, "strerror", None) or str(error).strip() or type(error).__name__
+    return text.strip().splitlines()[0]
+
+
+def _size(size: int) -> str:
+    if size >= 1024**3:
+        return f"{size / 1024**3:.1f} GiB"
+    return f"{size / 1024**2:.1f} MiB" if size >= 1024**2 else f"{size} bytes"
 
 
 def frames_to_uint8(video: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import RunConfig
+from .config import MAX_SIZE, RunConfig
 from .errors import ConfigError
 
 MODE_NAMES = {"t2v": "text-to-video", "i2v": "image-to-video"}
@@ -24,16 +24,29 @@ def check_frames(field: str, value: int, step: int, why: str) -> None:
         raise ConfigError(field, f"{value} is not of the form {step}k+1 ({why}); nearest valid: {lower} or {lower + step}")
 
 
+#: Conditioning images are resized to the video's frames (at most MAX_SIZE a side): a larger image is a
+#: mistake or a decompression bomb (a few KB of PNG can declare 60000x60000 pixels, 10 GiB decoded).
+MAX_IMAGE_PIXELS = MAX_SIZE * MAX_SIZE
+
+
 def check_image_file(field: str, image: Path) -> None:
-    """The conditioning image exists and is a readable image (checked before models load)."""
+    """The conditioning image exists, is at most MAX_IMAGE_PIXELS, and decodes completely (checked before
+    models load). Any mode Pillow reads is fine: the backbones convert RGBA, grayscale and palette images to RGB."""
     from PIL import Image, UnidentifiedImageError
 
     if not Path(image).is_file():
         raise ConfigError(field, f"file not found: {image}")
     try:
         with Image.open(image) as handle:
-            handle.verify()
-    except (UnidentifiedImageError, OSError) as error:
+            width, height = handle.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ConfigError(field, f"{image} is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} pixels "
+                                         f"({MAX_SIZE}x{MAX_SIZE}) are read")
+            handle.load()
+    except Image.DecompressionBombError:
+        raise ConfigError(field, f"{image} declares more than {2 * Image.MAX_IMAGE_PIXELS} pixels (a decompression "
+                                 f"bomb?); at most {MAX_IMAGE_PIXELS} pixels ({MAX_SIZE}x{MAX_SIZE}) are read") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
         raise ConfigError(field, f"{image} is not a readable image ({error})") from None
 
 

@@ -17,6 +17,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from ..core.config import MAX_STEPS
 from ..core.context import StepContext
 from ..core.errors import ConfigError
 from ..core.history import HistoryBlocks
@@ -37,7 +38,7 @@ class ContextParams(Params):
     blocks: list[str] | None = Field(
         None, min_length=1, description="block names to act on (default: every block of the role); e.g. image, 4x"
     )
-    end_step: int | None = Field(None, ge=1, description="step (per section) to stop before (default: every step)")
+    end_step: int | None = Field(None, ge=1, le=MAX_STEPS, description="step (per section) to stop before (default: every step)")
 
 
 class ContextIntervention(Intervention):

@@ -21,6 +21,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 
+from ..core.config import MAX_STEPS
 from ..core.attention import CONTEXT_ROLES, AttentionCall, Role
 from ..core.context import StepContext
 from ..core.errors import ConfigError
@@ -54,8 +55,8 @@ class UnlearnParams(Params):
         "else video (target=kv)",
     )
     layers: list[int] | None = Field(None, min_length=1, description="transformer layers to act on (default: all; target=kv)")
-    start_step: int = Field(0, ge=0, description="first step (per section) to act on")
-    end_step: int | None = Field(None, ge=1, description="step to stop before (default: the last)")
+    start_step: int = Field(0, ge=0, le=MAX_STEPS, description="first step (per section) to act on")
+    end_step: int | None = Field(None, ge=1, le=MAX_STEPS, description="step to stop before (default: the last)")
 
 
 class Unlearn(Intervention):

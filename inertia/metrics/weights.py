@@ -12,13 +12,13 @@ by every metric instance and every video that needs it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
+from ..core.checkpoint_files import hub_cached_file, looks_local, offline
 from ..core.errors import InertiaError
 
 T = TypeVar("T")
@@ -55,25 +55,9 @@ def clear_models() -> None:
     _MODELS.clear()
 
 
-def looks_local(ref: str) -> bool:
-    """True when `ref` names a local file or directory rather than a hub id."""
-    if Path(ref).expanduser().exists():
-        return True
-    return ref.startswith(("/", "./", "../", "~", ".\\")) or ref.count("/") != 1 or "\\" in ref
-
-
-def offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def hub_cached(ref: str, filename: str = "config.json") -> bool:
     """True when the hub checkpoint `ref` has `filename` in the local Hugging Face cache."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(ref, filename), str)
-    except Exception:  # not a valid repo id
-        return False
+    return hub_cached_file(ref, filename) is not None
 
 
 def check_pretrained(metric: str, what: str, ref: str, option: str, default: str | None = None) -> None:

@@ -13,6 +13,7 @@ results table takes every shard's runs (SQLite serialises the writers).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -25,7 +26,8 @@ from pathlib import Path
 from typing import IO
 
 from ..core.errors import InertiaError
-from ..core.io import atomic_write_text, check_output_dir
+from ..core.io import (WRITE_FAULT_ERRNOS, atomic_write_text, check_output_dir, raise_write_fault,
+                       remove_stale_temporaries)
 from .executors import make_executor
 from .plan import SweepPlan, SweepRun, batches, plan_summary
 from .runs import Outcome, run_state
@@ -83,7 +85,7 @@ def sweep_lock(out: Path, shard: Shard | None = None) -> Iterator[None]:
     run) and its own shard lock exclusively (the same shard may not run twice).
     """
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK_NAME, "a+") as handle:
+    with _open_lock(out / LOCK_NAME) as handle:
         try:
             fcntl.flock(handle, (fcntl.LOCK_SH if shard else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
@@ -91,25 +93,43 @@ def sweep_lock(out: Path, shard: Shard | None = None) -> Iterator[None]:
             raise InertiaError(f"sweep: {what} is running in {out} (lock {out / LOCK_NAME})") from None
         try:
             if shard is None:
-                _write_pid(handle)
+                _write_pid(handle, out / LOCK_NAME)
                 yield
             else:
-                with open(out / f".sweep.shard-{shard.index}-of-{shard.count}.lock", "a+") as own:
+                own_path = out / f".sweep.shard-{shard.index}-of-{shard.count}.lock"
+                with _open_lock(own_path) as own:
                     try:
                         fcntl.flock(own, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except OSError:
                         raise InertiaError(f"sweep: shard {shard} is already running in {out}") from None
-                    _write_pid(own)
+                    _write_pid(own, own_path)
                     yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _write_pid(handle: IO[str]) -> None:
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
+def _open_lock(path: Path) -> IO[bytes]:
+    """Open (creating) a lock file without following a symbolic link: through a planted link, writing
+    the PID would overwrite the link's target."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        if error.errno in WRITE_FAULT_ERRNOS:
+            raise_write_fault(path, error)
+        if error.errno == errno.ELOOP:
+            raise InertiaError(f"sweep: lock file {path} is a symbolic link; remove it (a lock file must be a plain "
+                               "file)") from None
+        raise InertiaError(f"sweep: cannot open lock file {path}: {error.strerror or error}") from None
+    return os.fdopen(fd, "r+b", buffering=0)  # unbuffered: nothing left to flush (and fail) on close
+
+
+def _write_pid(handle: IO[bytes], path: Path) -> None:
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n".encode())
+    except OSError as error:
+        raise_write_fault(path, error)
 
 
 def format_seconds(seconds: float) -> str:
@@ -177,11 +197,11 @@ def _run(sweep: Sweep, runner, out: Path | None, dry_run: bool, skip_unsupported
         say(f"  shard {shard}: {len(mine)} of the {len(plan.runs)} runs (every {shard.count}th batch of {batch_size})")
     say(f"  already complete: {len(complete)}; to score only: {len(unscored)}; to generate: {len(todo) - len(unscored)}; "
         f"executor: {runner.name}; batch size: {batch_size}")
+    check_output_dir("out", plan.out)  # also for --dry-run: the plan shows a sweep that can be run
     result = SweepResult(plan, existing=len(complete), dry_run=dry_run)
     if dry_run:
         return result
     retries = sweep.spec.retries if retries is None else retries
-    check_output_dir("out", plan.out)
     with sweep_lock(plan.out, shard):
         _write_plan_files(plan, mine)
         store = ResultStore(plan.out / DB_NAME)
@@ -234,10 +254,8 @@ def _write_plan_files(plan: SweepPlan, mine: list[SweepRun]) -> None:
 def _remove_stale_temporaries(runs: list[SweepRun]) -> None:
     """Temporary files of atomic writes a kill interrupted (`.NAME.xxxx.tmp...`); we hold the runs' lock."""
     for run in runs:
-        run_dir = Path(run.run_dir)
-        if run_dir.is_dir():
-            for path in run_dir.glob(".*.tmp*"):
-                path.unlink(missing_ok=True)
+        if Path(run.run_dir).is_dir():
+            remove_stale_temporaries(Path(run.run_dir))
 
 
 def _sync_store(store: ResultStore, plan: SweepPlan, states: dict) -> None:

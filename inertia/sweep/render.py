@@ -50,19 +50,25 @@ class Figure:
 Block = Heading | Para | Table | Figure
 
 
+def md_text(text: str) -> str:
+    """Text for Markdown that a renderer shows as text: HTML-escaped (a label `<script>` or `<img onerror=...>`
+    stays text), no inline link or image (`](` is broken up), on one line. `code` spans stay."""
+    return html.escape(str(text), quote=False).replace("](", "]\\(").replace("\r", " ").replace("\n", " ")
+
+
 def _md_cell(value: Any) -> str:
     if isinstance(value, Image):
-        return f"![{value.alt}]({value.name})"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+        return f"![{md_text(value.alt)}]({value.name})"
+    return md_text(value).replace("|", "\\|")
 
 
 def render_markdown(blocks: list[Block]) -> str:
     lines: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
-            lines += ["#" * block.level + " " + block.text, ""]
+            lines += ["#" * block.level + " " + md_text(block.text), ""]
         elif isinstance(block, Para):
-            lines += [("> " if block.note else "") + block.text, ""]
+            lines += [("> " if block.note else "") + md_text(block.text), ""]
         elif isinstance(block, Table):
             lines.append("| " + " | ".join(_md_cell(h) for h in block.headers) + " |")
             lines.append("| " + " | ".join("---:" if i in block.numeric else "---" for i in range(len(block.headers))) + " |")
@@ -70,7 +76,7 @@ def render_markdown(blocks: list[Block]) -> str:
                 lines.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
             lines.append("")
         elif isinstance(block, Figure):
-            lines += [f"![{block.image.alt}]({block.image.name})", "", f"*{block.caption}*", ""]
+            lines += [f"![{md_text(block.image.alt)}]({block.image.name})", "", f"*{md_text(block.caption)}*", ""]
     return "\n".join(lines)
 
 

@@ -308,5 +308,20 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]], extra
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=[*columns, *extra], extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+            writer.writerow({name: csv_cell(name) for name in [*columns, *extra]})
+            writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
+
+
+#: What makes a spreadsheet read a cell as a formula (OWASP "CSV injection"): =, +, -, @, tab, carriage return.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (a label such as `=HYPERLINK(...)`), quoted
+    with a leading apostrophe as OWASP advises; numbers, also negative ones, stay as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value

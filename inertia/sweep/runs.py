@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from ..core.config import PluginSpec, RunConfig
-from ..core.errors import InertiaError
+from ..core.errors import InertiaError, WriteFault
 from ..core.records import RECORD_NAME, VIDEO_NAME
+from ..registry import culprit, default_registry
 from ..run import ModelCache, PlannedRun, execute, execute_batch, plan_run
 from ..scoring import score_videos
 from .plan import SweepRun
@@ -132,6 +133,8 @@ def attempt(function: Callable[..., Any], *args: Any) -> Status:
     """Call `function`; its result or its error as a Status (workers report errors as values)."""
     try:
         return "ok", function(*args)
+    except WriteFault:
+        raise  # the machine cannot store results: every later run would fail the same way; stop the sweep
     except InertiaError as error:
         return "fatal", describe_error(error)
     except Exception as error:  # noqa: BLE001 - reported, then retried by the executor
@@ -139,9 +142,12 @@ def attempt(function: Callable[..., Any], *args: Any) -> Status:
 
 
 def describe_error(error: BaseException) -> str:
+    """The error as the results table records it; a third-party plugin's exception names the plugin."""
     if isinstance(error, InertiaError):
         return f"{type(error).__name__}: {error}"
-    return "".join(traceback.format_exception_only(type(error), error)).strip()
+    text = "".join(traceback.format_exception_only(type(error), error)).strip()
+    blamed = culprit(default_registry(), error.__traceback__)
+    return text if blamed is None else f"{blamed} raised {text}"
 
 
 def replan(run: SweepRun) -> PlannedRun:

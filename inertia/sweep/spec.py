@@ -149,6 +149,15 @@ class SweepSpec(BaseModel):
                                                  "they differ only in prompt and seed; --batch-size overrides")
     report: ReportOptions = Field(default_factory=ReportOptions)
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        """The name is the default directory's last part (outputs/sweeps/NAME): `../x` or `a/b` would escape it."""
+        if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise ValueError(f"a plain name (no '/', not '..') names outputs/sweeps/NAME, got {show_value(name)}; "
+                             "to choose the directory, set out")
+        return name
+
     @field_validator("seeds", mode="before")
     @classmethod
     def _count(cls, seeds: Any) -> Any:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import InertiaError
+from ..core.errors import InertiaError, WriteFault
 from ..core.records import RECORD_NAME
 from ..scoring import metric_rows
 from .plan import RUNS_DIR, SweepPlan, SweepRun
@@ -39,6 +39,8 @@ from .stats import Observation
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
+#: SQLite primary result codes of a machine fault: SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL.
+SQLITE_WRITE_FAULTS = frozenset({8, 10, 13})
 
 #: Run columns before the parameter columns (name, SQL type).
 RUN_COLUMNS: list[tuple[str, str]] = [
@@ -107,13 +109,21 @@ class ResultStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.con.execute("BEGIN IMMEDIATE")
+        """One write transaction. A full or failing disk becomes a WriteFault naming the file (SQLite may
+        have rolled back already: a second rollback would hide the cause behind "no transaction is active")."""
         try:
-            yield self.con
-        except BaseException:
-            self.con.execute("ROLLBACK")
+            self.con.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.con
+                self.con.execute("COMMIT")
+            except BaseException:
+                if self.con.in_transaction:
+                    self.con.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as error:
+            if getattr(error, "sqlite_errorcode", 0) & 0xFF in SQLITE_WRITE_FAULTS:
+                raise WriteFault(f"{self.path}: cannot write: {error}") from error
             raise
-        self.con.execute("COMMIT")
 
     # ----- schema ----------------------------------------------------------------------------
     def _create(self) -> None:

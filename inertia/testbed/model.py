@@ -31,6 +31,8 @@ import torch
 from diffusers import DiffusionPipeline, UniPCMultistepScheduler, WanTransformer3DModel
 from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
 
+from ..core.checkpoint_files import weights_options
+
 HEIGHT = 32
 WIDTH = 32
 NUM_FRAMES = 17
@@ -296,7 +298,8 @@ def parameter_count(pipe: TestbedPipeline) -> dict[str, int]:
     }
 
 
-def load_pipeline(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> TestbedPipeline:
-    pipe = TestbedPipeline.from_pretrained(str(path), dtype=dtype)
+def load_pipeline(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                  allow_pickled: bool = False) -> TestbedPipeline:
+    pipe = TestbedPipeline.from_pretrained(str(path), dtype=dtype, **weights_options(allow_pickled))
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
