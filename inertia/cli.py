@@ -37,6 +37,8 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--dtype": ("dtype", str, "auto, float32, bfloat16, float16"),
     "--device": ("device", str, "auto, cpu, cuda, cuda:N"),
     "--attention": ("attention", str, f"attention backend: {', '.join(ATTENTION_BACKENDS)}"),
+    "--context-parallel": ("context_parallel", int, "processes sharing one video: start with torchrun --nproc-per-node N "
+                                                    "(Ulysses context parallelism; wan; docs/distributed.md)"),
     "--out": ("out_dir", Path, "output directory (default: outputs)"),
 }
 

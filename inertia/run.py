@@ -18,6 +18,7 @@ from .core.attention import AttentionHooks, QKVTransform
 from .core.backbone import Backbone
 from .core.builtin_models import SMOKE_TEST_NOTICE
 from .core.config import PluginSpec, RunConfig, save_config
+from .core.context_parallel import check_request as check_context_parallel, writes_outputs
 from .core.history import HistoryHooks
 from .core.intervention import InterventionStack
 from .core.io import frames_to_uint8, read_video, write_json, write_mp4
@@ -60,7 +61,9 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> PlannedRun:
     if config.prompt is None:
         config = config.model_copy(update={"prompt": backbone.default_prompt})
     backbone.refuse_unknown_builtin(config.model)
-    resolved = backbone.resolve(resolve_runtime(config))
+    runtime = resolve_runtime(config)
+    check_context_parallel(runtime.context_parallel, runtime.device, backbone.name, backbone.context_parallel_refusal)
+    resolved = backbone.resolve(runtime)
     interventions = [
         registry.interventions.get(spec.name, f"interventions[{i}]").from_spec(spec.params, spec.name)
         for i, spec in enumerate(resolved.interventions)
@@ -193,7 +196,11 @@ def execute(plan: PlannedRun, models: ModelCache | None = None, progress: bool =
 
 def execute_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None,
                   progress: bool = True) -> list[RunResult]:
-    """`execute` for several runs sampled as one batch (`generate_batch`); each gets its own files."""
+    """`execute` for several runs sampled as one batch (`generate_batch`); each gets its own files.
+    Under context parallelism every rank samples the same video and rank 0 alone writes and scores it."""
+    if not writes_outputs():
+        generate_batch(plans, models, progress=False)
+        return [RunResult(plan.run_dir, plan.run_dir / VIDEO_NAME, {}) for plan in plans]
     suites: dict[str, MetricSuite] = {}
     for plan in plans:
         key = _metrics_key(plan)

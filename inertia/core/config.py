@@ -76,8 +76,8 @@ MAX_STEPS = 1000
 MAX_FPS = 240
 SEED_LIMIT = 2**64
 
-#: RunConfig fields added after runs were first recorded (see `RunConfig.identity`).
-LATER_FIELDS = frozenset({"guidance_scale_2"})
+#: RunConfig fields added after runs were first recorded, with their unset value (see `RunConfig.identity`).
+LATER_FIELDS = {"guidance_scale_2": None, "context_parallel": 1}
 
 
 class RunConfig(BaseModel):
@@ -111,6 +111,9 @@ class RunConfig(BaseModel):
     dtype: DType = "auto"
     device: str = "auto"
     attention: str = "native"
+    context_parallel: StrictInt = Field(
+        1, ge=1, description="processes sharing one video (diffusers' Ulysses context parallelism; torchrun)"
+    )
     interventions: list[PluginSpec] = Field(default_factory=list)
     metrics: list[PluginSpec] = Field(
         default_factory=list, description="metrics scored on the written video; not part of the run's identity"
@@ -144,7 +147,7 @@ class RunConfig(BaseModel):
         A field added after runs were recorded is left out while unset (`LATER_FIELDS`), so that the
         runs recorded before it keep their hashes."""
         data = self.model_dump(mode="json", exclude={"out_dir", "metrics"})
-        return {key: value for key, value in data.items() if not (key in LATER_FIELDS and value is None)}
+        return {key: value for key, value in data.items() if not (key in LATER_FIELDS and value == LATER_FIELDS[key])}
 
     def run_hash(self) -> str:
         """Stable hash of the identity; names the output directory."""
