@@ -146,6 +146,8 @@ def command_run(args: argparse.Namespace) -> int:
     check_output_dir("out_dir", plan.run_dir)
     result = execute(plan, progress=not args.quiet)
     record = result.record
+    if not record:  # a rank other than 0 of a run split across processes: rank 0 writes and reports
+        return 0
     print(f"video:  {result.video}")
     print(f"record: {result.run_dir / 'record.json'}")
     print(f"{record['backbone']} {record['model']}: {record['video']['frames']} frames "

@@ -198,7 +198,7 @@ def execute_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None,
                   progress: bool = True) -> list[RunResult]:
     """`execute` for several runs sampled as one batch (`generate_batch`); each gets its own files.
     Under context parallelism every rank samples the same video and rank 0 alone writes and scores it."""
-    if not writes_outputs():
+    if not writes_outputs(plans[0].config.context_parallel):
         generate_batch(plans, models, progress=False)
         return [RunResult(plan.run_dir, plan.run_dir / VIDEO_NAME, {}) for plan in plans]
     suites: dict[str, MetricSuite] = {}

@@ -154,7 +154,7 @@ def videos_on_ranks(rank: int) -> dict:
     models = ModelCache()
     out = {name: generate(planned(interventions, WORLD), models, progress=False).frames
            for name, interventions in CONDITIONS.items()}
-    return {**out, "writes": writes_outputs()}
+    return {**out, "writes": writes_outputs(WORLD)}
 
 
 def test_tiny_wan_video_on_two_ranks_equals_one_rank_with_and_without_unlearn():

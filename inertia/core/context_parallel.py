@@ -87,11 +87,10 @@ def _cpu_counts_as_one_device(device: str) -> Iterator[None]:
         torch.accelerator.device_count = count
 
 
-def writes_outputs() -> bool:
-    """Whether this process writes the run's files: always, except ranks other than 0 of a group."""
-    import torch.distributed as dist
-
-    return not dist.is_initialized() or dist.get_rank() == 0
+def writes_outputs(degree: int) -> bool:
+    """Whether this process writes the run's files: always, except ranks other than 0 (torchrun's
+    RANK, known before the group is joined) of a run split across `degree` processes."""
+    return degree == 1 or os.environ.get("RANK", "0") == "0"
 
 
 def hooked_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, hooks: AttentionHooks, layer: int, *,
