@@ -1,6 +1,6 @@
 """Sweep throughput with the Ray executor on the GPUs of one host, against the local executor.
 
-Runs the same part of a sweep (default: every 16th batch of the test-bed ablation, 1,144 runs in
+Runs the same part of a sweep (default: every 16th batch of the test-bed ablation, 1,152 runs in
 batches of 64) once per executor setting, each into a fresh directory: `local` (this process, one
 GPU), `ray:1` (one actor, one GPU), `ray:2` (one actor per GPU on a 2-GPU host), `ray:N` (N actors
 sharing the GPUs). For each: wall time of the whole sweep (Ray's start-up and model loads

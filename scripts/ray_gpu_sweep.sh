@@ -4,13 +4,14 @@
 #   bash scripts/repack_ray.sh                      # here, once: .whl/ray/ (36.6 MB; carry it)
 #   bash scripts/ray_gpu_sweep.sh                   # there: local, 1 actor, 2 actors, 6 actors -> JSON
 #
-# Runs part of the test-bed ablation ($SHARD, default every 16th batch: 1,144 runs in batches of 64)
+# Runs part of the test-bed ablation ($SHARD, default every 16th batch: 1,152 runs in batches of 64)
 # with the local executor and with Ray (benchmarks/ray_sweep.py), and writes throughput ratios and
 # whether every table equals the local one to $JSON (default benchmarks/results/ray_sweep_h200x2.json;
 # also copied to $OUT when the device tool sets it). Ray comes from .whl/ray, installed into $SITE
 # (default runs/site-ray: git-ignored, so a warm machine keeps it) unless `import ray` already works;
 # inertia's other packages (diffusers, pydantic, av, ...) must be installed as for testbed_gpu.sh.
-# Extra arguments go to benchmarks/ray_sweep.py (e.g. --settings local,ray:2 --shard 0/32).
+# Extra arguments go to benchmarks/ray_sweep.py (e.g. --settings local,ray:2). Each setting plans the
+# whole 18,304-run sweep first (45 s on 2 busy CPU cores here); if the call nears 10 minutes, SHARD=0/32.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
