@@ -40,6 +40,8 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--attention": ("attention", str, f"attention backend: {', '.join(ATTENTION_BACKENDS)}"),
     "--performance": ("performance", str, "fast (compiled blocks, measured attention backend) or float8 "
                                           "(fast + float8 linears, CUDA); see docs/performance.md"),
+    "--context-parallel": ("context_parallel", int, "processes sharing one video: start with torchrun --nproc-per-node N "
+                                                    "(Ulysses context parallelism; wan; docs/distributed.md)"),
     "--out": ("out_dir", Path, "output directory (default: outputs)"),
 }
 
@@ -164,6 +166,8 @@ def command_run(args: argparse.Namespace) -> int:
     check_output_dir("out_dir", plan.run_dir)
     result = execute(plan, progress=not args.quiet)
     record = result.record
+    if not record:  # a rank other than 0 of a run split across processes: rank 0 writes and reports
+        return 0
     print(f"video:  {result.video}")
     print(f"record: {result.run_dir / 'record.json'}")
     print(f"{record['backbone']} {record['model']}: {record['video']['frames']} frames "

@@ -19,6 +19,7 @@ from .core.backbone import Backbone
 from .core.builtin_models import SMOKE_TEST_NOTICE
 from .core.checkpoint_files import check_checkpoint, local_model_dir, weights_fingerprint
 from .core.config import PluginSpec, RunConfig, save_config
+from .core.context_parallel import check_request as check_context_parallel, writes_outputs
 from .core.history import HistoryHooks
 from .core.intervention import InterventionStack
 from .core.io import frames_to_uint8, read_video, remove_stale_temporaries, write_json, write_mp4
@@ -64,7 +65,9 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> PlannedRun:
     backbone.refuse_unknown_builtin(config.model)
     handled = {name for contents in backbone.checkpoint_contents.values() for name in contents.components}
     check_checkpoint(config.model, config.allow_pickled_weights, handled)
-    resolved = backbone.resolve(resolve_runtime(config))
+    runtime = resolve_runtime(config)
+    check_context_parallel(runtime.context_parallel, runtime.device, backbone.name, backbone.context_parallel_refusal)
+    resolved = backbone.resolve(runtime)
     local = local_model_dir(resolved.model)
     resolved = resolved.model_copy(update={"model_fingerprint": weights_fingerprint(local) if local else None})
     interventions = [
@@ -207,7 +210,11 @@ def execute(plan: PlannedRun, models: ModelCache | None = None, progress: bool =
 
 def execute_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None,
                   progress: bool = True) -> list[RunResult]:
-    """`execute` for several runs sampled as one batch (`generate_batch`); each gets its own files."""
+    """`execute` for several runs sampled as one batch (`generate_batch`); each gets its own files.
+    Under context parallelism every rank samples the same video and rank 0 alone writes and scores it."""
+    if not writes_outputs(plans[0].config.context_parallel):
+        generate_batch(plans, models, progress=False)
+        return [RunResult(plan.run_dir, plan.run_dir / VIDEO_NAME, {}) for plan in plans]
     suites: dict[str, MetricSuite] = {}
     for plan in plans:
         key = _metrics_key(plan)

@@ -7,6 +7,7 @@ grid, 2 seeds: 20 runs) is the reference the interrupted and the Ray sweeps must
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sqlite3
@@ -151,14 +152,117 @@ def test_ray_executor_gives_the_same_table_as_the_local_one_and_retries_failed_r
         assert [run.run_hash for run, _ in result.failed] == [plan.runs[3].run_hash]
         assert result.generated == PLANNED - 1
         with sqlite3.connect(out / DB_NAME) as con:
-            assert con.execute("SELECT status, attempts FROM runs WHERE run_hash = ?", (plan.runs[3].run_hash,)).fetchone() == (
-                "failed", 2)
+            status, attempts, error = con.execute("SELECT status, attempts, error FROM runs WHERE run_hash = ?",
+                                                  (plan.runs[3].run_hash,)).fetchone()
+        assert (status, attempts) == ("failed", 2)  # tried, retried once, recorded
+        assert error.startswith(("FileExistsError", "NotADirectoryError")) and str(blocked) in error, error
         assert table(out) == [row for row in table(reference) if row["run_hash"] != plan.runs[3].run_hash]
         blocked.unlink()
         result = run_sweep(sweep_file, out=out, executor="ray", workers=2, stream=None)
     finally:
         ray.shutdown()
     assert result.ok and (result.existing, result.generated) == (PLANNED - 1, 1)
+    assert table(out) == table(reference)
+    error = sqlite3.connect(out / DB_NAME).execute("SELECT error FROM runs WHERE run_hash = ?", (plan.runs[3].run_hash,))
+    assert error.fetchone() == (None,)  # the rerun completed it: its old error is gone
+
+
+def test_ray_executor_gives_each_actor_its_gpu_share_and_loads_its_model_once(tmp_path, monkeypatch):
+    """Two GPUs declared to Ray (the actors see none: the runs resolve to the CPU, as planned): one actor per
+    GPU by default, two per GPU with --workers 4 (half a GPU each; with whole GPUs two of them would never
+    start and the sweep would wait for them forever)."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'inertia[ray]')")
+    from inertia.sweep import driver
+
+    made = []
+
+    def capture(*args, **kwargs):
+        made.append(driver_make(*args, **kwargs))
+        return made[-1]
+
+    driver_make = driver.make_executor
+    monkeypatch.setattr(driver, "make_executor", capture)
+    sweep = small_sweep(tmp_path, seeds=4)  # 4 wan runs
+    run_sweep(sweep, out=tmp_path / "local", stream=None)
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        for workers, placement in ((None, [["0"], ["1"]]), (4, [["0"], ["0"], ["1"], ["1"]])):
+            out = tmp_path / f"workers-{workers}"
+            result = run_sweep(sweep, out=out, executor="ray", workers=workers, stream=None)
+            executor = made[-1]
+            assert result.ok and result.generated == 4
+            assert sorted(executor.placement) == placement
+            assert result.model_loads == len(placement)  # each actor loads the one model once
+            assert table(out) == table(tmp_path / "local")
+    finally:
+        ray.shutdown()
+
+
+def descendants(pid: int) -> dict[int, bytes]:
+    """Every process below `pid` with its command line (from /proc: Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, stack = {}, [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                try:
+                    found[child] = Path(f"/proc/{child}/cmdline").read_bytes()
+                except OSError:
+                    found[child] = b""
+                stack.append(child)
+    return found
+
+
+def test_ray_sweep_driver_killed_part_way_then_resumed_gives_every_run_once(sweep_file, reference, tmp_path):
+    """SIGKILL to the driver: the Ray cluster it started and its actors end with it (within seconds; Ray's
+    dashboard and runtime-env agents linger and are ended here), so nothing writes into the sweep afterwards;
+    a rerun computes only what was not complete, and the table is the uninterrupted sweep's."""
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'inertia[ray]')")
+    out = tmp_path / "killed-ray"
+    plan = plan_sweep(load_sweep(sweep_file), out)
+    command = [sys.executable, str(ROOT / "cli.py"), "sweep", str(sweep_file), "--out", str(out), "--executor", "ray",
+               "--workers", "2", "--threads", "1", "--quiet"]
+    log = tmp_path / "sweep.log"
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    below: dict[int, bytes] = {}
+    try:
+        while len(complete_runs(plan)) < 3:
+            assert process.poll() is None, f"the sweep ended before it was killed: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "no runs completed in time"
+            below.update(descendants(process.pid))
+            time.sleep(0.05)
+        below.update(descendants(process.pid))
+        workers = {pid for pid, command in below.items() if b"Agent" not in command}
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        until = time.monotonic() + 120
+        while (alive := [pid for pid in workers if Path(f"/proc/{pid}").exists()]) and time.monotonic() < until:
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for pid in below:  # only what this test started, by id
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL
+    assert workers and not alive, f"Ray processes of the killed driver still running: {alive}"
+    done_at_kill = complete_runs(plan)
+    assert 3 <= len(done_at_kill) < PLANNED, "the kill was not part-way"
+    before = {r.run_hash: (Path(r.run_dir) / RECORD_NAME).read_bytes() for r in plan.runs if r.run_hash in done_at_kill}
+
+    result = run_sweep(sweep_file, out=out, stream=None)
+
+    assert result.ok and result.existing == len(done_at_kill)
+    assert result.generated + result.scored == PLANNED - len(done_at_kill)
+    assert all((Path(r.run_dir) / RECORD_NAME).read_bytes() == before[r.run_hash] for r in plan.runs if r.run_hash in before)
     assert table(out) == table(reference)
 
 

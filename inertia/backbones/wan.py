@@ -49,6 +49,8 @@ from ..core.checkpoints import (
     read_checkpoint_json,
 )
 from ..core.config import RunConfig
+from ..core import context_parallel
+from ..core.context_parallel import hooked_self_attention
 from ..core.errors import ConfigError
 from ..core.validation import check_frames, check_image_file, check_model_mode, check_multiple, reject_embedded_guidance
 from . import wan_builtin
@@ -192,7 +194,6 @@ class HookedWanSelfAttention:
         self.layer, self.hooks, self.hook = layer, hooks, hooks.point(layer)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
-        from diffusers.models.attention_dispatch import dispatch_attention_fn
         from diffusers.models.transformers.transformer_wan import _get_qkv_projections
 
         query, key, value = _get_qkv_projections(attn, hidden_states, None)
@@ -200,12 +201,10 @@ class HookedWanSelfAttention:
         query, key, value = (t.unflatten(2, (attn.heads, -1)) for t in (query, key, value))
         if rotary_emb is not None:
             query, key = _rotate(query, *rotary_emb), _rotate(key, *rotary_emb)
-        # Position embeddings are applied above: transforms see post-RoPE queries and keys.
-        query, key, value = self.hook(query, key, value)
-        out = self.hook.attend(query, key, value, attention_mask, lambda q, k, v, mask: dispatch_attention_fn(
-            q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False,
-            backend=self._attention_backend, parallel_config=self._parallel_config,
-        ))
+        # Position embeddings are applied above: transforms see post-RoPE queries and keys (under context
+        # parallelism, of the whole sequence: `hooked_self_attention`).
+        out = hooked_self_attention(query, key, value, self.hook, attn_mask=attention_mask,
+                                    backend=self._attention_backend, parallel_config=self._parallel_config)
         out = out.flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
 
@@ -271,6 +270,8 @@ class WanBackbone(PipelineBackbone):
         check_multiple("height", resolved.height, spatial * patch, why)
         check_multiple("width", resolved.width, spatial * patch, why)
         check_frames("num_frames", resolved.num_frames, temporal, f"VAE {temporal}x temporal compression")
+        if resolved.context_parallel > 1:
+            _check_context_parallel(resolved, (resolved.num_frames - 1) // temporal + 1, spatial * patch)
         return resolved
 
     @classmethod
@@ -286,6 +287,7 @@ class WanBackbone(PipelineBackbone):
 
     supports_attention_hooks = True
     supports_history_hooks = True
+    context_parallel_refusal = None  # diffusers' WanTransformer3DModel has a `_cp_plan`
 
     # ----- loading ---------------------------------------------------------------------------
     def __init__(self, pipeline: Any, device: torch.device, smoke_test: bool):
@@ -315,6 +317,8 @@ class WanBackbone(PipelineBackbone):
 
             extra["image_encoder"] = CLIPVisionModel.from_pretrained(path, subfolder="image_encoder", dtype=torch.float32,
                                                                      **options)
+        if config.context_parallel > 1:
+            context_parallel.join(config.device)
         pipeline = pipeline_cls.from_pretrained(path, dtype=dtype, **extra, **options)
         # A hub id that was not in the local cache was resolved by its name: check what arrived.
         if not builtin:
@@ -324,7 +328,11 @@ class WanBackbone(PipelineBackbone):
             raise ConfigError("model", f"{model} ({'two experts' if experts else 'one transformer'}, expand_timesteps "
                                        f"{str(expand).lower()}) is not the checkpoint resolved before it was here; "
                                        "run again (its configs are cached now)")
-        return cls.on_device(pipeline, config, smoke_test=builtin)
+        backbone = cls.on_device(pipeline, config, smoke_test=builtin)
+        if config.context_parallel > 1:
+            experts = [t for t in (pipeline.transformer, getattr(pipeline, "transformer_2", None)) if t is not None]
+            context_parallel.enable(experts, config.context_parallel, config.device)
+        return backbone
 
     # ----- denoise-step interface --------------------------------------------------------------
     def prepare(self, config: RunConfig, generator: torch.Generator) -> WanJob:
@@ -449,6 +457,20 @@ def _resolve_guidance_2(config: RunConfig, checkpoint: WanCheckpoint) -> RunConf
         raise ConfigError("guidance_scale_2", f"{scale_2:g} cannot act: guidance_scale {scale:g} <= 1 turns CFG off "
                                               "for both experts (as in WanPipeline); raise guidance_scale or drop it")
     return config.model_copy(update={"guidance_scale_2": scale if scale_2 is None else scale_2})
+
+
+def _check_context_parallel(config: RunConfig, latent_frames: int, pixels_per_token: int) -> None:
+    """Ulysses splits the tokens into equal chunks and the heads into equal groups, one per rank."""
+    degree = config.context_parallel
+    tokens = latent_frames * (config.height // pixels_per_token) * (config.width // pixels_per_token)
+    if tokens % degree:
+        raise ConfigError("context_parallel", f"{degree} does not divide the {tokens} self-attention tokens of "
+                                              f"{config.height}x{config.width}x{config.num_frames}; pick a size whose "
+                                              "token count it divides")
+    heads = wan_builtin.TINY_HEADS if is_builtin(config.model) else (
+        read_checkpoint_json(config.model, "transformer/config.json") or {}).get("num_attention_heads")
+    if heads is not None and heads % degree:
+        raise ConfigError("context_parallel", f"{degree} does not divide the model's {heads} attention heads")
 
 
 def _with_condition(latents: torch.Tensor, job: WanJob, condition: torch.Tensor | None = None) -> torch.Tensor:

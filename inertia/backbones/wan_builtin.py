@@ -27,6 +27,7 @@ from transformers import (
 )
 
 VERSION = "v1"
+TINY_HEADS = 2  # attention heads of every built-in transformer
 #: Wan 2.2 A14B's expert boundaries as published (model_index.json `boundary_ratio`), kept by the tiny
 #: A14B models: `transformer` (high noise) runs timesteps >= ratio * 1000, `transformer_2` (low noise) the rest.
 A14B_BOUNDARY = {"t2v": 0.875, "i2v": 0.9}
@@ -44,7 +45,7 @@ def tiny_scheduler() -> UniPCMultistepScheduler:
 def tiny_transformer(in_channels: int, image_tokens: bool, out_channels: int = 16) -> WanTransformer3DModel:
     return WanTransformer3DModel(
         patch_size=(1, 2, 2),
-        num_attention_heads=2,
+        num_attention_heads=TINY_HEADS,
         attention_head_dim=12,
         in_channels=in_channels,
         out_channels=out_channels,

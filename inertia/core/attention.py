@@ -244,11 +244,16 @@ def _qkv_hook_shapes(query, key, value, address):
 
 @contextmanager
 def processors_installed(modules: Iterable[Any], processors: Iterable[Any]) -> Iterator[None]:
-    """Give each attention module its processor for the duration; restore the stock ones after."""
+    """Give each attention module its processor for the duration; restore the stock ones after.
+
+    A context-parallel setting diffusers made on the stock processor (`enable_parallelism`) carries over."""
     modules = list(modules)
     stock = [module.processor for module in modules]
     try:
         for module, processor in zip(modules, processors, strict=True):
+            parallel = getattr(module.processor, "_parallel_config", None)
+            if parallel is not None and hasattr(processor, "_parallel_config"):
+                processor._parallel_config = parallel
             module.set_processor(processor)
         yield
     finally:

@@ -158,6 +158,11 @@ class Backbone(ABC):
 
     #: Whether the backbone routes self-attention through `AttentionHooks` (the attention interface).
     supports_attention_hooks: ClassVar[bool] = False
+    #: Why one video of this backbone cannot be split across processes (`RunConfig.context_parallel`,
+    #: `core.context_parallel`); None where it can.
+    context_parallel_refusal: ClassVar[str | None] = (
+        "its transformer has no context-parallel plan in diffusers 0.42.1 (`_cp_plan`: how to split its tokens)"
+    )
     #: Whether the backbone hands the clean context latents it feeds its model (history, conditioning
     #: image) to `HistoryHooks` (`core.history`), through `hand_over`.
     supports_history_hooks: ClassVar[bool] = False

@@ -83,8 +83,9 @@ MAX_GUIDANCE = 100.0
 #: the wrong file, and reading it (or /dev/zero) must not take the memory of the machine.
 MAX_INPUT_FILE_BYTES = 16 * 1024 * 1024
 
-#: RunConfig fields added after runs were first recorded (see `RunConfig.identity`).
-LATER_FIELDS = frozenset({"guidance_scale_2", "latent_window_size", "performance", "model_fingerprint"})
+#: RunConfig fields added after runs were first recorded, with their unset value (see `RunConfig.identity`).
+LATER_FIELDS = {"guidance_scale_2": None, "latent_window_size": None, "performance": None, "model_fingerprint": None,
+                "context_parallel": 1}
 #: The longest latent window whose one section fits MAX_FRAMES (4 frames a latent frame).
 MAX_LATENT_WINDOW = (MAX_FRAMES - 1) // 4
 
@@ -130,6 +131,9 @@ class RunConfig(BaseModel):
         None, description="fast = compiled transformer blocks and the measured fastest attention backend; "
         "float8 = fast with float8 linear layers (CUDA, torchao); None = eager (see docs/performance.md)",
     )
+    context_parallel: StrictInt = Field(
+        1, ge=1, description="processes sharing one video (diffusers' Ulysses context parallelism; torchrun)"
+    )
     interventions: list[PluginSpec] = Field(default_factory=list)
     metrics: list[PluginSpec] = Field(
         default_factory=list, description="metrics scored on the written video; not part of the run's identity"
@@ -171,7 +175,7 @@ class RunConfig(BaseModel):
         A field added after runs were recorded is left out while unset (`LATER_FIELDS`), so that the
         runs recorded before it keep their hashes."""
         data = self.model_dump(mode="json", exclude={"out_dir", "metrics", "allow_pickled_weights"})
-        return {key: value for key, value in data.items() if not (key in LATER_FIELDS and value is None)}
+        return {key: value for key, value in data.items() if not (key in LATER_FIELDS and value == LATER_FIELDS[key])}
 
     def run_hash(self) -> str:
         """Stable hash of the identity; names the output directory."""

@@ -19,7 +19,7 @@ def add_commands(commands) -> None:
     sweep.add_argument("--dry-run", action="store_true", help="validate and show the plan; run nothing")
     sweep.add_argument("--skip-unsupported", action="store_true",
                        help="run the rest when a backbone cannot run a condition, listing it as not run (default: error)")
-    sweep.add_argument("--workers", type=int, default=None, help="ray: number of actors (default: one per GPU, else per CPU)")
+    sweep.add_argument("--workers", type=int, default=None, help="ray: number of actors (default: one per GPU, else per CPU; more than the GPUs share them)")
     sweep.add_argument("--ray-address", default=None, help="ray: cluster address (default: $RAY_ADDRESS, else a local cluster)")
     sweep.add_argument("--retries", type=int, default=None, help="extra attempts for a failed run (default: the file's retries, 2)")
     sweep.add_argument("--batch-size", type=int, default=None,

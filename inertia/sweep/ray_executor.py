@@ -8,6 +8,10 @@ each actor loads as few models as possible. Runs fail over: an exception other t
 `retries` is spent. Actors write the run's files (the sweep directory must be on a filesystem
 every node sees); only the driver writes the results table.
 
+On a host or cluster with GPUs, each actor takes one GPU (`num_gpus=1`); asking for more workers
+than there are GPUs (`--workers N`) shares them: each actor takes GPUs/N of one (a small model,
+such as the test bed's, leaves a GPU mostly idle). Every actor's GPU ids are kept in `placement`.
+
 Install with `pip install 'inertia[ray]'`. `address` (or $RAY_ADDRESS) joins an existing cluster;
 without it a local one is started, unless Ray is already initialised in this process.
 """
@@ -15,6 +19,7 @@ without it a local one is started, unless Ray is already initialised in this pro
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter, OrderedDict, deque
 from pathlib import Path
@@ -45,8 +50,11 @@ class SweepWorker:
     def perform(self, batch: list[SweepRun]) -> list[tuple[str, Any]]:
         return perform_batch(batch, self.models)
 
-    def loads(self) -> int:
-        return self.models.loads
+    def stats(self) -> tuple[int, list[str]]:
+        """Models loaded so far, and the ids of the GPUs Ray gave this actor."""
+        import ray
+
+        return self.models.loads, [str(gpu) for gpu in ray.get_gpu_ids()]
 
 
 class RayExecutor:
@@ -62,9 +70,12 @@ class RayExecutor:
         self.max_models = max_models
         self.workers = workers or 1
         self.model_loads = 0
+        self.placement: list[list[str]] = []  # per actor, the GPU ids Ray gave it
         self.started_here = False
 
-    def _actor_options(self, gpus: float) -> dict[str, Any]:
+    def _actor_options(self, gpus: float, slots: int = 1) -> dict[str, Any]:
+        """Environment for the actors, and one GPU each, or an equal share of the GPUs when there are
+        more actors than GPUs (Ray packs fractions of at most 4 decimals; rounded down so they fit)."""
         import inertia
 
         root = str(Path(inertia.__file__).resolve().parents[1])
@@ -73,7 +84,8 @@ class RayExecutor:
         for name in ("INERTIA_HOME", "HF_HOME", "HF_HUB_OFFLINE"):
             if name in os.environ:
                 env[name] = os.environ[name]
-        resources = {"num_gpus": 1} if gpus >= 1 else {"num_cpus": 1}
+        share = min(1.0, math.floor(gpus / slots * 1e4) / 1e4)
+        resources = {"num_gpus": share} if gpus >= 1 else {"num_cpus": 1}
         return {**resources, "runtime_env": {"env_vars": env}}
 
     def _ray(self):
@@ -118,7 +130,7 @@ class RayExecutor:
         slots = max(1, min(slots, len(batches)))
         self.workers = slots
         actor_class = ray.remote(SweepWorker)
-        options = self._actor_options(gpus)
+        options = self._actor_options(gpus, slots)
 
         def new_actor():
             return actor_class.options(**options, max_restarts=0).remote(self.max_models)
@@ -178,7 +190,9 @@ class RayExecutor:
                 if other not in busy:
                     submit(other)
         try:
-            self.model_loads = sum(ray.get([actor.loads.remote() for actor in actors.values()]))
+            stats = ray.get([actor.stats.remote() for actor in actors.values()])
+            self.model_loads = sum(loads for loads, _ in stats)
+            self.placement = [gpus for _, gpus in stats]
         except ray.exceptions.RayError:
             pass
         for actor in actors.values():
