@@ -25,7 +25,9 @@ text-to-video pipeline passes none, and neither does this backbone there).
 
 Attention: every joint self-attention of the transformer goes through inertia's hook while a run
 samples (`hunyuan_attention.HookedHunyuanVideo15Attention`); the sequence is `[video | context]` and always
-masked, so mask-refusing backends are refused before loading.
+masked, so mask-refusing backends are refused before loading. Under performance options the context
+padding is dropped from the attention call instead (`UnpaddedHunyuanVideo15Attention`: no mask, flash
+kernels), and any backend may run.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ from ..core.validation import check_frames, check_image_file, check_model_mode, 
 from . import hunyuan15_builtin
 from .hunyuan_attention import (
     HookedHunyuanVideo15Attention,
+    UnpaddedHunyuanVideo15Attention,
+    attention_modules,
     install_processors,
     joint_layout,
     num_attention_layers,
@@ -241,7 +245,8 @@ class HunyuanVideo15Backbone(PipelineBackbone):
             check_multiple("width", resolved.width, checkpoint.spatial * checkpoint.patch, why)
         check_frames("num_frames", resolved.num_frames, checkpoint.temporal,
                      f"VAE {checkpoint.temporal}x temporal compression")
-        refuse_mask_refusing_backend(resolved, f"the attention mask {cls.name} always passes")
+        if resolved.performance is None:  # performance options drop the padding and pass no mask
+            refuse_mask_refusing_backend(resolved, f"the attention mask {cls.name} always passes")
         if resolved.height is None:
             image = None if config.image is None else _load_image(config.image)
             height, width = default_size(image, checkpoint.target_size, checkpoint.spatial)
@@ -371,7 +376,16 @@ class HunyuanVideo15Backbone(PipelineBackbone):
         return num_attention_layers(self.transformer)
 
     def hooked_attention(self, hooks: AttentionHooks):
-        return install_processors(self.transformer, hooks, HookedHunyuanVideo15Attention)
+        """Under performance options the padding is dropped instead of masked (`UnpaddedHunyuanVideo15Attention`)."""
+        processor = HookedHunyuanVideo15Attention if self.performance is None else UnpaddedHunyuanVideo15Attention
+        return install_processors(self.transformer, hooks, processor)
+
+    def performance_notes(self) -> dict[str, Any]:
+        """The attention mask the backend got: none (padding dropped), or the dense one under context parallelism."""
+        if self.performance is None:
+            return {}
+        parallel = any(getattr(m.processor, "_parallel_config", None) is not None for m in attention_modules(self.transformer))
+        return {"attention_mask": "dense (batch, 1, S, S): context parallel" if parallel else UnpaddedHunyuanVideo15Attention.record}
 
     def decode(self, job: Hunyuan15Job) -> np.ndarray:
         vae = self.pipe.vae

@@ -38,6 +38,7 @@ import torch
 from ..core.attention import MASK_REFUSING_ATTENTION, AttentionHooks, TokenLayout, VideoBlock, processors_installed
 from ..core.config import ATTENTION_BACKENDS, RunConfig
 from ..core.errors import ConfigError
+from ..core.unpadded_attention import unpadded_attention
 
 #: The same backends by their diffusers names (what the processor sees at run time).
 _MASK_REFUSING_DIFFUSERS = {ATTENTION_BACKENDS[name]: name for name in MASK_REFUSING_ATTENTION}
@@ -102,7 +103,6 @@ class HookedHunyuanVideoAttention:
         attention_mask: torch.Tensor | None = None,
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        from diffusers.models.attention_dispatch import dispatch_attention_fn
         from diffusers.models.embeddings import apply_rotary_emb
 
         single_stream = attn.add_q_proj is None and encoder_hidden_states is not None
@@ -149,13 +149,7 @@ class HookedHunyuanVideoAttention:
         # Position embeddings are applied above: transforms see post-RoPE queries and keys.
         query, key, value = self.hook(query, key, value)
 
-        def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-            if mask is not None:
-                self._check_mask_support()
-            return dispatch_attention_fn(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False,
-                                         backend=self._attention_backend, parallel_config=self._parallel_config)
-
-        hidden_states = self.hook.attend(query, key, value, attention_mask, attention)
+        hidden_states = self.hook.attend(query, key, value, attention_mask, self.backend_attention)
         hidden_states = hidden_states.flatten(2, 3)
         hidden_states = hidden_states.to(query.dtype)
 
@@ -168,6 +162,17 @@ class HookedHunyuanVideoAttention:
             if getattr(attn, "to_add_out", None) is not None:
                 encoder_hidden_states = attn.to_add_out(encoder_hidden_states)
         return hidden_states, encoder_hidden_states
+
+    def backend_attention(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The backend's attention (`core.attention.Attention`) with the processor's backend and parallel setting."""
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+        if mask is not None:
+            self._check_mask_support()
+        return dispatch_attention_fn(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False,
+                                     backend=self._attention_backend, parallel_config=self._parallel_config)
 
     #: Why a forward passes a mask, for the refusal of a mask-refusing backend.
     mask_reason = "text padding at batch size > 1"
@@ -201,12 +206,44 @@ class HookedHunyuanVideo15Attention(HookedHunyuanVideoAttention):
     mask_reason = "HunyuanVideo 1.5 masks the context padding in every forward"
 
     def joint_mask(self, query: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        import torch.nn.functional as F
-
         batch_size, seq_len, _, _ = query.shape
-        attention_mask = F.pad(attention_mask, (seq_len - attention_mask.shape[1], 0), value=True).bool()
-        rows = attention_mask.view(batch_size, 1, 1, seq_len).repeat(1, 1, seq_len, 1)
+        rows = valid_tokens(query, attention_mask).view(batch_size, 1, 1, seq_len).repeat(1, 1, seq_len, 1)
         return (rows & rows.transpose(2, 3)).bool()
+
+
+class UnpaddedHunyuanVideo15Attention(HookedHunyuanVideo15Attention):
+    """HunyuanVideo 1.5's hooked attention under performance options: the same q/k/v and the same hook
+    (the full `[video | context]` sequence, the backbone's TokenLayout unchanged), then, instead of the
+    dense (batch, 1, S, S) mask, which keeps SDPA off its flash kernels, the context padding is dropped
+    from the attention call (`core.unpadded_attention`): no mask reaches the backend, and the padding
+    rows of the output are the zeros the masked call gives them. Equal to the stock processor up to the
+    backend's rounding. Under context parallelism (diffusers' Ulysses, which splits the sequence) it
+    keeps the dense mask.
+    """
+
+    #: What this processor does differently, as the run record states it (`performance.attention_mask`).
+    record = "none: context padding dropped from the attention call after the hooks (no dense S x S mask)"
+
+    def joint_mask(self, query: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if self._parallel_config is not None:
+            return super().joint_mask(query, attention_mask)
+        return valid_tokens(query, attention_mask)
+
+    def backend_attention(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        if mask is None or mask.ndim != 2:
+            return super().backend_attention(query, key, value, mask)
+        backend = self._attention_backend
+        return unpadded_attention(query, key, value, mask, getattr(backend, "value", backend) or "")
+
+
+def valid_tokens(query: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, sequence) True at the tokens of the joint sequence that attend and are attended to: every
+    latent token (in front) and the context tokens `context_mask` marks, as HunyuanVideo 1.5 pads it."""
+    import torch.nn.functional as F
+
+    return F.pad(context_mask, (query.shape[1] - context_mask.shape[1], 0), value=True).bool()
 
 
 # ----- installing the processors -------------------------------------------------------------------

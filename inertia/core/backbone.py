@@ -197,6 +197,11 @@ class Backbone(ABC):
     #: The performance options applied to this loaded model (`core.performance`; None: eager).
     performance: PerformanceState | None = None
 
+    def performance_notes(self) -> dict[str, Any]:
+        """What performance options change in this backbone beyond `performance` (its attention path, say),
+        for the run record's `performance` entry; nothing by default."""
+        return {}
+
     @property
     def denoisers(self) -> list[torch.nn.Module]:
         """The denoising networks, whose repeated blocks performance options compile and quantize."""
