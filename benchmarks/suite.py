@@ -10,7 +10,8 @@ in this order on one model per configuration:
     relax_decay  relax 0.75 + decay 0.7 (the CFG scale changes every step)
     unlearn      unlearn sigma_blur 0.6 on all video tokens in every layer
     all          relax + decay + unlearn: the reference of the fast variants
-    fast         `all` with `--performance fast` (compiled repeated blocks, hooks inside)
+    fast         `all` with `--performance fast` (compiled repeated blocks, hooks inside; HunyuanVideo 1.5:
+                 its context padding dropped from attention instead of a dense mask, stated as `attention_mask`)
     fast_float8  `all` with `--performance float8` (fast + torchao float8 linears; CUDA)
 
 Per variant: seconds per step (median, min, max of the timed steps after warm-up, CUDA events), peak
@@ -390,13 +391,17 @@ def run_stock(family: Family, bench: Bench, steps: int, device: torch.device) ->
     return {"times": marks.intervals(), "final": state["latents"]}
 
 
-def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, variant: str) -> dict:
+def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, variant: str,
+                state: performance.PerformanceState | None = None) -> dict:
+    """inertia's loop; `state`: the performance options applied to the models (the backbone then takes its
+    performance-mode paths, e.g. HunyuanVideo 1.5's attention without the dense mask)."""
     from inertia.core.attention import AttentionHooks
     from inertia.core.intervention import InterventionStack
     from inertia.core.sampling import sample
 
     family.set_timesteps(bench, steps, device)  # before the job: CogVideoX's job holds the timesteps
     backbone, job, setup = family.backbone(bench, device)
+    backbone.performance = state
     stack = InterventionStack(interventions(variant), setup)
     hooks = AttentionHooks(stack.attention_transforms, backbone.num_attention_layers)
     marks, predictions, graphs = Marks(device), [], []
@@ -418,6 +423,7 @@ def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, 
     result = {"times": marks.intervals(), "final": job.latents, "predictions": predictions,
               "scales": [next(iter(s.guidance.values()), None) for s in trace], "experts": [s.expert for s in trace]}
     if variant.startswith("fast"):
+        result["performance_notes"] = backbone.performance_notes()
         result["compile_s"] = round(performance.compile_seconds() - seconds, 2)
         result["graphs_compiled_after_first_step"] = graphs[-1] - graphs[0]
     return result
@@ -615,6 +621,7 @@ def _run_variants(family, bench, item: Entry, entry, report, args, device, start
 
 
 def _one_variant(family, bench, variant, steps, device, args) -> dict:
+    state = None
     if variant.startswith("fast"):
         level = "float8" if variant == "fast_float8" else "fast"
         try:
@@ -627,12 +634,13 @@ def _one_variant(family, bench, variant, steps, device, args) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     with torch.inference_mode(), attention_backend(args.attention):
-        raw = run_stock(family, bench, steps, device) if variant == "stock" else run_inertia(family, bench, steps, device, variant)
+        raw = run_stock(family, bench, steps, device) if variant == "stock" else run_inertia(family, bench, steps, device, variant, state)
     result = summary(raw["times"], args.warmup)
     result["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
     if variant.startswith("fast"):
         result.update(compiled_blocks=state.compiled_blocks, float8_linears=state.float8_linears,
-                      compile_s=raw["compile_s"], graphs_compiled_after_first_step=raw["graphs_compiled_after_first_step"])
+                      compile_s=raw["compile_s"], graphs_compiled_after_first_step=raw["graphs_compiled_after_first_step"],
+                      **raw["performance_notes"])
     if "experts" in raw and any(raw["experts"]):
         result["experts"] = raw["experts"]
     if "scales" in raw:
