@@ -22,7 +22,9 @@ computes the same dual-stream attention except that it builds the attention mask
 forward and at any batch size.
 
 Which backends can run: HunyuanVideo masks the text padding in every forward; FramePack drops the
-padding instead at batch size 1 and passes no mask then (a mask only at batch size > 1).
+padding instead at batch size 1 and passes no mask then (a mask only at batch size > 1); HunyuanVideo 1.5
+masks it in every forward, except under performance options (`UnpaddedHunyuanVideo15Attention`: the
+padding is dropped after the hook, at any batch size, and no mask is passed).
 `MASK_REFUSING_ATTENTION` are the backends that refuse any attention mask: a backbone that always
 passes one refuses them before loading (`refuse_mask_refusing_backend`), and the processor refuses
 them, with the same kind of error, at the first call that does pass a mask.
