@@ -634,7 +634,10 @@ def _one_variant(family, bench, variant, steps, device, args) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     with torch.inference_mode(), attention_backend(args.attention):
-        raw = run_stock(family, bench, steps, device) if variant == "stock" else run_inertia(family, bench, steps, device, variant, state)
+        if variant == "stock":
+            raw = run_stock(family, bench, steps, device)
+        else:
+            raw = run_inertia(family, bench, steps, device, variant, state)
     result = summary(raw["times"], args.warmup)
     result["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
     if variant.startswith("fast"):

@@ -194,7 +194,9 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
     done = time.perf_counter()
     timings = {"load": loaded - started, "sample": sampled - loaded, "decode": done - sampled, "total": done - started}
     timings = {k: round(v, 4) for k, v in timings.items()}
-    performance = {**asdict(backbone.performance), **backbone.performance_notes(), **compiled} if backbone.performance else {}
+    performance: dict[str, Any] = {}
+    if backbone.performance:
+        performance = {**asdict(backbone.performance), **backbone.performance_notes(), **compiled}
     return [Generation(frames, trace, backbone.smoke_test, timings, {"size": len(plans), "index": index}, performance)
             for index, frames in enumerate(videos)]
 

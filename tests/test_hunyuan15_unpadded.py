@@ -49,7 +49,8 @@ def forward(backbone, job, section, planned, processor, batch: int) -> torch.Ten
     texts = [job.cond, job.uncond][:batch]
     inputs = {name: torch.cat([t.model_inputs()[name] for t in texts]) for name in texts[0].model_inputs()}
     latents = torch.cat([section.latents, section.latents.flip(-1)][:batch])
-    model_input = torch.cat([latents, job.condition.expand(batch, -1, -1, -1, -1), job.mask.expand(batch, -1, -1, -1, -1)], 1)
+    conditions = [job.condition.expand(batch, -1, -1, -1, -1), job.mask.expand(batch, -1, -1, -1, -1)]
+    model_input = torch.cat([latents, *conditions], 1)
     timestep = section.timesteps[0].expand(batch).to(model_input.dtype)
     with torch.inference_mode(), install_processors(backbone.transformer, hooks, processor):
         return backbone.transformer(hidden_states=model_input, image_embeds=job.image_embeds.expand(batch, -1, -1),
@@ -119,3 +120,11 @@ def test_a_fast_run_passes_no_mask_and_its_record_says_so(monkeypatch):
         torch._dynamo.reset()
     assert len(masks) >= 2 * 2 * 2 and all(mask is None for mask in masks)  # steps x CFG x layers of the tiny model
     assert result.performance["attention_mask"] == UnpaddedHunyuanVideo15Attention.record
+
+
+@pytest.mark.parametrize("attention", ["flash", "flash-attn"])
+def test_performance_options_allow_the_backends_that_refuse_a_mask(attention):
+    from inertia.backbones.hunyuan15 import HunyuanVideo15Backbone
+
+    config = RunConfig(backbone="hunyuan15", attention=attention, device="cuda", performance="fast")
+    assert HunyuanVideo15Backbone.resolve(config).attention == attention

@@ -384,8 +384,10 @@ class HunyuanVideo15Backbone(PipelineBackbone):
         """The attention mask the backend got: none (padding dropped), or the dense one under context parallelism."""
         if self.performance is None:
             return {}
-        parallel = any(getattr(m.processor, "_parallel_config", None) is not None for m in attention_modules(self.transformer))
-        return {"attention_mask": "dense (batch, 1, S, S): context parallel" if parallel else UnpaddedHunyuanVideo15Attention.record}
+        modules = attention_modules(self.transformer)
+        if any(getattr(module.processor, "_parallel_config", None) is not None for module in modules):
+            return {"attention_mask": "dense (batch, 1, S, S): context parallel"}
+        return {"attention_mask": UnpaddedHunyuanVideo15Attention.record}
 
     def decode(self, job: Hunyuan15Job) -> np.ndarray:
         vae = self.pipe.vae
