@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.config import ATTENTION_BACKENDS, PluginSpec, build_config, load_config_file
-from .core.errors import InertiaError, NonFiniteLatentsError, WriteFault
+from .core.errors import InertiaError, NonFiniteLatentsError, WriteFault, one_line
 from .core.io import check_output_dir
 from .core.runtime import quiet_libraries
 
@@ -236,11 +236,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # inertia's own bug: the traceback is what helps
         print(f"error: {blamed} raised {type(error).__name__}: {one_line(error)}", file=sys.stderr)
         return 3
-
-
-def one_line(error: Exception) -> str:
-    """The message on one line even where it quotes a name or path holding a line break."""
-    return str(error).replace("\r", "\\r").replace("\n", "\\n")
 
 
 if __name__ == "__main__":
