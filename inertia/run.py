@@ -17,7 +17,7 @@ import torch
 from .core.attention import AttentionHooks, QKVTransform
 from .core.backbone import Backbone
 from .core.builtin_models import SMOKE_TEST_NOTICE
-from .core.checkpoint_files import check_checkpoint, local_model_dir, weights_fingerprint
+from .core.checkpoint_files import check_checkpoint, load_errors, local_model_dir, weights_fingerprint
 from .core.config import PluginSpec, RunConfig, save_config
 from .core.context_parallel import check_request as check_context_parallel, writes_outputs
 from .core.errors import WriteFault, one_line
@@ -113,7 +113,8 @@ class ModelCache:
         while self.max_models is not None and len(self._loaded) >= self.max_models:
             self._loaded.popitem(last=False)
             _free_memory()
-        loaded = backbone.load(config)
+        with load_errors(config.model):  # every backbone's load, a third-party one's too
+            loaded = backbone.load(config)
         if config.performance is not None:
             loaded.performance = apply_performance(loaded.denoisers, config.performance)
         self._loaded[key] = loaded
