@@ -272,6 +272,14 @@ PROPERTIES_AND_FAULTS = [
      "killed part-way, restarted: every run once, values identical to an uninterrupted sweep"),
     ("temporaries of a killed run, a symlinked lock file", "tests/test_faults.py",
      "leftovers of dead writers removed, live ones kept; a planted lock link refused, its target untouched"),
+    ("a checkpoint that passes the pre-checks but `from_pretrained` rejects", "tests/test_load_errors.py",
+     "misnamed weights, weights of other shapes, a config value of the wrong type, a class the library lacks: one "
+     "line naming the model and the cause (exit 2)"),
+    ("a run that raises while generating or scoring", "tests/test_failed_runs.py",
+     "record.json says why (status failed, error class and message), no video, config or temporary file; a complete "
+     "earlier run is kept; a rerun or the sweep replaces the record"),
+    ("an exception inertia did not expect", "tests/test_cli_debug.py",
+     "one line `error: internal error: Class: message` (exit 3); `--debug` shows the traceback of any error"),
     ("broken third-party plugins", "tests/test_example_plugin.py",
      "import error, raising hook, duplicate name, invalid name, invalid Params, raising during a run: named, "
      "the others keep working; a sweep records the failure and goes on"),
