@@ -1,7 +1,8 @@
 """Command line: `inertia run`, `inertia score`, `inertia plugins`, `inertia testbed`, `inertia sweep`, `inertia report`, `inertia ui`.
 
 User mistakes print one line (`error: field: what is allowed`) and exit with status 2, before
-any model loads; no Python traceback is shown for them.
+any model loads; a fault during a run (NaN latents, a full disk, a plugin or inertia itself raising)
+prints one line and exits with status 3. No Python traceback is shown unless `--debug` is given.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .core.config import ATTENTION_BACKENDS, PluginSpec, build_config, load_config_file
-from .core.errors import InertiaError, NonFiniteLatentsError, WriteFault
+from .core.errors import InertiaError, NonFiniteLatentsError, WriteFault, one_line
 from .core.io import check_output_dir
 from .core.runtime import quiet_libraries
 
@@ -56,6 +58,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="inertia", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of any error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="generate one video with interventions")
@@ -94,7 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
     ui.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     ui.add_argument("--out", type=Path, default=Path("outputs"), help="default output directory of its runs")
+    _accept_debug_after_commands(parser)
     return parser
+
+
+def _accept_debug_after_commands(parser: argparse.ArgumentParser) -> None:
+    """`--debug` also after a (sub)command (`inertia run ... --debug`); there it only sets the flag
+    (SUPPRESS: a subcommand's default would overwrite a `--debug` given before it)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                     help="show the Python traceback of any error")
+                _accept_debug_after_commands(command)
 
 
 def _add_testbed_commands(commands) -> None:
@@ -223,24 +238,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands.update(_sweep_commands())
         return commands[args.command](args)
     except (NonFiniteLatentsError, WriteFault) as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 3
+        return _report(args, error, one_line(error), 3)
     except InertiaError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
+        return _report(args, error, one_line(error), 2)
     except Exception as error:
         from .registry import culprit, default_registry
 
         blamed = culprit(default_registry(), error.__traceback__)
-        if blamed is None:
-            raise  # inertia's own bug: the traceback is what helps
-        print(f"error: {blamed} raised {type(error).__name__}: {one_line(error)}", file=sys.stderr)
-        return 3
+        cause = f"{type(error).__name__}: {one_line(error)}"
+        if blamed is not None:
+            return _report(args, error, f"{blamed} raised {cause}", 3)
+        hint = "" if args.debug else " (rerun with --debug for the traceback)"
+        return _report(args, error, f"internal error: {cause}{hint}", 3)
 
 
-def one_line(error: Exception) -> str:
-    """The message on one line even where it quotes a name or path holding a line break."""
-    return str(error).replace("\r", "\\r").replace("\n", "\\n")
+def _report(args: argparse.Namespace, error: Exception, line: str, code: int) -> int:
+    """Print `error: line` (after the traceback with --debug) and return the exit status `code`."""
+    if args.debug:
+        traceback.print_exception(error)
+    print(f"error: {line}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

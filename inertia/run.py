@@ -17,9 +17,10 @@ import torch
 from .core.attention import AttentionHooks, QKVTransform
 from .core.backbone import Backbone
 from .core.builtin_models import SMOKE_TEST_NOTICE
-from .core.checkpoint_files import check_checkpoint, local_model_dir, weights_fingerprint
+from .core.checkpoint_files import check_checkpoint, load_errors, local_model_dir, weights_fingerprint
 from .core.config import PluginSpec, RunConfig, save_config
 from .core.context_parallel import check_request as check_context_parallel, writes_outputs
+from .core.errors import WriteFault, one_line
 from .core.history import HistoryHooks
 from .core.intervention import InterventionStack
 from .core.io import frames_to_uint8, read_video, remove_stale_temporaries, write_json, write_mp4
@@ -29,7 +30,7 @@ from .core.records import CONFIG_NAME, RECORD_NAME, VIDEO_NAME, device_descripti
 from .core.runtime import attention_backend, resolve_runtime
 from .core.sampling import StepRecord, sample
 from .core.setup import RunSetup
-from .registry import Registry, default_registry
+from .registry import Registry, culprit, default_registry
 from .scoring import MetricSuite, build_metrics, resolved_specs
 
 
@@ -112,7 +113,8 @@ class ModelCache:
         while self.max_models is not None and len(self._loaded) >= self.max_models:
             self._loaded.popitem(last=False)
             _free_memory()
-        loaded = backbone.load(config)
+        with load_errors(config.model):  # every backbone's load, a third-party one's too
+            loaded = backbone.load(config)
         if config.performance is not None:
             loaded.performance = apply_performance(loaded.denoisers, config.performance)
         self._loaded[key] = loaded
@@ -222,7 +224,12 @@ def execute_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None,
         key = _metrics_key(plan)
         if plan.metrics and key not in suites:
             suites[key] = MetricSuite(plan.metrics, plan.config.device).load()
-    generations = generate_batch(plans, models, progress)
+    try:
+        generations = generate_batch(plans, models, progress)
+    except Exception as error:
+        for plan in plans:
+            write_failure(plan, error)
+        raise
     return [write_run(plan, generation, suites.get(_metrics_key(plan))) for plan, generation in zip(plans, generations)]
 
 
@@ -249,10 +256,12 @@ def write_run(plan: PlannedRun, result: Generation, suite: MetricSuite | None) -
         remove_stale_temporaries(run_dir)  # of an earlier run of this config that was killed while writing
     try:
         return _write_run_files(plan, result, suite)
-    except BaseException:
+    except BaseException as error:
         # Nothing half-written stays: a video and config without a record would look like a run.
         for name in (VIDEO_NAME, CONFIG_NAME):
             (run_dir / name).unlink(missing_ok=True)
+        if isinstance(error, Exception):
+            write_failure(plan, error)
         if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()
         raise
@@ -292,3 +301,47 @@ def _write_run_files(plan: PlannedRun, result: Generation, suite: MetricSuite | 
         record["metrics"] = suite.score(written, fps, config.prompt, record)
     write_json(run_dir / RECORD_NAME, record)
     return RunResult(run_dir, run_dir / VIDEO_NAME, record)
+
+
+#: `status` of the record of a run that raised (a complete run's record has no status).
+FAILED = "failed"
+
+
+def write_failure(plan: PlannedRun, error: Exception) -> None:
+    """record.json of a run that raised while generating, writing or scoring: status "failed", the error's
+    class and one-line message (and the plugin that raised it, if one did), so the run directory says why.
+
+    Only the record: the caller removes the run's other files. A complete earlier run of the config stays
+    as it was (a failed retry loses nothing). A write fault is not recorded (the disk that failed the run
+    would fail its record too; the error line names the file), and when the record cannot be written the
+    run's own error is what the caller raises. A rerun of the config replaces the record."""
+    if isinstance(error, WriteFault) or not writes_outputs(plan.config.context_parallel) or _complete(plan):
+        return
+    config = plan.config
+    blamed = culprit(default_registry(), error.__traceback__)
+    record = {
+        "run_hash": config.run_hash(),
+        "status": FAILED,
+        "created": utc_now(),
+        "error": {"type": type(error).__name__, "message": one_line(error), **({"plugin": blamed} if blamed else {})},
+        "backbone": config.backbone,
+        "model": config.model,
+        "config": config.model_dump(mode="json"),
+        "requested_config": plan.requested.model_dump(mode="json", exclude_defaults=True),
+        "versions": package_versions(),
+        "device": device_description(config.device),
+    }
+    try:
+        write_json(plan.run_dir / RECORD_NAME, record)
+    except (OSError, WriteFault):
+        pass  # the run's own error says what went wrong
+
+
+def _complete(plan: PlannedRun) -> bool:
+    """Whether the run directory holds a complete run of this config (its record, not a failed one, and video)."""
+    try:
+        record = json.loads((plan.run_dir / RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(record, dict) and record.get("run_hash") == plan.config.run_hash()
+            and record.get("status") != FAILED and (plan.run_dir / VIDEO_NAME).is_file())

@@ -145,7 +145,10 @@ def test_a_plugin_that_raises_during_a_run_is_named(broken_plugins, tmp_path, ca
             "--device", "cpu", "--quiet", "--out", str(tmp_path)]
     assert main([*args, "--intervention", "crash"]) == 3
     assert capsys.readouterr().err == ("error: intervention 'crash' (plugin raises_in_run) raised ValueError: step 0\n")
-    assert not list(tmp_path.rglob("record.json"))
+    (record,) = tmp_path.rglob("record.json")  # the failed run's record says why, and nothing else is left
+    assert sorted(p.name for p in record.parent.iterdir()) == ["record.json"]
+    assert json.loads(record.read_text())["error"] == {"type": "ValueError", "message": "step 0",
+                                                       "plugin": "intervention 'crash' (plugin raises_in_run)"}
     assert main(args) == 0  # the other plugins keep working
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
+import annotated_types
 import numpy as np
 import pytest
 import yaml
@@ -74,12 +75,24 @@ def _numeric_params(cls) -> list[str]:
             not any(a is list or getattr(a, "__origin__", None) is list for a in [field.annotation, *get_args(field.annotation)])]
 
 
+def above_upper_bound(field) -> str | None:
+    """The smallest round value a numeric parameter refuses above: its `lt` bound, or its `le` bound + 1."""
+    for bound in field.metadata:
+        if isinstance(bound, annotated_types.Lt):
+            return str(bound.lt)
+        if isinstance(bound, annotated_types.Le):
+            return str(bound.le + 1)
+    return None
+
+
 def intervention_specs(tmp: Path) -> Iterator[list[str]]:
     rng = random.Random(2)
     for name in sorted(REGISTRY.interventions):
         cls = REGISTRY.interventions.get(name)
         for param in _numeric_params(cls):
-            for value in [".inf", "-.inf", ".nan", "1e309", "[[1]]", "{a: 1}", "true", "'1'", "9" * 400, "-1e9"]:
+            above = above_upper_bound(cls.Params.model_fields[param])
+            for value in [".inf", "-.inf", ".nan", "1e309", "[[1]]", "{a: 1}", "true", "'1'", "9" * 400, "-1e9",
+                          *([above] if above else [])]:
                 yield [*RUN, "--intervention", f"{name}:{param}={value}"]
         yield [*RUN, "--intervention", f"{name}:nope{rng.randint(0, 999)}=1"]  # unknown parameter
         for param in list(cls.Params.model_fields)[:1]:
@@ -204,7 +217,8 @@ CLASSES = [
     InputClass("run flags: out-of-range and non-numeric values", "each numeric flag x its bounds and 14 malformed "
                "numbers (inf, nan, 1e309, a 5000-digit number, text, ...)", run_flags),
     InputClass("intervention specs", "each numeric parameter of each built-in intervention x 10 non-finite, nested or "
-               "mistyped values; unknown and repeated parameters; an intervention twice", intervention_specs),
+               "mistyped values and the first value above its upper bound (guidance-like scales <= 100, steps <= "
+               "1000, ...); unknown and repeated parameters; an intervention twice", intervention_specs),
     InputClass("unknown names", "20 random names (with separators, tabs, line breaks, non-ASCII) as backbone, "
                "intervention, metric, built-in model, attention backend and device", unknown_names),
     InputClass("run config files", "duplicate keys, wrong top level, binary, invalid UTF-8, YAML errors, tags, alias "
@@ -258,6 +272,14 @@ PROPERTIES_AND_FAULTS = [
      "killed part-way, restarted: every run once, values identical to an uninterrupted sweep"),
     ("temporaries of a killed run, a symlinked lock file", "tests/test_faults.py",
      "leftovers of dead writers removed, live ones kept; a planted lock link refused, its target untouched"),
+    ("a checkpoint that passes the pre-checks but `from_pretrained` rejects", "tests/test_load_errors.py",
+     "misnamed weights, weights of other shapes, a config value of the wrong type, a class the library lacks: one "
+     "line naming the model and the cause (exit 2)"),
+    ("a run that raises while generating or scoring", "tests/test_failed_runs.py",
+     "record.json says why (status failed, error class and message), no video, config or temporary file; a complete "
+     "earlier run is kept; a rerun or the sweep replaces the record"),
+    ("an exception inertia did not expect", "tests/test_cli_debug.py",
+     "one line `error: internal error: Class: message` (exit 3); `--debug` shows the traceback of any error"),
     ("broken third-party plugins", "tests/test_example_plugin.py",
      "import error, raising hook, duplicate name, invalid name, invalid Params, raising during a run: named, "
      "the others keep working; a sweep records the failure and goes on"),
@@ -311,3 +333,12 @@ def test_generated_invalid_inputs_are_all_refused_in_one_line_and_the_table_is_c
     if os.environ.get("INERTIA_WRITE_RELIABILITY"):
         DOC.write_text(text)
     assert DOC.read_text() == text, "docs/reliability.md is stale: INERTIA_WRITE_RELIABILITY=1 pytest tests/test_reliability.py"
+
+
+def test_every_numeric_intervention_parameter_has_an_upper_bound():
+    """Unbounded, a typo (`boost:b=1e9`) passes validation and fails after loading as NaN latents at step 0,
+    naming no field; the generator above tries the first value beyond each bound."""
+    classes = {name: REGISTRY.interventions.get(name) for name in sorted(REGISTRY.interventions)}
+    unbounded = [f"{name}:{param}" for name, cls in classes.items() for param in _numeric_params(cls)
+                 if above_upper_bound(cls.Params.model_fields[param]) is None]
+    assert unbounded == []

@@ -14,12 +14,14 @@ import json
 import os
 import re
 import struct
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, WriteFault
+from .io import WRITE_FAULT_ERRNOS
 
 #: Weights formats that unpickle (and so can run code) when loaded.
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -231,3 +233,34 @@ def _fingerprint(directory: str, states: tuple[tuple[str, int, int], ...]) -> st
 def weights_options(allow_pickled: bool) -> dict[str, Any]:
     """`from_pretrained` options of a run: safetensors only, unless the run allows pickled weights."""
     return {"use_safetensors": None if allow_pickled else True}
+
+
+#: What `from_pretrained` raises for a checkpoint it cannot use after the pre-checks passed: files missing
+#: or misnamed, a hub id it cannot fetch (OSError, which EnvironmentError is); weights of other shapes, a
+#: class model_index.json names that the library lacks (ValueError); a config value of the wrong type
+#: (TypeError, from the model's constructor).
+LOAD_ERRORS = (OSError, ValueError, TypeError)
+#: A cause longer than this is cut after its first sentence (diffusers appends advice and links).
+MAX_CAUSE_CHARS = 300
+
+
+@contextmanager
+def load_errors(model: str | None, field: str = "model") -> Iterator[None]:
+    """Around a backbone's load: what `from_pretrained` raises becomes one ConfigError naming `field`,
+    the model and the cause (exit 2; the original stays chained for --debug); a full disk while a hub
+    download is stored becomes a WriteFault (exit 3)."""
+    try:
+        yield
+    except LOAD_ERRORS as error:
+        if isinstance(error, OSError) and error.errno in WRITE_FAULT_ERRNOS:
+            raise WriteFault(f"{model}: cannot store it: {error.strerror or error}") from error
+        raise ConfigError(field, f"{model}: cannot load it: {load_cause(error)}") from error
+
+
+def load_cause(error: BaseException) -> str:
+    """The cause in `error`'s words, on one line: its first non-blank line with runs of white space closed
+    up, cut after the first sentence when long."""
+    first = " ".join(next((line for line in str(error).splitlines() if line.strip()), type(error).__name__).split())
+    if len(first) > MAX_CAUSE_CHARS and ". " in first[:MAX_CAUSE_CHARS]:
+        first = first[: first.index(". ") + 1]
+    return first

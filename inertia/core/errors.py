@@ -20,3 +20,8 @@ class NonFiniteLatentsError(InertiaError):
 class WriteFault(InertiaError):
     """A result could not be written (disk full, quota, read-only or failing disk): a fault of the machine,
     not of the input (exit 3). Nothing half-written is left; once space is freed, the same command resumes."""
+
+
+def one_line(error: BaseException | str) -> str:
+    """The message on one line even where it quotes a name or path holding a line break."""
+    return str(error).replace("\r", "\\r").replace("\n", "\\n")

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from ..core.config import MAX_STEPS
+from ..core.config import MAX_SIZE, MAX_STEPS
 from ..core.context import StepContext
 from ..core.history import HistoryBlocks
 from .context import ContextIntervention, ContextParams, ContextRole
@@ -54,7 +54,7 @@ def blend_weight(step: int, end_step: int, blend_steps: int) -> float:
 class AlgParams(ContextParams):
     role: ContextRole = Field("condition", description="blocks to low-pass by role: condition (the conditioning "
                                                        "image, default), history (framepack), context = both")
-    factor: float = Field(2.0, ge=1.0, description="downsampling factor of the low-pass (1 = no filter)")
+    factor: float = Field(2.0, ge=1.0, le=MAX_SIZE, description="downsampling factor of the low-pass (1 = no filter)")
     end_step: int = Field(ge=1, le=MAX_STEPS, description="step (per section) from which the model sees the original image again")
     blend_steps: int = Field(0, ge=0, le=MAX_STEPS, description="steps before end_step over which the image blends back linearly")
 

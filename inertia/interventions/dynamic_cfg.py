@@ -22,6 +22,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from ..core.config import MAX_EXPONENT
 from ..core.context import StepContext
 from ..core.intervention import GuidanceParams, GuidanceSchedule, GuidanceTarget
 
@@ -31,7 +32,7 @@ class DynamicCfgParams(GuidanceParams):
     form: Literal["step", "diffusers"] = Field(
         "step", description="step: cosine over the step index (intended); diffusers: over the timestep value (issue 9641)"
     )
-    exp: float = Field(5.0, gt=0.0, description="cosine exponent (CogVideoX uses 5)")
+    exp: float = Field(5.0, gt=0.0, le=MAX_EXPONENT, description="cosine exponent (CogVideoX uses 5)")
 
     @model_validator(mode="after")
     def _real_power(self) -> "DynamicCfgParams":

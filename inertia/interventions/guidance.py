@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from ..core.config import MAX_EXPONENT, MAX_GUIDANCE
 from ..core.context import StepContext
 from ..core.intervention import GuidanceParams, GuidanceSchedule, Intervention
 from ..core.params import Params
@@ -20,7 +21,7 @@ from ..core.params import Params
 
 class RelaxParams(GuidanceParams):
     beta: float = Field(0.75, ge=0.0, le=1.0, description="relaxation strength at sigma = 1 (0 = baseline)")
-    s_min: float = Field(1.0, ge=0.0, description="floor the scale relaxes toward")
+    s_min: float = Field(1.0, ge=0.0, le=MAX_GUIDANCE, description="floor the scale relaxes toward")
 
 
 class Relax(GuidanceSchedule):
@@ -40,7 +41,7 @@ class Relax(GuidanceSchedule):
 
 
 class BoostParams(GuidanceParams):
-    b: float = Field(0.5, gt=0.0, description="impulse strength (the seed's beta = -b)")
+    b: float = Field(0.5, gt=0.0, le=MAX_GUIDANCE, description="impulse strength (the seed's beta = -b)")
 
 
 class Boost(GuidanceSchedule):
@@ -56,7 +57,7 @@ class Boost(GuidanceSchedule):
 
 
 class DecayParams(Params):
-    p: float = Field(1.0, gt=0.0, description="envelope power: e(sigma) = sigma ** p (p < 1 lasts longer)")
+    p: float = Field(1.0, gt=0.0, le=MAX_EXPONENT, description="envelope power: e(sigma) = sigma ** p (p < 1 lasts longer)")
 
 
 class Decay(Intervention):

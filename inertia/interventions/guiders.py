@@ -35,6 +35,7 @@ import torch
 from pydantic import Field, field_validator
 
 from ..core.combination import NO_BRANCHES
+from ..core.config import MAX_GUIDANCE, MAX_STEPS
 from ..core.context import StepContext
 from ..core.errors import ConfigError
 from ..core.intervention import PredictionCombiner
@@ -76,7 +77,7 @@ class GuiderCombiner(PredictionCombiner):
 
 class CfgZeroStarParams(Params):
     zero_init_steps: int = Field(
-        1, ge=0, description="first steps (of each section) whose prediction is zero (the paper: about 4% of steps)"
+        1, ge=0, le=MAX_STEPS, description="first steps (of each section) whose prediction is zero (the paper: about 4% of steps)"
     )
 
 
@@ -120,7 +121,7 @@ class ApgParams(Params):
         -0.5, gt=-1.0, lt=1.0, description="momentum of the update across steps (negative = the paper's reverse momentum; 0 = none)"
     )
     rescale: float = Field(
-        15.0, ge=0.0, description="cap r on the update's L2 norm over the whole video latent (0 = none; diffusers' default 15)"
+        15.0, ge=0.0, le=MAX_GUIDANCE, description="cap r on the update's L2 norm over the whole video latent (0 = none; diffusers' default 15)"
     )
 
 
@@ -184,7 +185,7 @@ class Tcfg(GuiderCombiner):
 class FdgParams(Params):
     ratios: list[float] = Field(
         [2.0, 1.0], min_length=2,
-        description="guidance strength of each frequency level (at least 2, each >= 0), highest first, relative "
+        description="guidance strength of each frequency level (at least 2, each in [0, 100]), highest first, relative "
                     "to the step's: level scale 1 + ratio * (s - 1)",
     )
     parallel_weight: float = Field(1.0, ge=0.0, le=1.0, description="weight of each level's update component "
@@ -193,8 +194,8 @@ class FdgParams(Params):
     @field_validator("ratios")
     @classmethod
     def _non_negative(cls, ratios: list[float]) -> list[float]:
-        if min(ratios) < 0:
-            raise ValueError(f"ratios must be >= 0, got {ratios}")
+        if min(ratios) < 0 or max(ratios) > MAX_GUIDANCE:
+            raise ValueError(f"ratios must be >= 0 and <= {MAX_GUIDANCE:g}, got {ratios}")
         return ratios
 
 

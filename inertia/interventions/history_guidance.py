@@ -33,6 +33,7 @@ import torch
 from pydantic import Field
 
 from ..core.combination import Branch
+from ..core.config import MAX_GUIDANCE, SEED_LIMIT
 from ..core.context import StepContext
 from ..core.history import HistoryBlocks
 from ..core.setup import RunSetup
@@ -42,11 +43,11 @@ from .perturbed import PerturbedGuidance
 
 
 class HistoryGuidanceParams(ContextParams):
-    scale: float = Field(gt=1.0, description="w of dropped + w (full - dropped); 1 would change nothing")
+    scale: float = Field(gt=1.0, le=MAX_GUIDANCE, description="w of dropped + w (full - dropped); 1 would change nothing")
     mode: Literal["noise", "zero"] = Field("noise", description="how the dropped branch drops the blocks: noise "
                                                                 "(x' = (1 - t) x + t n, t = level) or zero")
     level: float = Field(1.0, gt=0.0, le=1.0, description="noise level t of mode=noise (1 = pure noise)")
-    seed: int = Field(0, ge=0, description="mixed with the run seed, section and step into the noise generator's seed")
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="mixed with the run seed, section and step into the noise generator's seed")
 
 
 class HistoryGuidance(ContextIntervention, PerturbedGuidance):

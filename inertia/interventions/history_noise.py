@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from ..core.config import SEED_LIMIT
 from ..core.context import StepContext
 from ..core.history import HistoryBlocks
 from .context import ContextIntervention, ContextParams
@@ -69,7 +70,7 @@ def draw_noise(shapes: Sequence[torch.Size], seeds: Sequence[int], seed: int, se
 
 class HistoryNoiseParams(ContextParams):
     level: float = Field(0.5, ge=0.0, le=1.0, description="noise level t of x' = (1 - t) x + t n (0 = clean, 1 = pure noise)")
-    seed: int = Field(0, ge=0, description="mixed with the run seed, section and step into the noise generator's seed")
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="mixed with the run seed, section and step into the noise generator's seed")
 
 
 class HistoryNoise(ContextIntervention):

@@ -25,7 +25,7 @@ import torch
 from pydantic import Field, field_validator
 
 from ..core.attention import BIAS_REFUSING_ATTENTION, AttentionCall, TokenLayout
-from ..core.config import ATTENTION_BACKENDS
+from ..core.config import ATTENTION_BACKENDS, MAX_GUIDANCE, MAX_STEPS
 from ..core.errors import ConfigError
 from ..core.intervention import Intervention
 from ..core.params import Params, distinct_layers
@@ -38,9 +38,9 @@ KEY_ROLES = {"condition": ("condition",), "history": ("history",), "context": ("
 
 
 class ReferenceDampingParams(Params):
-    scale: float = Field(gt=0.0, description="s: factor on the attention generated-frame queries pay to the reference "
+    scale: float = Field(gt=0.0, le=MAX_GUIDANCE, description="s: factor on the attention generated-frame queries pay to the reference "
                                              "keys (< 1 damps, > 1 amplifies; logit bias log s)")
-    end_step: int = Field(ge=1, description="step (per section) from which attention is left as it is")
+    end_step: int = Field(ge=1, le=MAX_STEPS, description="step (per section) from which attention is left as it is")
     keys: Literal["condition", "history", "context"] = Field(
         "condition", description="reference keys: condition (the conditioning image's frame), history "
                                  "(framepack's 1x/2x/4x history), context = both")

@@ -28,12 +28,13 @@ from typing import ClassVar
 
 from pydantic import Field, model_validator
 
+from ..core.config import MAX_GUIDANCE
 from ..core.context import StepContext
 from ..core.intervention import GuidanceParams, GuidanceSchedule
 
 
 class ConstantParams(GuidanceParams):
-    scale: float = Field(ge=0.0, description="the guidance scale at every step")
+    scale: float = Field(ge=0.0, le=MAX_GUIDANCE, description="the guidance scale at every step")
 
 
 class Constant(GuidanceSchedule):
@@ -55,7 +56,7 @@ class IntervalParams(GuidanceParams):
     sigma_lo: float = Field(ge=0.0, le=1.0, description="guidance only while sigma_lo < sigma <= sigma_hi")
     sigma_hi: float = Field(ge=0.0, le=1.0, description="upper end of the guidance interval (sigma 1 = pure noise)")
     floor: float = Field(
-        1.0, ge=0.0, description="scale outside the interval (1 = no guidance; true CFG then runs one forward)"
+        1.0, ge=0.0, le=MAX_GUIDANCE, description="scale outside the interval (1 = no guidance; true CFG then runs one forward)"
     )
 
     @model_validator(mode="after")

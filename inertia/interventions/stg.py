@@ -27,6 +27,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from ..core.combination import Branch
+from ..core.config import MAX_GUIDANCE, MAX_STEPS
 from ..core.errors import ConfigError
 from ..core.params import Params, distinct_layers
 from ..core.setup import RunSetup
@@ -36,9 +37,9 @@ from .perturbed import PerturbedGuidance
 class StgParams(Params):
     layers: list[int] = Field(min_length=1, description="transformer layers whose self-attention the skip branch skips "
                                                         "(0-based, as `unlearn:layers` numbers them)")
-    scale: float = Field(1.0, gt=0.0, description="g, the weight of cond - skip")
-    start_step: int = Field(0, ge=0, description="first step (per section) with the skip branch")
-    end_step: int | None = Field(None, ge=1, description="step (per section) to stop before (default: the last)")
+    scale: float = Field(1.0, gt=0.0, le=MAX_GUIDANCE, description="g, the weight of cond - skip")
+    start_step: int = Field(0, ge=0, le=MAX_STEPS, description="first step (per section) with the skip branch")
+    end_step: int | None = Field(None, ge=1, le=MAX_STEPS, description="step (per section) to stop before (default: the last)")
 
     _distinct_layers = field_validator("layers")(distinct_layers)
 

@@ -21,7 +21,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 
-from ..core.config import MAX_STEPS
+from ..core.config import MAX_FRAMES, MAX_STEPS
 from ..core.attention import CONTEXT_ROLES, AttentionCall, Role
 from ..core.context import StepContext
 from ..core.errors import ConfigError
@@ -45,7 +45,7 @@ def blur_latent_frames(latents: torch.Tensor, sigma_blur: float, strength: float
 
 
 class UnlearnParams(Params):
-    sigma_blur: float = Field(0.6, ge=0.0, description="Gaussian sigma in frames (0 = no blur, the baseline)")
+    sigma_blur: float = Field(0.6, ge=0.0, le=MAX_FRAMES, description="Gaussian sigma in frames (0 = no blur, the baseline)")
     target: Literal["kv", "history"] = Field(
         "kv", description="kv = self-attention keys/values; history = the history latents fed to the model (FramePack)"
     )

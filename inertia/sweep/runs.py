@@ -10,7 +10,8 @@ A run is **complete** exactly when its `record.json` (written last, atomically, 
 
 A record without (all) its metrics means the sweep asks for a metric the run was not scored with:
 the video is kept and only scored.
-Anything else (no record, an unreadable record, a record of another config) is run from the start;
+Anything else (no record, an unreadable record, a record of another config, the record of a failed
+attempt: `"status": "failed"` with the error) is run from the start;
 the atomic writes replace whatever partial state is there. Temporary files left by a kill
 (`.NAME.*.tmp*`) are never read.
 """
@@ -29,7 +30,7 @@ from ..core.config import PluginSpec, RunConfig
 from ..core.errors import InertiaError, WriteFault
 from ..core.records import RECORD_NAME, VIDEO_NAME
 from ..registry import culprit, default_registry
-from ..run import ModelCache, PlannedRun, execute, execute_batch, plan_run
+from ..run import FAILED, ModelCache, PlannedRun, execute, execute_batch, plan_run
 from ..scoring import score_videos
 from .plan import SweepRun
 
@@ -48,7 +49,8 @@ def run_state(run: SweepRun) -> tuple[State, dict[str, Any] | None]:
     """Whether `run` is complete, generated but not (fully) scored, or missing; and its record."""
     run_dir = Path(run.run_dir)
     record = read_record(run_dir)
-    if record is None or record.get("run_hash") != run.run_hash or not (run_dir / VIDEO_NAME).is_file():
+    if (record is None or record.get("run_hash") != run.run_hash or record.get("status") == FAILED
+            or not (run_dir / VIDEO_NAME).is_file()):
         return "missing", None
     entries = record.get("metrics") or {}
     for key, spec in zip(run.metric_keys, run.metrics):
