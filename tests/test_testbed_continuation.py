@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
+from inertia.backbones.testbed import TestbedBackbone
+from inertia.core.config import PluginSpec, RunConfig
+from inertia.core.errors import ConfigError
+from inertia.core.history import HistoryHooks
+from inertia.core.metric import VideoSample
+from inertia.metrics.physics import Physics
+from inertia.run import generate, plan_run
 from inertia.testbed import simulator as sim
 from inertia.testbed.continuation import Continuation, history_of, render_continuation
 from inertia.testbed.data import Mixture, continuation_spec, generate_pool, motion_commands, sample_training_clip
+from inertia.testbed.model import TestbedPipeline
 from inertia.testbed.physics import analyse
 
 
@@ -86,3 +98,109 @@ def test_mixture_with_history_trains_on_continuations_and_without_draws_as_befor
     assert "history_prob" not in Mixture().to_dict()  # old records and resume identities unchanged
     with pytest.raises(ValueError, match=r"mixture history_frames must be in 2\.\.16, got 17"):
         Mixture(history_frames=17)
+
+
+# --------------------------------------------------------------------------- the trained history mode
+
+
+@pytest.fixture(scope="module")
+def history_model(tmp_path_factory) -> Path:
+    """A tiny model trained 4 steps on the CPU with half its clips continuations (`--history-prob 0.5`)."""
+    from inertia.cli import main
+    from tiny_testbed import TINY_FLAGS
+
+    out = tmp_path_factory.mktemp("history_run")
+    assert main(["testbed", "train", "--out", str(out), "--steps", "4", "--history-prob", "0.5", *TINY_FLAGS]) == 0
+    return out / "model"
+
+
+def history_run(model: Path, **overrides) -> RunConfig:
+    values = dict(backbone="testbed", model=str(model), prompt="the red ball rolls left fast", seed=2, steps=3,
+                  device="cpu", dtype="float32", history_frames=4)
+    return RunConfig(**{**values, **overrides})
+
+
+def test_history_model_declares_its_frames_and_runs_match_the_reference_pipeline(history_model):
+    assert json.loads((history_model / "model_index.json").read_text())["history_frames"] == 4
+    record = json.loads((history_model / "training.json").read_text())
+    assert record["mixture"]["history_prob"] == 0.5 and record["pool"]["continuation_clips"] > 0
+    plan = plan_run(history_run(history_model))
+    assert plan.config.mode == "history" and plan.setup.history_blocks == {"history": "history"}
+    result = generate(plan, progress=False)
+    continuation = continuation_spec("the red ball rolls left fast", 2)
+    expected = TestbedPipeline.from_pretrained(str(history_model))(
+        "the red ball rolls left fast", seed=2, num_inference_steps=3, history=history_of(continuation))
+    assert np.array_equal(result.frames, expected)
+    # the same model still runs image-to-video from a first frame, and that differs from its continuation
+    assert not np.array_equal(generate(plan_run(history_run(history_model, history_frames=None)),
+                                       progress=False).frames, expected)
+
+
+def test_history_frames_are_handed_over_and_laid_out_as_history(history_model):
+    backbone = TestbedBackbone.load(plan_run(history_run(history_model)).config)
+    config = plan_run(history_run(history_model)).config
+    job = backbone.prepare_batch([config], [torch.Generator().manual_seed(2)])
+    history = history_of(continuation_spec(config.prompt, config.seed))
+    assert np.array_equal(job.first_frames[0], history)
+    assert job.condition[0, 0, :, 0, 0].tolist() == [1.0] * 4 + [0.0] * 13
+    seen = {}
+
+    class Plus:
+        name = "plus"
+
+        def transform_history(self, blocks, ctx):
+            seen.update(roles=dict(blocks.roles), shape=tuple(blocks["history"].shape))
+            return {"history": blocks["history"] + 1}
+
+    hooks = HistoryHooks([Plus()])
+    hooks.step = object()
+    with backbone.hooked_history(hooks):
+        condition = backbone._condition(job)
+    assert seen == {"roles": {"history": "history"}, "shape": (1, 3, 4, 32, 32)}
+    changed = (condition != job.condition).flatten(3).any(-1)[0]  # (channels, frames)
+    assert changed[1:, :4].all() and not changed[0].any() and not changed[:, 4:].any()
+    layout = backbone.token_layout(job, next(iter(backbone.sections(job))))
+    assert [(b.start, b.frames, b.role) for b in layout.blocks] == [(0, 4, "history"), (256, 13, "noisy")]
+
+
+def test_history_interventions_act_on_the_history_mode(history_model):
+    baseline = generate(plan_run(history_run(history_model)), progress=False)
+    assert [step.context for step in baseline.trace] == [None] * 3
+
+    def run(text):
+        config = history_run(history_model, interventions=[PluginSpec.parse(text)])
+        result = generate(plan_run(config), progress=False)
+        assert not np.array_equal(result.frames, baseline.frames), text
+        return result.trace
+
+    assert [s.context for s in run("history_noise:level=0.5")] == [["history_noise"]] * 3
+    assert [s.context for s in run("unlearn:target=history,sigma_blur=1.0")] == [["unlearn"]] * 3
+    assert [s.branches for s in run("history_guidance:scale=2,end_step=1")] == [["history_dropped"], [], []]
+    assert [s.guidance for s in run("reference_damping:keys=history,scale=0.3,end_step=2")] == [{"cfg": 3.0}] * 3
+    with pytest.raises(ConfigError, match=r"^reference_damping\.keys: this testbed run has no condition tokens"):
+        plan_run(history_run(history_model, interventions=[PluginSpec.parse("reference_damping:keys=condition,scale=0.3,end_step=2")]))
+
+
+def test_physics_metric_scores_a_history_run_on_the_frames_after_its_history():
+    frames = render_continuation(continuation_spec("the red ball rolls left fast", 2))
+    record = {"config": {"backbone": "testbed", "seed": 2, "image": None, "history_frames": 4}}
+    metric = Physics.from_spec({}, "physics")
+    truth = metric.score(VideoSample(frames=frames, fps=8, prompt="the red ball rolls left fast", record=record))
+    assert truth["correct_and_intact"] and truth["velocity_error"] == pytest.approx(0, abs=0.2)
+    copied = np.repeat(frames[3:4], 17, axis=0)
+    frozen = metric.score(VideoSample(frames=copied, fps=8, prompt="the red ball rolls left fast", record=record))
+    assert frozen["static_death"] and not frozen["direction_correct"]
+
+
+def test_history_mode_is_refused_before_loading_where_it_does_not_exist(tiny_testbed_run, wan_t2v_dir, monkeypatch):
+    from inertia.backbones.wan import WanBackbone
+
+    for backbone in (TestbedBackbone, WanBackbone):
+        monkeypatch.setattr(backbone, "load", classmethod(lambda cls, config: pytest.fail("a model was loaded")))
+    model_dir = tiny_testbed_run / "model"  # trained without continuations, like the shipped v2 weights
+    with pytest.raises(ConfigError, match=r"^history_frames: .* was not trained for the history mode \(its model_index"
+                                          r"\.json declares no history_frames\); train one with `inertia testbed train "
+                                          r"--history-prob 0\.5`"):
+        plan_run(history_run(model_dir))
+    with pytest.raises(ConfigError, match=r"^history_frames: wan has no history mode \(its modes: t2v, i2v\)$"):
+        plan_run(RunConfig(backbone="wan", model=str(wan_t2v_dir), history_frames=4))

@@ -312,6 +312,18 @@ def continuation_spec(
     raise ValueError(f"could not lay out a continuation of {sim.format_prompt(commands)!r}")
 
 
+def run_truth(prompt: str, seed: int, *, num_frames: int, height: int, width: int,
+              history_frames: int | None = None) -> tuple[int, sim.Clip]:
+    """What a test-bed run from a prompt alone is scored against: (its first scored frame, the
+    simulator clip of the scored frames). Image-to-video: frame 0 and `commanded_spec`'s clip; history
+    mode: frame K-1 and the continuation's commanded part (frames K-1.. are `future` exactly)."""
+    if history_frames is None:
+        return 0, sim.render(commanded_spec(prompt, seed, num_frames=num_frames, height=height, width=width))
+    continuation = continuation_spec(prompt, seed, history_frames=history_frames, num_frames=num_frames,
+                                     height=height, width=width)
+    return history_frames - 1, sim.render(continuation.future)
+
+
 # --------------------------------------------------------------------------- training clips
 
 
