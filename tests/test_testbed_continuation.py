@@ -204,3 +204,38 @@ def test_history_mode_is_refused_before_loading_where_it_does_not_exist(tiny_tes
         plan_run(history_run(model_dir))
     with pytest.raises(ConfigError, match=r"^history_frames: wan has no history mode \(its modes: t2v, i2v\)$"):
         plan_run(RunConfig(backbone="wan", model=str(wan_t2v_dir), history_frames=4))
+
+
+def test_the_history_sweep_plans_against_a_history_model(history_model, tmp_path, capsys):
+    import yaml
+
+    from inertia.cli import main
+
+    sweep = yaml.safe_load((Path(__file__).parents[1] / "examples" / "testbed_history.yaml").read_text())
+    assert sweep["backbones"][0]["model"] == "runs/testbed_history/model"  # where train-history writes it
+    sweep["backbones"][0]["model"] = str(history_model)
+    sweep["seeds"], sweep["prompts"] = 1, ["the red ball rolls left fast", "the blue ball jumps"]
+    path = tmp_path / "history.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    assert main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "planned runs: 18 = 1 backbones x 9 conditions x 2 prompts x 1 seeds" in out, out
+
+
+def test_history_evaluation_batches_like_single_runs_and_scores_the_frames_after_the_history(history_model):
+    from inertia.core.io import frames_to_uint8
+    from inertia.testbed.data import heldout_items
+    from inertia.testbed.evaluate import Bootstrap, evaluate
+
+    items = heldout_items(1)[:3]
+    report = evaluate(history_model, items=items, history_frames=4, steps=2, device="cpu", dtype="float32",
+                      batch_size=3, keep_videos=True, bootstrap=Bootstrap(0))
+    assert report["history_frames"] == 4
+    result = report["results"][0]
+    for item, video, row in zip(items, result["videos"], result["rows"]):
+        single = generate(plan_run(history_run(history_model, prompt=item.prompt, seed=item.seed, steps=2)),
+                          progress=False)
+        assert np.array_equal(frames_to_uint8(single.frames), video)
+        c = continuation_spec(item.prompt, item.seed)
+        expected = analyse(c.generated_part(video), c.commands, sim.render(c.future))["overall"]
+        assert (row["static_death"], row["velocity_error"]) == (expected["static_death"], expected["velocity_error"])
