@@ -239,3 +239,14 @@ def test_history_evaluation_batches_like_single_runs_and_scores_the_frames_after
         c = continuation_spec(item.prompt, item.seed)
         expected = analyse(c.generated_part(video), c.commands, sim.render(c.future))["overall"]
         assert (row["static_death"], row["velocity_error"]) == (expected["static_death"], expected["velocity_error"])
+
+
+def test_training_conditions_are_the_sampling_conditions_and_v2s_first_frame_one_unchanged():
+    from inertia.testbed.model import clip_condition, context_condition, first_frame_condition
+
+    clips = torch.randn(3, 3, 17, 8, 8, generator=torch.Generator().manual_seed(0))
+    condition = clip_condition(clips, torch.tensor([1, 4, 1]))
+    for i, k in enumerate((1, 4, 1)):
+        assert torch.equal(condition[i:i + 1], context_condition(clips[i:i + 1, :, :k], 17))
+    assert torch.equal(clip_condition(clips, torch.ones(3, dtype=torch.long)), first_frame_condition(clips[:, :, 0], 17))
+    assert condition[1, 0, :, 0, 0].tolist() == [1.0] * 4 + [0.0] * 13 and not condition[1, 1:, 4:].any()
