@@ -250,3 +250,20 @@ def test_training_conditions_are_the_sampling_conditions_and_v2s_first_frame_one
         assert torch.equal(condition[i:i + 1], context_condition(clips[i:i + 1, :, :k], 17))
     assert torch.equal(clip_condition(clips, torch.ones(3, dtype=torch.long)), first_frame_condition(clips[:, :, 0], 17))
     assert condition[1, 0, :, 0, 0].tolist() == [1.0] * 4 + [0.0] * 13 and not condition[1, 1:, 4:].any()
+
+
+def test_a_ball_that_keeps_its_previous_motion_against_a_new_command_scores_wrong():
+    from dataclasses import replace
+
+    kept = 0
+    for seed in range(20):
+        c = continuation_spec("the yellow ball rolls left slow", seed)
+        before = c.previous.balls[0]
+        if before.motion == "left":
+            continue  # the history already rolls left: keeping it is correct
+        inertia = sim.render(replace(c.future, balls=(replace(c.future.balls[0], motion=before.motion,
+                                                                    speed=before.speed),)))
+        result = analyse(inertia.frames, c.commands, sim.render(c.future))["overall"]
+        assert result["moved"] and not result["direction_correct"] and not result["static_death"], before
+        kept += 1
+    assert kept >= 5
