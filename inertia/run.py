@@ -65,7 +65,8 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> PlannedRun:
         config = config.model_copy(update={"prompt": backbone.default_prompt})
     backbone.refuse_unknown_builtin(config.model)
     if config.mode == "history" and "history" not in backbone.modes:
-        raise ConfigError("history_frames", f"{backbone.name} has no history mode (its modes: {', '.join(backbone.modes)})")
+        raise ConfigError("history_frames",
+                          f"{backbone.name} has no history mode (its modes: {', '.join(backbone.modes)})")
     handled = {name for contents in backbone.checkpoint_contents.values() for name in contents.components}
     check_checkpoint(config.model, config.allow_pickled_weights, handled)
     runtime = resolve_runtime(config)

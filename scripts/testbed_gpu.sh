@@ -103,5 +103,7 @@ with gzip.open(f"{sys.argv[1]}/report/values.csv.gz", "wt", newline="") as f:
     writer.writerows(rows)
 EOF
     ;;
-  *) echo "usage: $0 train|resume|evaluate|install|ablation|train-history|resume-history|evaluate-history|sweep-history" >&2; exit 2 ;;
+  *)
+    echo "usage: $0 train|resume|evaluate|install|ablation|train-history|resume-history|evaluate-history|sweep-history" >&2
+    exit 2 ;;
 esac

@@ -178,7 +178,8 @@ def test_history_interventions_act_on_the_history_mode(history_model):
     assert [s.branches for s in run("history_guidance:scale=2,end_step=1")] == [["history_dropped"], [], []]
     assert [s.guidance for s in run("reference_damping:keys=history,scale=0.3,end_step=2")] == [{"cfg": 3.0}] * 3
     with pytest.raises(ConfigError, match=r"^reference_damping\.keys: this testbed run has no condition tokens"):
-        plan_run(history_run(history_model, interventions=[PluginSpec.parse("reference_damping:keys=condition,scale=0.3,end_step=2")]))
+        damping = PluginSpec.parse("reference_damping:keys=condition,scale=0.3,end_step=2")
+        plan_run(history_run(history_model, interventions=[damping]))
 
 
 def test_physics_metric_scores_a_history_run_on_the_frames_after_its_history():
@@ -248,7 +249,8 @@ def test_training_conditions_are_the_sampling_conditions_and_v2s_first_frame_one
     condition = clip_condition(clips, torch.tensor([1, 4, 1]))
     for i, k in enumerate((1, 4, 1)):
         assert torch.equal(condition[i:i + 1], context_condition(clips[i:i + 1, :, :k], 17))
-    assert torch.equal(clip_condition(clips, torch.ones(3, dtype=torch.long)), first_frame_condition(clips[:, :, 0], 17))
+    ones = torch.ones(3, dtype=torch.long)
+    assert torch.equal(clip_condition(clips, ones), first_frame_condition(clips[:, :, 0], 17))
     assert condition[1, 0, :, 0, 0].tolist() == [1.0] * 4 + [0.0] * 13 and not condition[1, 1:, 4:].any()
 
 

@@ -62,7 +62,8 @@ FALLBACK = dict(height=32, width=32, num_frames=17, max_sequence_length=128, def
                 default_guidance_scale=3.0, default_fps=8, history_frames=0)
 #: The history mode's hand-over: the history frames, as one block.
 HISTORY_BLOCKS: dict[str, Role] = {"history": "history"}
-CONTENTS = CheckpointContents(frozenset({"scheduler", "text_encoder", "tokenizer", "transformer"}), dict.fromkeys(FALLBACK))
+CONTENTS = CheckpointContents(frozenset({"scheduler", "text_encoder", "tokenizer", "transformer"}),
+                              dict.fromkeys(FALLBACK))
 TRAIN_HINT = ("train them with `inertia testbed train --out runs/testbed` (about 10 minutes on one GPU) and "
               "copy runs/testbed/model to inertia/testbed/weights, or pass --model DIR with a trained checkpoint")
 
@@ -102,7 +103,8 @@ class TestbedBackbone(Backbone):
     __test__ = False  # not a pytest class
     name = "testbed"
     description = ("The test-bed model: a small pixel-space Wan transformer trained on the simulator's ball clips, "
-                   "biased toward static clips (it shows static death); image-to-video, true CFG, exact physics metrics.")
+                   "biased toward static clips (it shows static death); image-to-video (and continuing a clip's last "
+                   "frames: the history mode, on models trained for it), true CFG, exact physics metrics.")
     modes = ("i2v", "history")
     default_models: ClassVar[Mapping[str, str]] = {"i2v": DEFAULT_MODEL, "history": DEFAULT_MODEL}
     guidance_targets = ("cfg",)
@@ -296,7 +298,8 @@ def _check_history(config: RunConfig, trained: int, model: str) -> None:
                                             "declares no history_frames); train one with `inertia testbed train "
                                             "--history-prob 0.5` (scripts/testbed_gpu.sh train-history)")
     if config.history_frames != trained:
-        raise ConfigError("history_frames", f"{config.history_frames} is not what {model} was trained on; allowed: {trained}")
+        raise ConfigError("history_frames", f"{config.history_frames} is not what {model} was trained on; "
+                                            f"allowed: {trained}")
     if config.image is not None:
         raise ConfigError("image", "the history mode continues a clip the simulator lays out from the prompt and "
                                    "seed; leave out --image")

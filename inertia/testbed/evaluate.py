@@ -283,7 +283,8 @@ def command(args: argparse.Namespace) -> int:
         raise InertiaError(f"--guidance: expected comma-separated numbers, got {args.guidance!r}") from None
     report = evaluate(
         args.model, num_seeds=args.seeds, first_seed=args.first_seed, guidance_scales=scales, steps=args.steps,
-        history_frames=args.history_frames, interventions=args.intervention, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+        history_frames=args.history_frames, interventions=args.intervention, device=args.device, dtype=args.dtype,
+        batch_size=args.batch_size,
         bootstrap=Bootstrap(args.bootstrap, args.ci_by), progress=lambda text: print(text, file=sys.stderr, flush=True),
     )
     if args.json:

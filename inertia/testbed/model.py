@@ -301,7 +301,8 @@ class TestbedPipeline(DiffusionPipeline):
         steps = c.default_steps if num_inference_steps is None else num_inference_steps
         device = self._execution_device
         if history is not None:
-            condition = context_condition(frames_to_tensor(np.asarray(history, np.uint8))[None], c.num_frames).to(device)
+            context = frames_to_tensor(np.asarray(history, np.uint8))[None]
+            condition = context_condition(context, c.num_frames).to(device)
         else:
             first = self.first_frame(prompt, seed) if image is None else np.asarray(image, dtype=np.uint8)
             condition = first_frame_condition(frames_to_tensor(first)[None], c.num_frames).to(device)
