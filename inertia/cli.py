@@ -36,6 +36,8 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--guidance-2": ("guidance_scale_2", float, "Wan 2.2 A14B: the low-noise expert's CFG scale (default: --guidance)"),
     "--embedded-guidance": ("embedded_guidance_scale", float, "embedded (distilled) guidance scale"),
     "--window": ("latent_window_size", int, "FramePack: latent frames per section (default: the checkpoint's)"),
+    "--history-frames": ("history_frames", int, "history mode: continue a previous clip from its last N frames "
+                                                "(test bed models trained for it)"),
     "--fps": ("fps", int, "frame rate of the written video"),
     "--dtype": ("dtype", str, "auto, float32, bfloat16, float16"),
     "--device": ("device", str, "auto, cpu, cuda, cuda:N"),

@@ -20,7 +20,7 @@ from .core.builtin_models import SMOKE_TEST_NOTICE
 from .core.checkpoint_files import check_checkpoint, load_errors, local_model_dir, weights_fingerprint
 from .core.config import PluginSpec, RunConfig, save_config
 from .core.context_parallel import check_request as check_context_parallel, writes_outputs
-from .core.errors import WriteFault, one_line
+from .core.errors import ConfigError, WriteFault, one_line
 from .core.history import HistoryHooks
 from .core.intervention import InterventionStack
 from .core.io import frames_to_uint8, read_video, remove_stale_temporaries, write_json, write_mp4
@@ -64,6 +64,9 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> PlannedRun:
     if config.prompt is None:
         config = config.model_copy(update={"prompt": backbone.default_prompt})
     backbone.refuse_unknown_builtin(config.model)
+    if config.mode == "history" and "history" not in backbone.modes:
+        raise ConfigError("history_frames",
+                          f"{backbone.name} has no history mode (its modes: {', '.join(backbone.modes)})")
     handled = {name for contents in backbone.checkpoint_contents.values() for name in contents.components}
     check_checkpoint(config.model, config.allow_pickled_weights, handled)
     runtime = resolve_runtime(config)

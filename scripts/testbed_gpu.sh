@@ -8,34 +8,60 @@
 #   bash scripts/testbed_gpu.sh install    # pick the default CFG from the evaluation, ship the model
 #   bash scripts/testbed_gpu.sh ablation   # the ablation sweep and its report on the shipped model
 #                                          # ($SWEEP: another sweep file, e.g. examples/testbed_rivals.yaml)
+#   bash scripts/testbed_gpu.sh train-history     # the history-mode model: v2's recipe with half the
+#                                                 # clips continuations of 4 history frames
+#   bash scripts/testbed_gpu.sh resume-history    # continue it to its last step
+#   bash scripts/testbed_gpu.sh evaluate-history  # held-out evaluation in the history mode and from a
+#                                                 # first frame (1,408 items x 3 scales each)
+#   bash scripts/testbed_gpu.sh sweep-history     # examples/testbed_history.yaml and its report
 #
-# $RUN (default runs/testbed_v2) holds the training run (runs/ is git-ignored, so a warm GPU machine
-# keeps it between calls and `resume` finds it); $PYTHON picks the interpreter (python3).
+# $RUN (default runs/testbed_v2) holds the training run, $HISTORY_RUN (runs/testbed_history, where
+# examples/testbed_history.yaml looks for the model) the history model's (runs/ is git-ignored, so a
+# warm GPU machine keeps them between calls and `resume` finds them); $PYTHON picks the interpreter (python3).
 # A stage stopped by --max-minutes exits 0 here (the trainer's 10 means "resume me").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=${RUN:-runs/testbed_v2}
+history_run=${HISTORY_RUN:-runs/testbed_history}
 python=${PYTHON:-python3}
 
 # v2: a bigger model, long-tailed motions and speeds (rare jumps, bounces and fast motions) and
 # caption noise 0.3. CAPTION_NOISE=0 makes every caption true: that model showed no static death
 # at all (inertia/testbed/weights/README.md).
 train_flags=(
-  --out "$run" --seed 0 --steps ${STEPS:-6500} --layers 8 --heads 6 --ffn-dim 768
+  --seed 0 --steps ${STEPS:-6500} --layers 8 --heads 6 --ffn-dim 768
   --still-fraction 0.6 --static-caption-prob ${CAPTION_NOISE:-0.3}
   --motion-weights left=8,right=8,up=2,down=2,leave=1,bounce=0.5,jump=0.5 --speed-weights slow=1,fast=0.15
   --default-guidance 1.5 --save-dtype bfloat16 --compile
 )
 
-train() {
-  local status=0
-  "$python" -m inertia.testbed.train "${train_flags[@]}" "$@" || status=$?
+# The history model: the same recipe, half of its clips continuations (4 frames of a previous
+# straight-line motion, then the commanded clip), so it runs in both modes.
+history_flags=(--history-prob ${HISTORY_PROB:-0.5} --history-frames 4)
+
+train() {  # train OUT [flags...]
+  local status=0 out=$1
+  shift
+  "$python" -m inertia.testbed.train "${train_flags[@]}" --out "$out" "$@" || status=$?
   [ "$status" -eq 0 ] || [ "$status" -eq 10 ] || exit "$status"
 }
 
 case "${1:-}" in
-  train) train --max-minutes "${MINUTES:-8.5}" ;;
-  resume) train --resume --max-minutes "${MINUTES:-8.5}" ;;
+  train) train "$run" --max-minutes "${MINUTES:-8.5}" ;;
+  resume) train "$run" --resume --max-minutes "${MINUTES:-8.5}" ;;
+  train-history) train "$history_run" "${history_flags[@]}" --max-minutes "${MINUTES:-8.5}" ;;
+  resume-history) train "$history_run" "${history_flags[@]}" --resume --max-minutes "${MINUTES:-8.5}" ;;
+  evaluate-history)
+    "$python" -m inertia.testbed.evaluate --model "$history_run/model" --history-frames 4 --seeds 32 --batch-size 256 \
+      --guidance ${GUIDANCE:-1,1.5,2} --json "$history_run/heldout_eval_history.json"
+    "$python" -m inertia.testbed.evaluate --model "$history_run/model" --seeds 32 --batch-size 256 \
+      --guidance ${GUIDANCE:-1,1.5,2} --json "$history_run/heldout_eval_i2v.json"
+    ;;
+  sweep-history)  # examples/testbed_history.yaml reads the model from runs/testbed_history/model
+    LOG_DIR="$history_run/shards" PYTHON="$python" \
+      bash scripts/run_sweep_shards.sh 6 examples/testbed_history.yaml --batch-size 64 --threads 2
+    "$python" cli.py report outputs/sweeps/testbed_history
+    ;;
   evaluate)
     "$python" -m inertia.testbed.evaluate --model "$run/model" --seeds 32 --batch-size 256 \
       --guidance ${GUIDANCE:-1,1.25,1.5,2} --json "$run/heldout_eval.json"
@@ -77,5 +103,7 @@ with gzip.open(f"{sys.argv[1]}/report/values.csv.gz", "wt", newline="") as f:
     writer.writerows(rows)
 EOF
     ;;
-  *) echo "usage: $0 train|resume|evaluate|install|ablation" >&2; exit 2 ;;
+  *)
+    echo "usage: $0 train|resume|evaluate|install|ablation|train-history|resume-history|evaluate-history|sweep-history" >&2
+    exit 2 ;;
 esac

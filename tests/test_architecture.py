@@ -19,9 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "inertia"
 
-#: The test bed's model-free libraries (simulator, data, physics, model, checkpoint path): plugins
+#: The test bed's model-free libraries (simulator, continuation, data, physics, model, checkpoint path): plugins
 #: use them, so they sit below the plugins. Its other modules are commands (train, evaluate, ...).
-TESTBED_LIBRARIES = {"simulator", "data", "physics", "model", "checkpoint"}
+TESTBED_LIBRARIES = {"simulator", "continuation", "data", "physics", "model", "checkpoint"}
 
 #: Layers, bottom first; a module's layer is that of its longest matching prefix.
 LAYERS: list[tuple[str, ...]] = [

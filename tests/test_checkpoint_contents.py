@@ -68,7 +68,8 @@ CASES = {
     "hunyuan15-i2v": ("hunyuan15", "i2v", build_hunyuan15("i2v"), "feature_extractor, " + HUNYUAN15, "none"),
     "framepack": ("framepack", "i2v", build_framepack, "feature_extractor, image_encoder, " + HUNYUAN, "none"),
     "testbed": ("testbed", "i2v", copy_testbed, "scheduler, text_encoder, tokenizer, transformer",
-                "default_fps, default_guidance_scale, default_steps, height, max_sequence_length, num_frames, width"),
+                "default_fps, default_guidance_scale, default_steps, height, history_frames, max_sequence_length, "
+                "num_frames, width"),
 }
 
 

@@ -22,6 +22,16 @@ processor before attention; the text enters through cross-attention (`attn2`).
 History interface (`core.history`): every run hands over its first frame as the block "image" (role
 "condition") at every prediction: channels 1-3 of frame 0 of the condition, (B, 3, 1, 32, 32)
 pixels in [-1, 1]; the mask channel and the zero frames after it are kept back.
+
+History mode (`--history-frames K`, models trained for it: their model_index.json declares
+`history_frames` K): the run continues a previous clip. The simulator lays out a continuation from
+(prompt, seed) (`data.continuation_spec`: the last K frames of a previous straight-line motion,
+then the commanded motion from where it ends); the model is given those K frames (mask 1 on frames
+0..K-1, Wan I2V's channel concat) and generates the clip, whose frames K-1.. are scored against the
+commanded part. The K frames are handed over as the block "history" (role "history"; channels 1-3
+of frames 0..K-1, (B, 3, K, 32, 32)), and in the token layout frames 0..K-1 are "history" tokens,
+so history_noise, alg, unlearn:target=history, history_guidance and reference_damping:keys=history
+act on them.
 """
 
 from __future__ import annotations
@@ -49,7 +59,11 @@ DEFAULT_PROMPT = "the red ball rolls right fast"
 #: When a checkpoint's model_index.json names none of these (it always does when written by
 #: `inertia testbed train`).
 FALLBACK = dict(height=32, width=32, num_frames=17, max_sequence_length=128, default_steps=20,
-                default_guidance_scale=3.0, default_fps=8)
+                default_guidance_scale=3.0, default_fps=8, history_frames=0)
+#: The history mode's hand-over: the history frames, as one block.
+HISTORY_BLOCKS: dict[str, Role] = {"history": "history"}
+CONTENTS = CheckpointContents(frozenset({"scheduler", "text_encoder", "tokenizer", "transformer"}),
+                              dict.fromkeys(FALLBACK))
 TRAIN_HINT = ("train them with `inertia testbed train --out runs/testbed` (about 10 minutes on one GPU) and "
               "copy runs/testbed/model to inertia/testbed/weights, or pass --model DIR with a trained checkpoint")
 
@@ -80,32 +94,35 @@ class TestbedJob:
     condition: torch.Tensor  # (B, 4, T, H, W): mask | first frame
     latents: torch.Tensor  # (B, 3, T, H, W)
     scheduler: Any
-    first_frames: np.ndarray  # uint8 (B, H, W, 3)
-    specs: list  # simulator ClipSpec per video (the truth), None where the first frame came from an image
+    first_frames: np.ndarray  # uint8 (B, H, W, 3), or (B, K, H, W, 3): the history frames of the history mode
+    specs: list  # the truth per video: a ClipSpec, a Continuation (history mode), None where an image was given
+    context: int = 1  # clean frames of the condition: 1 (first frame) or the history mode's K
 
 
 class TestbedBackbone(Backbone):
     __test__ = False  # not a pytest class
     name = "testbed"
     description = ("The test-bed model: a small pixel-space Wan transformer trained on the simulator's ball clips, "
-                   "biased toward static clips (it shows static death); image-to-video, true CFG, exact physics metrics.")
-    modes = ("i2v",)
-    default_models: ClassVar[Mapping[str, str]] = {"i2v": DEFAULT_MODEL}
+                   "biased toward static clips (it shows static death); image-to-video (and continuing a clip's last "
+                   "frames: the history mode, on models trained for it), true CFG, exact physics metrics.")
+    modes = ("i2v", "history")
+    default_models: ClassVar[Mapping[str, str]] = {"i2v": DEFAULT_MODEL, "history": DEFAULT_MODEL}
     guidance_targets = ("cfg",)
     supports_attention_hooks = True
     supports_history_hooks = True
     supports_batching = True
     default_prompt = DEFAULT_PROMPT
     lossless_video = True
-    checkpoint_contents = {"i2v": CheckpointContents(frozenset({"scheduler", "text_encoder", "tokenizer", "transformer"}),
-                                                     dict.fromkeys(FALLBACK))}
+    checkpoint_contents = {"i2v": CONTENTS, "history": CONTENTS}
 
     # ----- before any model loads ------------------------------------------------------------------
     @classmethod
     def resolve(cls, config: RunConfig) -> RunConfig:
         requested = config.model or DEFAULT_MODEL
         settings = _model_settings(requested)
-        cls.refuse_unhandled_contents(str(model_path(requested)), "i2v")
+        cls.refuse_unhandled_contents(str(model_path(requested)), "history" if config.mode == "history" else "i2v")
+        if config.history_frames is not None:
+            _check_history(config, settings["history_frames"], requested)
         model = requested
         if is_default_model(requested):
             model = default_model_with_digest()
@@ -137,13 +154,13 @@ class TestbedBackbone(Backbone):
 
     @classmethod
     def token_roles(cls, config: RunConfig) -> frozenset[Role]:
-        # Always image-to-video: frame 0 is the given first frame (mask channel 1 there).
-        return frozenset({"noisy", "condition"})
+        # Image-to-video: frame 0 is the given first frame (mask channel 1 there); history mode: frames 0..K-1.
+        return frozenset({"noisy", "history" if config.mode == "history" else "condition"})
 
     @classmethod
     def history_blocks(cls, config: RunConfig) -> dict[str, Role]:
-        # Always image-to-video: the first frame is handed over, from --image or rendered.
-        return dict(IMAGE_BLOCKS)
+        # Image-to-video: the first frame is handed over, from --image or rendered; history mode: the history.
+        return dict(HISTORY_BLOCKS if config.mode == "history" else IMAGE_BLOCKS)
 
     @classmethod
     def load_key(cls, config: RunConfig) -> tuple:
@@ -172,15 +189,21 @@ class TestbedBackbone(Backbone):
     def prepare_batch(self, configs: Sequence[RunConfig], generators: Sequence[torch.Generator]) -> TestbedJob:
         """One job for several videos with equal `batch_key` (sweeps, evaluation)."""
         from ..testbed import simulator as sim
-        from ..testbed.data import commanded_spec
-        from ..testbed.model import first_frame_condition, frames_to_tensor
+        from ..testbed.continuation import history_of
+        from ..testbed.data import commanded_spec, continuation_spec
+        from ..testbed.model import context_condition, frames_to_tensor
 
         self.check_batch_configs(configs)
         first = configs[0]
         pipe, device = self.pipe, self.device
         frames, specs = [], []
         for config in configs:
-            if config.image is not None:
+            if config.history_frames is not None:
+                continuation = continuation_spec(config.prompt, config.seed, history_frames=config.history_frames,
+                                                 num_frames=config.num_frames, height=config.height, width=config.width)
+                frames.append(history_of(continuation))
+                specs.append(continuation)
+            elif config.image is not None:
                 frames.append(_read_image(config.image))
                 specs.append(None)
             else:
@@ -189,13 +212,15 @@ class TestbedBackbone(Backbone):
                 frames.append(sim.render(spec).frames[0])
                 specs.append(spec)
         first_frames = np.stack(frames)
-        condition = first_frame_condition(frames_to_tensor(first_frames[:, None])[:, :, 0], first.num_frames).to(device)
+        context = first.history_frames or 1
+        clean = first_frames if first.history_frames else first_frames[:, None]
+        condition = context_condition(frames_to_tensor(clean), first.num_frames).to(device)
         embeds = pipe.encode_prompt([c.prompt for c in configs], device)
         negative = pipe.encode_prompt([c.negative_prompt for c in configs], device)
         latents = torch.cat([pipe.initial_noise(g) for g in generators]).to(device)
         scheduler = pipe.fresh_scheduler()
         scheduler.set_timesteps(first.steps, device=device)
-        return TestbedJob(embeds, negative, condition, latents, scheduler, first_frames, specs)
+        return TestbedJob(embeds, negative, condition, latents, scheduler, first_frames, specs, context)
 
     def sections(self, job: TestbedJob) -> Iterator[Section]:
         return single_section(job, job.scheduler)
@@ -210,7 +235,10 @@ class TestbedBackbone(Backbone):
 
     def _condition(self, job: TestbedJob) -> torch.Tensor:
         """The condition of this prediction: the job's, with the run's history transforms applied to the
-        first frame (channels 1-3 of frame 0; channel 0 is the mask)."""
+        first frame (channels 1-3 of frame 0; channel 0 is the mask), or in the history mode to the
+        history frames (channels 1-3 of frames 0..K-1)."""
+        if job.context > 1:
+            return self.with_context_handed_over(job.condition, slice(1, None), job.context, HISTORY_BLOCKS)
         return self.with_image_handed_over(job.condition, slice(1, None))
 
     def scheduler_step(self, job: TestbedJob, section: Section, step: int, prediction: torch.Tensor) -> torch.Tensor:
@@ -218,7 +246,10 @@ class TestbedBackbone(Backbone):
 
     # ----- attention interface ----------------------------------------------------------------------
     def token_layout(self, job: TestbedJob, section: Section) -> TokenLayout:
-        """Video tokens only, frame-major; frame 0 is the conditioning frame (as in Wan I2V)."""
+        """Video tokens only, frame-major; frame 0 is the conditioning frame (as in Wan I2V), or frames
+        0..K-1 are history frames in the history mode."""
+        if job.context > 1:
+            return wan_token_layout(self.transformer, section.latents.shape, True, job.context, "history")
         return wan_token_layout(self.transformer, section.latents.shape, conditioned=True)
 
     @property
@@ -258,6 +289,20 @@ def _check_image_size(path: Path, height: int, width: int) -> None:
     if (h, w) != (height, width):
         raise ConfigError("image", f"{path} is {w}x{h}; the test-bed model conditions on a {width}x{height} first frame "
                                    "(resize it, or leave out --image to have the simulator render one from the prompt)")
+
+
+def _check_history(config: RunConfig, trained: int, model: str) -> None:
+    """The history mode needs a model trained for it, with as many history frames, and no --image."""
+    if not trained:
+        raise ConfigError("history_frames", f"{model} was not trained for the history mode (its model_index.json "
+                                            "declares no history_frames); train one with `inertia testbed train "
+                                            "--history-prob 0.5` (scripts/testbed_gpu.sh train-history)")
+    if config.history_frames != trained:
+        raise ConfigError("history_frames", f"{config.history_frames} is not what {model} was trained on; "
+                                            f"allowed: {trained}")
+    if config.image is not None:
+        raise ConfigError("image", "the history mode continues a clip the simulator lays out from the prompt and "
+                                   "seed; leave out --image")
 
 
 def _check_prompt_grammar(prompt: str) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..core.checkpoint_files import weights_options
-from ..core.attention import AttentionHooks, TokenLayout, VideoBlock, processors_installed
+from ..core.attention import AttentionHooks, Role, TokenLayout, VideoBlock, processors_installed
 from ..core.backbone import PipelineBackbone, Section, single_section
 from ..core.builtin_models import checkpoint_path
 from ..core.checkpoints import (
@@ -209,15 +209,17 @@ class HookedWanSelfAttention:
         return attn.to_out[1](attn.to_out[0](out))
 
 
-def wan_token_layout(transformer: Any, latent_shape: tuple[int, ...], conditioned: bool) -> TokenLayout:
+def wan_token_layout(transformer: Any, latent_shape: tuple[int, ...], conditioned: bool, context_frames: int = 1,
+                     role: Role = "condition") -> TokenLayout:
     """Self-attention of a WanTransformer3DModel holds video tokens only (text enters through
     cross-attention), frame-major after the patchify; with a conditioning image latent frame 0
-    is the conditioned frame."""
+    is the conditioned frame (`context_frames` conditioned frames of `role`, for the test bed's
+    history mode)."""
     _, _, frames, height, width = latent_shape
     _, patch_h, patch_w = transformer.config.patch_size
     grid = (height // patch_h, width // patch_w)
-    context = 1 if conditioned else 0
-    blocks = [VideoBlock(0, context, *grid, "condition")] if context else []
+    context = context_frames if conditioned else 0
+    blocks = [VideoBlock(0, context, *grid, role)] if context else []
     blocks.append(VideoBlock(context * grid[0] * grid[1], frames - context, *grid, "noisy"))
     return TokenLayout(frames * grid[0] * grid[1], tuple(blocks))
 

@@ -23,7 +23,7 @@ from .attention import AttentionHooks, Role, TokenLayout
 from .checkpoints import CheckpointContents, is_builtin, refuse_unhandled
 from .config import RunConfig
 from .errors import ConfigError
-from .history import IMAGE_BLOCK, IMAGE_BLOCKS, HistoryHooks
+from .history import IMAGE_BLOCKS, HistoryHooks
 from .performance import PerformanceState
 from .setup import RunSetup
 
@@ -310,11 +310,19 @@ class Backbone(ABC):
         image it carries in `channels` of frame 0, handed over as block "image"; `condition` itself
         when nothing changed. The image-to-video backbones that concatenate their condition on the
         channel axis (Wan, HunyuanVideo 1.5, the test bed) share this."""
-        changed = self.hand_over({IMAGE_BLOCK: condition[:, channels, :1]}, IMAGE_BLOCKS)
+        return self.with_context_handed_over(condition, channels, 1, IMAGE_BLOCKS)
+
+    def with_context_handed_over(self, condition: torch.Tensor, channels: slice, frames: int,
+                                 block: Mapping[str, Role]) -> torch.Tensor:
+        """`condition` (B, C, F, H, W) with the run's history transforms applied to the clean context
+        it carries in `channels` of its first `frames` frames, handed over as the one block of `block`
+        (name -> role); `condition` itself when nothing changed."""
+        (name,) = block
+        changed = self.hand_over({name: condition[:, channels, :frames]}, block)
         if changed is None:
             return condition
         condition = condition.clone()
-        condition[:, channels, :1] = changed[IMAGE_BLOCK]
+        condition[:, channels, :frames] = changed[name]
         return condition
 
 

@@ -88,7 +88,7 @@ MAX_INPUT_FILE_BYTES = 16 * 1024 * 1024
 
 #: RunConfig fields added after runs were first recorded, with their unset value (see `RunConfig.identity`).
 LATER_FIELDS = {"guidance_scale_2": None, "latent_window_size": None, "performance": None, "model_fingerprint": None,
-                "context_parallel": 1}
+                "context_parallel": 1, "history_frames": None}
 #: The longest latent window whose one section fits MAX_FRAMES (4 frames a latent frame).
 MAX_LATENT_WINDOW = (MAX_FRAMES - 1) // 4
 
@@ -125,6 +125,10 @@ class RunConfig(BaseModel):
     latent_window_size: StrictInt | None = Field(
         None, gt=0, le=MAX_LATENT_WINDOW, description="latent frames per section of a section-by-section model "
         "(FramePack); None = the checkpoint's (9; 3 for the built-in)",
+    )
+    history_frames: StrictInt | None = Field(
+        None, gt=0, le=MAX_FRAMES, description="history mode: continue a previous clip given its last N frames "
+        "(the test bed, FramePack-style extension); None = no history mode",
     )
     fps: StrictInt | None = Field(None, ge=1, le=MAX_FPS)
     dtype: DType = "auto"
@@ -164,7 +168,10 @@ class RunConfig(BaseModel):
 
     @property
     def mode(self) -> str:
-        """The generation mode asked for: image-to-video exactly when an image is given."""
+        """The generation mode asked for: "history" with history frames, else image-to-video exactly
+        when an image is given."""
+        if self.history_frames is not None:
+            return "history"
         return "i2v" if self.image is not None else "t2v"
 
     def with_defaults(self, defaults: dict[str, Any]) -> "RunConfig":

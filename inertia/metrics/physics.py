@@ -3,7 +3,9 @@
 For a video of the test-bed backbone generated from a prompt alone, the simulator's truth is
 the clip that prompt commands from the same seed (`testbed.data.commanded_spec`): the same first
 frame the model was given and the exact continuation. Velocity and position errors are measured
-against it; for any other video (an image given, or another backbone) the prompt's commands
+against it. A history-mode run (`history_frames` K) is scored on the frames after its history,
+K-1.., against the continuation's commanded part (`testbed.data.run_truth`). For any other video
+(an image given, or another backbone) the prompt's commands
 still decide motion, static death, direction and integrity, and the errors are left empty.
 """
 
@@ -48,17 +50,19 @@ class Physics(Metric):
         from ..testbed.simulator import parse_prompt
 
         self.check_prompt(video.prompt)
-        result = analyse(video.frames, parse_prompt(video.prompt), truth=self._truth(video))
+        start, truth = self._truth(video)
+        result = analyse(video.frames[start:], parse_prompt(video.prompt), truth=truth)
         return {**{key: result["overall"][key] for key in OVERALL}, "balls": result["balls"]}
 
     @staticmethod
     def _truth(video: VideoSample):
-        """The simulator clip the run was conditioned on, when the record says it came from a prompt alone."""
+        """(first scored frame, the simulator clip of the scored frames) when the record says the run came
+        from a prompt alone (history mode: the frames after the history), else (0, None)."""
         config: Mapping[str, Any] = video.record.get("config", {})
         if config.get("backbone") != "testbed" or config.get("image") is not None or "seed" not in config:
-            return None
-        from ..testbed import simulator as sim
-        from ..testbed.data import commanded_spec
+            return 0, None
+        from ..testbed.data import run_truth
 
         frames, height, width = video.frames.shape[:3]
-        return sim.render(commanded_spec(video.prompt, int(config["seed"]), num_frames=frames, height=height, width=width))
+        return run_truth(video.prompt, int(config["seed"]), num_frames=frames, height=height, width=width,
+                         history_frames=config.get("history_frames"))

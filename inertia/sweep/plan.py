@@ -122,6 +122,8 @@ def run_config_values(sweep: Sweep, entry: BackboneEntry, condition: Condition, 
     else:
         mode = entry.mode
     values: dict[str, Any] = {**sweep.spec.settings.values(), **entry.values()}
+    if values.get("history_frames") is not None:
+        mode = "history"
     for key in ("backbone", "label", "model", "mode"):
         values.pop(key, None)
     if prompt.negative_prompt is not None:

@@ -43,6 +43,8 @@ class GenerationSettings(BaseModel):
     embedded_guidance_scale: StrictFloat | None = Field(None, ge=0)
     latent_window_size: StrictInt | None = Field(None, gt=0, le=MAX_LATENT_WINDOW,
                                                  description="FramePack's latent frames per section; null = the checkpoint's")
+    history_frames: StrictInt | None = Field(
+        None, gt=0, le=MAX_FRAMES, description="history mode: frames of a previous clip to continue (test bed)")
     fps: StrictInt | None = Field(None, ge=1, le=MAX_FPS)
     negative_prompt: str | None = None
     dtype: DType | None = None

@@ -26,6 +26,9 @@ the trained model refuse commanded motion ("static death") part of the time. Two
 
 The defaults keep v1's pool bit for bit, so its command still reproduces it.
 
+With `history_prob` > 0 a share of clips are continuations (`continuation`: k history frames of a
+previous straight-line motion, then the commanded clip from where it ends), for the history mode.
+
 Held out from training, and used by evaluation only:
 
 * first frames and noise: evaluation items take their first frame from `commanded_spec(prompt,
@@ -49,6 +52,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import simulator as sim
+from .continuation import HISTORY_FRAMES, Continuation, attach_history, render_continuation
 from .simulator import Command, ClipSpec
 
 #: Motions a caption can command besides "still", with the speeds the training prompts use
@@ -70,6 +74,8 @@ DEFAULT_HOLDOUT: tuple[tuple[str, str], ...] = (("red", "bounce"), ("green", "up
 
 #: NumPy seed-sequence stream ids (the second word of the seed sequence) of the training pool.
 TRAIN_STREAM = 0
+#: NumPy seed-sequence stream of evaluation continuations (beside an item's layout seed).
+CONTINUATION_STREAM = 1
 #: Clips per generation chunk: each chunk has its own seed sequence, so the pool is identical
 #: whatever the number of worker processes.
 CHUNK_SIZE = 256
@@ -106,9 +112,14 @@ class Mixture:
     textured_prob: float = 0.5
     holdout: tuple[tuple[str, str], ...] = DEFAULT_HOLDOUT
     speed_weights: Mapping[str, float] | None = None  # None: DEFAULT_SPEED_WEIGHTS; names given override it
+    history_prob: float = 0.0  # share of continuation clips (the history mode: `continuation`)
+    history_frames: int = HISTORY_FRAMES  # history frames a continuation clip gives the model
 
     def __post_init__(self) -> None:
-        for name in ("still_fraction", "static_caption_prob", "two_ball_prob", "textured_prob"):
+        if not 2 <= self.history_frames < sim.DEFAULT_NUM_FRAMES:
+            raise ValueError(f"mixture history_frames must be in 2..{sim.DEFAULT_NUM_FRAMES - 1}, "
+                             f"got {self.history_frames}")
+        for name in ("still_fraction", "static_caption_prob", "two_ball_prob", "textured_prob", "history_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"mixture {name} must be in [0, 1], got {value}")
@@ -144,6 +155,8 @@ class Mixture:
         data["speed_weights"] = dict(self.speed_weights)
         data["holdout"] = [f"{c}:{m}" for c, m in self.holdout]
         data["static_share"] = self.static_share
+        if not self.history_prob:  # a mixture without continuations records what it did before they existed
+            del data["history_prob"], data["history_frames"]
         return data
 
     @classmethod
@@ -267,6 +280,50 @@ def commanded_spec(
     raise ValueError(f"could not place the balls of {sim.format_prompt(commands)!r} without overlap")
 
 
+def continuation_spec(
+    commands: Sequence[Command] | str,
+    seed: int,
+    *,
+    history_frames: int = HISTORY_FRAMES,
+    num_frames: int = sim.DEFAULT_NUM_FRAMES,
+    height: int = sim.DEFAULT_SIZE,
+    width: int = sim.DEFAULT_SIZE,
+    textured_prob: float = 0.5,
+) -> Continuation:
+    """The continuation a prompt commands, laid out from (prompt, `seed`) like `data.commanded_spec`
+    (its own stream of the same item seed): the truth of a history-mode run. Deterministic."""
+    if isinstance(commands, str):
+        commands = sim.parse_prompt(commands)
+    if not 2 <= history_frames < num_frames:
+        raise ValueError(f"history_frames must be in 2..{num_frames - 1}, got {history_frames}")
+    layout_seed = item_seed(commands, seed)
+    rng = np.random.default_rng([layout_seed, CONTINUATION_STREAM])
+    background = "textured" if rng.random() < textured_prob else "plain"
+    steps = num_frames - history_frames + 1
+    for _ in range(sim.MAX_LAYOUT_TRIES):
+        balls = tuple(sim._sample_ball(rng, c.colour, c.motion, c.speed, sim.DEFAULT_RADIUS, steps, height, width)
+                      for c in commands)
+        future = ClipSpec(balls, steps, height, width, background, layout_seed)
+        if overlaps(future):
+            continue
+        continuation = attach_history(rng, future, history_frames)
+        if continuation is not None:
+            return continuation
+    raise ValueError(f"could not lay out a continuation of {sim.format_prompt(commands)!r}")
+
+
+def run_truth(prompt: str, seed: int, *, num_frames: int, height: int, width: int,
+              history_frames: int | None = None) -> tuple[int, sim.Clip]:
+    """What a test-bed run from a prompt alone is scored against: (its first scored frame, the
+    simulator clip of the scored frames). Image-to-video: frame 0 and `commanded_spec`'s clip; history
+    mode: frame K-1 and the continuation's commanded part (frames K-1.. are `future` exactly)."""
+    if history_frames is None:
+        return 0, sim.render(commanded_spec(prompt, seed, num_frames=num_frames, height=height, width=width))
+    continuation = continuation_spec(prompt, seed, history_frames=history_frames, num_frames=num_frames,
+                                     height=height, width=width)
+    return history_frames - 1, sim.render(continuation.future)
+
+
 # --------------------------------------------------------------------------- training clips
 
 
@@ -277,6 +334,7 @@ class TrainingClip:
     shown: tuple[str, ...]  # motion each ball actually performs, in caption order
     commanded: tuple[str, ...]  # motion each ball's caption commands
     speeds: tuple[str | None, ...]  # speed each ball's caption names (None: it names none)
+    context: int = 1  # clean frames the model is given: 1 (the first frame) or the history's k
 
 
 def _holds_out(spec: ClipSpec, holdout: set[tuple[str, str]]) -> bool:
@@ -290,14 +348,17 @@ def sample_training_clip(
     height: int = sim.DEFAULT_SIZE,
     width: int = sim.DEFAULT_SIZE,
 ) -> TrainingClip:
-    """One training clip from the mixture (deterministic in the generator's state)."""
+    """One training clip from the mixture (deterministic in the generator's state): with probability
+    `history_prob` a continuation (its history shows no held-out pair either), else a clip from a
+    first frame. A mixture without continuations draws exactly what it drew before they existed."""
     holdout = set(mixture.holdout)
     weights = mixture.per_ball_weights()
+    context = mixture.history_frames if mixture.history_prob and rng.random() < mixture.history_prob else 1
     for _ in range(1000):
         spec = sim.sample_spec(
             rng, motion_weights=weights, speed_weights=mixture.speed_weights, two_ball_prob=mixture.two_ball_prob,
             textured_prob=mixture.textured_prob,
-            num_frames=num_frames, height=height, width=width,
+            num_frames=num_frames - context + 1, height=height, width=width,
         )
         if _holds_out(spec, holdout):
             continue
@@ -309,12 +370,20 @@ def sample_training_clip(
         rendered = replace(spec, balls=shown)
         if rendered != spec and overlaps(rendered):
             continue  # a ball now standing still is in another ball's path: draw again
+        if context > 1:
+            continuation = attach_history(rng, rendered, context, holdout)
+            if continuation is None:
+                continue
+            frames = render_continuation(continuation)
+        else:
+            frames = sim.render(rendered).frames
         return TrainingClip(
-            frames=sim.render(rendered).frames,
+            frames=frames,
             prompt=spec.prompt,
             shown=tuple(b.motion for b in shown),
             commanded=tuple(b.motion for b in spec.balls),
             speeds=tuple(b.speed for b in spec.balls),
+            context=context,
         )
     raise RuntimeError("could not draw a training clip outside the held-out combinations in 1000 tries")
 
@@ -330,11 +399,13 @@ def _render_chunk(args: tuple) -> tuple[np.ndarray, list[TrainingClip]]:
 
 @dataclass
 class TrainingPool:
-    """Pre-rendered training clips: frames uint8 (N, T, H, W, 3) and a caption index per clip."""
+    """Pre-rendered training clips: frames uint8 (N, T, H, W, 3), a caption index and the number of
+    clean context frames (1, or k for a continuation) per clip."""
 
     frames: np.ndarray
     prompt_ids: np.ndarray  # int64 (N,) into `prompts`
     prompts: list[str]
+    context: np.ndarray  # int64 (N,)
     stats: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -390,11 +461,13 @@ def generate_pool(
         "balls_by_commanded_speed": dict(sorted(Counter(str(s) for c in clips for s in c.speeds).items())),
         "static_caption_balls": noisy,
         "static_ball_share": balls_shown["still"] / n_balls,
+        "continuation_clips": sum(1 for c in clips if c.context > 1),
         "clips_with_a_static_ball_commanded_to_move": sum(
             1 for s, c in zip(shown, commanded) if any(a == "still" and b != "still" for a, b in zip(s, c))
         ),
     }
-    return TrainingPool(frames, np.array([index[p] for p in captions], dtype=np.int64), prompts, stats)
+    return TrainingPool(frames, np.array([index[p] for p in captions], dtype=np.int64), prompts,
+                        np.array([c.context for c in clips], dtype=np.int64), stats)
 
 
 # --------------------------------------------------------------------------- evaluation items

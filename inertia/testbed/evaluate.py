@@ -37,7 +37,7 @@ from ..run import ModelCache, PlannedRun, generate_batch, plan_run
 from . import simulator as sim
 from .checkpoint import DEFAULT_MODEL, model_path
 from .commands import run_command
-from .data import DEFAULT_HOLDOUT, EvalItem, commanded_spec, heldout_items, parse_holdout
+from .data import DEFAULT_HOLDOUT, EvalItem, heldout_items, parse_holdout, run_truth
 from .physics import analyse
 from .stats import LEVEL, RESAMPLES, SEED, cluster_bootstrap_ci
 
@@ -142,9 +142,9 @@ def score_batch(items: Sequence[EvalItem], plans: Sequence[PlannedRun], cache: M
     for item, plan, generation in zip(items, plans, generations):
         config = plan.config
         video = frames_to_uint8(generation.frames)
-        truth = sim.render(commanded_spec(config.prompt, config.seed, num_frames=config.num_frames,
-                                          height=config.height, width=config.width))
-        result = analyse(video, truth.commands, truth=truth)
+        start, truth = run_truth(config.prompt, config.seed, num_frames=config.num_frames, height=config.height,
+                                 width=config.width, history_frames=config.history_frames)
+        result = analyse(video[start:], truth.commands, truth=truth)
         rows.append({**asdict(item), **{k: result["overall"][k] for k in (*RATES, "velocity_error", "position_error")},
                      "velocity_ratio": velocity_ratio(result["balls"][item.colour])})
         videos.append(video)
@@ -158,6 +158,7 @@ def evaluate(
     first_seed: int = 0,
     guidance_scales: Sequence[float | None] = (None,),
     steps: int | None = None,
+    history_frames: int | None = None,
     interventions: Sequence[str] = (),
     device: str = "auto",
     dtype: str = "auto",
@@ -180,7 +181,7 @@ def evaluate(
     cache, results = ModelCache(), []
     for scale in guidance_scales:
         base = dict(backbone="testbed", model=model, steps=steps, guidance_scale=scale, device=device, dtype=dtype,
-                    interventions=specs)
+                    interventions=specs, history_frames=history_frames)
         plans = [plan_run(RunConfig(prompt=item.prompt, seed=item.seed, **base)) for item in items]
         plan = plans[0]
         rows, videos, started = [], [], time.perf_counter()
@@ -206,6 +207,7 @@ def evaluate(
         results.append(result)
     return {
         "model": plans[0].config.model,
+        "history_frames": history_frames,
         "device": plans[0].config.device,
         "items": len(items),
         "seeds": sorted({item.seed for item in items}),
@@ -259,6 +261,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--first-seed", type=int, default=0, help="first run seed (default %(default)s)")
     a("--guidance", default=None, help="comma-separated CFG scales to evaluate (default: the model's default)")
     a("--steps", type=int, default=None, help="sampling steps (default: the model's default)")
+    a("--history-frames", type=int, default=None,
+      help="history mode: continue each item's previous clip from its last K frames, scored on the frames after "
+           "them (a model trained with --history-prob)")
     a("--intervention", action="append", default=[], metavar="NAME[:key=value,...]", help="intervention, repeatable")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     a("--dtype", default="auto", help="auto, float32, bfloat16")
@@ -278,7 +283,8 @@ def command(args: argparse.Namespace) -> int:
         raise InertiaError(f"--guidance: expected comma-separated numbers, got {args.guidance!r}") from None
     report = evaluate(
         args.model, num_seeds=args.seeds, first_seed=args.first_seed, guidance_scales=scales, steps=args.steps,
-        interventions=args.intervention, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+        history_frames=args.history_frames, interventions=args.intervention, device=args.device, dtype=args.dtype,
+        batch_size=args.batch_size,
         bootstrap=Bootstrap(args.bootstrap, args.ci_by), progress=lambda text: print(text, file=sys.stderr, flush=True),
     )
     if args.json:

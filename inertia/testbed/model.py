@@ -18,6 +18,11 @@ Components (all load with `from_pretrained` from one directory with a `model_ind
 
 `TestbedPipeline` holds them, stores the model's geometry and default sampling settings in its
 ``model_index.json``, and has a reference `__call__` (the backbone must reproduce it bit for bit).
+
+History mode: a model trained on continuations (`data.Mixture.history_prob`) declares
+``history_frames`` k in its model_index.json (0, or absent in older checkpoints: no history mode).
+It takes the same 7 input channels: the mask is 1 on the k history frames and the condition
+channels hold them, as Wan I2V holds its one image frame; its architecture is unchanged.
 """
 
 from __future__ import annotations
@@ -163,13 +168,28 @@ def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
     return x.cpu().numpy()
 
 
+def context_condition(context: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """(B, 3, k, H, W) clean context frames -> (B, 4, T, H, W): mask (1 on frames 0..k-1) | those
+    frames (zeros after). k = 1 is image-to-video (the first frame), k > 1 the history mode."""
+    b, _, k, h, w = context.shape
+    condition = context.new_zeros(b, 4, num_frames, h, w)
+    condition[:, 0, :k] = 1.0
+    condition[:, 1:, :k] = context
+    return condition
+
+
 def first_frame_condition(first: torch.Tensor, num_frames: int) -> torch.Tensor:
     """(B, 3, H, W) first frames -> (B, 4, T, H, W): mask (1 on frame 0) | first frame (zeros after)."""
-    b, _, h, w = first.shape
-    condition = first.new_zeros(b, 4, num_frames, h, w)
-    condition[:, 0, 0] = 1.0
-    condition[:, 1:, 0] = first
-    return condition
+    return context_condition(first[:, :, None], num_frames)
+
+
+def clip_condition(clips: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """Training clips (B, 3, T, H, W) and each clip's clean context frames (B,) -> the condition of
+    each (`context_condition` of its first context[i] frames), in one pass over the batch."""
+    mask = torch.arange(clips.shape[2], device=clips.device)[None] < context[:, None]  # (B, T)
+    mask = mask[:, None, :, None, None]
+    ones = mask.to(clips.dtype).expand(-1, 1, -1, *clips.shape[3:])
+    return torch.cat([ones, torch.where(mask, clips, clips.new_zeros(()))], dim=1)
 
 
 class TestbedPipeline(DiffusionPipeline):
@@ -191,12 +211,14 @@ class TestbedPipeline(DiffusionPipeline):
         default_steps: int = DEFAULT_STEPS,
         default_guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
         default_fps: int = DEFAULT_FPS,
+        history_frames: int = 0,
     ):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, scheduler=scheduler)
         self.register_to_config(
             height=height, width=width, num_frames=num_frames, max_sequence_length=max_sequence_length,
             default_steps=default_steps, default_guidance_scale=default_guidance_scale, default_fps=default_fps,
+            history_frames=history_frames,
         )
 
     # ----- conditions ---------------------------------------------------------------------------
@@ -265,19 +287,25 @@ class TestbedPipeline(DiffusionPipeline):
         guidance_scale: float | None = None,
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
+        history: np.ndarray | None = None,
     ) -> np.ndarray:
         """Generate one video: float32 frames (T, H, W, 3) in [0, 1].
 
         `image` is the first frame (uint8 H x W x 3); without it the simulator renders the first
-        frame the prompt commands, laid out from (prompt, `seed`). Noise comes from `generator`
+        frame the prompt commands, laid out from (prompt, `seed`). `history` (uint8 k x H x W x 3)
+        instead conditions on k history frames (the history mode). Noise comes from `generator`
         (default: a CPU generator seeded with `seed`). CFG runs when guidance_scale > 1.
         """
         c = self.config
         guidance_scale = c.default_guidance_scale if guidance_scale is None else guidance_scale
         steps = c.default_steps if num_inference_steps is None else num_inference_steps
         device = self._execution_device
-        first = self.first_frame(prompt, seed) if image is None else np.asarray(image, dtype=np.uint8)
-        condition = first_frame_condition(frames_to_tensor(first)[None], c.num_frames).to(device)
+        if history is not None:
+            context = frames_to_tensor(np.asarray(history, np.uint8))[None]
+            condition = context_condition(context, c.num_frames).to(device)
+        else:
+            first = self.first_frame(prompt, seed) if image is None else np.asarray(image, dtype=np.uint8)
+            condition = first_frame_condition(frames_to_tensor(first)[None], c.num_frames).to(device)
         embeds = self.encode_prompt([prompt], device)
         negative = self.encode_prompt([negative_prompt], device) if guidance_scale > 1.0 else None
         latents = self.initial_noise(generator or torch.Generator("cpu").manual_seed(seed)).to(device)

@@ -10,7 +10,9 @@ Objective (rectified flow, as diffusers' flow-matching schedulers expect):
 with u ~ U(0, 1) and sigma = shift u / (1 + (shift - 1) u), the same shift the sampler applies
 to its evenly spaced steps, so training covers noise levels in the proportions sampling visits
 them (more of the high-noise steps, where a video's motion is decided). The first frame is
-given as a condition (channel concat with a mask, Wan I2V style) and never dropped; the prompt is
+given as a condition (channel concat with a mask, Wan I2V style) and never dropped (a continuation
+clip of `--history-prob` gives its K history frames the same way, and the saved model declares
+`history_frames` K: the history mode); the prompt is
 replaced by the empty prompt with probability `--text-dropout`, which trains the unconditional
 branch that classifier-free guidance needs.
 
@@ -58,7 +60,7 @@ from .data import (
     parse_motion_weights,
     parse_speed_weights,
 )
-from .model import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, ModelSize, first_frame_condition, new_pipeline, shifted_sigmas
+from .model import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, ModelSize, clip_condition, new_pipeline, shifted_sigmas
 
 EXIT_PAUSED = 10
 CHECKPOINT = "checkpoint"
@@ -121,6 +123,11 @@ class TrainConfig:
         if bad:
             raise TrainError(f"invalid training setting(s): {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
 
+    @property
+    def history_frames(self) -> int:
+        """The history frames the trained model declares: K when it trains on continuations, else 0."""
+        return self.mixture.history_frames if self.mixture.history_prob else 0
+
     def identity(self) -> dict[str, Any]:
         """The settings that determine the trained weights (must match on --resume)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RUN_ONLY}
@@ -169,7 +176,7 @@ class Trainer:
         self.log(f"data: {len(self.pool)} clips, {self.pool.stats['unique_prompts']} prompts, static ball share "
                  f"{self.pool.stats['static_ball_share']:.3f}, rendered in {self.data_seconds:.1f} s")
         self.pipe = new_pipeline(cfg.size, seed=cfg.seed, default_guidance_scale=cfg.default_guidance_scale,
-                                 default_steps=cfg.default_steps)
+                                 default_steps=cfg.default_steps, history_frames=cfg.history_frames)
         self.pipe.transformer.to(self.device).train()
         self.pipe.text_encoder.to(self.device).train()
         self.params = {f"transformer.{n}": p for n, p in self.pipe.transformer.named_parameters()}
@@ -185,6 +192,7 @@ class Trainer:
             self._load_checkpoint()
         self.frames = torch.from_numpy(self.pool.frames).to(self.device)  # uint8 (N, T, H, W, 3)
         self.prompt_ids = torch.from_numpy(self.pool.prompt_ids).to(self.device)
+        self.context = torch.from_numpy(self.pool.context).to(self.device)
         self.token_ids, self.token_mask = self.pipe.tokenize(self.pool.prompts + [""], self.device)
         self.empty_prompt = len(self.pool.prompts)
         self.shift = float(self.pipe.scheduler.config.flow_shift)
@@ -278,12 +286,12 @@ class Trainer:
         prompt = torch.where(drop, torch.full_like(self.prompt_ids[idx], self.empty_prompt), self.prompt_ids[idx])
         noise = torch.randn(x0.shape, generator=g, device=dev)
         sigma = shifted_sigmas(torch.rand(b, generator=g, device=dev), self.shift)
-        return x0, noise, sigma, self.token_ids[prompt], self.token_mask[prompt]
+        return x0, noise, sigma, self.token_ids[prompt], self.token_mask[prompt], self.context[idx]
 
-    def loss(self, x0, noise, sigma, ids, mask) -> torch.Tensor:
+    def loss(self, x0, noise, sigma, ids, mask, context) -> torch.Tensor:
         s = sigma.view(-1, 1, 1, 1, 1)
         x_t = (1 - s) * x0 + s * noise
-        condition = first_frame_condition(x0[:, :, 0], x0.shape[2])
+        condition = clip_condition(x0, context)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
         with autocast:
             embeds = self.pipe.encode_tokens(ids, mask)
@@ -365,7 +373,7 @@ class Trainer:
         """
         cfg = self.cfg
         pipe = new_pipeline(cfg.size, seed=None, default_guidance_scale=cfg.default_guidance_scale,
-                            default_steps=cfg.default_steps)
+                            default_steps=cfg.default_steps, history_frames=cfg.history_frames)
         dtype = getattr(torch, cfg.save_dtype)
         for prefix, module in (("transformer", pipe.transformer), ("text_encoder", pipe.text_encoder)):
             keep = set(module._keep_in_fp32_modules or ())
@@ -463,6 +471,10 @@ TRAIN_FLAGS: dict[str | None, dict[str, tuple[str, Callable[[str], Any] | None, 
         "--textured-prob": ("mixture.textured_prob", float, "share of textured backgrounds"),
         "--holdout": ("mixture.holdout", str,
                       "colour:motion combinations never trained on, comma-separated, or 'none'"),
+        "--history-prob": ("mixture.history_prob", float,
+                           "share of continuation clips (K history frames of a previous motion, then the commanded "
+                           "clip); > 0 trains the history mode (`--history-frames K` runs)"),
+        "--history-frames": ("mixture.history_frames", int, "history frames K of a continuation clip"),
     },
     "model size": {
         "--layers": ("size.num_layers", int, "transformer blocks"),
