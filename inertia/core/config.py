@@ -79,9 +79,10 @@ SEED_LIMIT = 2**64
 #: distilled 10); far above, the first step's prediction overflows and the run fails after loading with
 #: NaN latents, not naming the field. 100 leaves room for experiments.
 MAX_GUIDANCE = 100.0
-#: Exponents of envelopes and schedules (decay's sigma ** p, dynamic_cfg's cosine power): at 100 the curve is a
-#: step already (0.9 ** 100 < 1e-4); far above, only a typo's number changes.
-MAX_EXPONENT = 100.0
+#: Exponents of envelopes and schedules (decay's sigma ** p, dynamic_cfg's cosine power): p = 1e6 makes
+#: e(sigma) exactly 0 in float64 for every sigma below 0.9993, the step function that confines an intervention
+#: to sigma 1 (tests use it); far above, only a typo's number changes.
+MAX_EXPONENT = 1e6
 #: Config, sweep and prompt files are small (the largest example sweep file is a few KB); a larger file is
 #: the wrong file, and reading it (or /dev/zero) must not take the memory of the machine.
 MAX_INPUT_FILE_BYTES = 16 * 1024 * 1024

@@ -22,6 +22,12 @@ Kind = Literal["slider", "number", "dropdown", "checkbox", "textbox"]
 
 #: A slider over a float range moves in this many steps.
 SLIDER_STEPS = 100
+#: Wider ranges get a number box: a slider over more values cannot be set to the one meant (decay's p in
+#: (0, 1e6], a seed in [0, 2**64)).
+SLIDER_MAX_SPAN = 1000
+#: Bounds a browser holds exactly (JavaScript's safe integers); wider ones are left to the run's own
+#: validation, which names them (a 2**64 bound also breaks the page's JSON).
+BROWSER_SAFE = 2**53
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,10 @@ def _bounds(metadata: list[Any]) -> tuple[float | None, float | None]:
     return low, high
 
 
+def _shown(bound: float | None) -> float | None:
+    return bound if bound is None or abs(bound) <= BROWSER_SAFE else None
+
+
 def controls_for(model: type[Params]) -> list[Control]:
     """One control per field of `model`, in declaration order."""
     controls = []
@@ -67,12 +77,13 @@ def controls_for(model: type[Params]) -> list[Control]:
         elif annotation in (int, float):
             integer = annotation is int
             low, high = _bounds(field.metadata)
-            if low is not None and high is not None and not required:
+            if low is not None and high is not None and high - low <= SLIDER_MAX_SPAN and not required:
                 step = 1 if integer else (high - low) / SLIDER_STEPS
                 controls.append(Control(kind="slider", value=default, integer=integer, minimum=low, maximum=high,
                                         step=step, **common))
             else:
-                controls.append(Control(kind="number", value=default, integer=integer, minimum=low, maximum=high, **common))
+                controls.append(Control(kind="number", value=default, integer=integer, minimum=_shown(low),
+                                        maximum=_shown(high), **common))
         else:
             controls.append(Control(kind="textbox", value="" if default is None else show_value(default, 200), **common))
     return controls
