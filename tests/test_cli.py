@@ -177,7 +177,7 @@ def test_plugins_lists_builtins_with_parameters(capsys):
     out = capsys.readouterr().out
     assert "wan  [inertia.builtins]" in out and "t2v checkpoint: Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in out
     assert "beta: float = 0.75  (allowed: >= 0.0 and <= 1.0)" in out
-    assert "p: float = 1.0  (allowed: > 0.0 and <= 100.0)" in out
+    assert "p: float = 1.0  (allowed: > 0.0 and <= 1000000.0)" in out
     assert "b: float = 0.5  (allowed: > 0.0 and <= 100.0)" in out
     assert main(["plugins", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
