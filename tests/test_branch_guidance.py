@@ -14,19 +14,15 @@ import torch
 
 from inertia.core.attention import AttentionHooks
 from inertia.core.combination import Branch
-from inertia.core.config import PluginSpec, RunConfig
+from inertia.core.config import PluginSpec
 from inertia.core.context import StepContext
 from inertia.core.errors import ConfigError
 from inertia.interventions.perturbed import guided_away
 from inertia.run import ModelCache, generate, plan_run
 
+from backbone_runs import backbone_runner, run_config as config
+
 TRUE_CFG = dict(guidance_scale=3.0, negative_prompt="a still, frozen picture")
-
-
-def config(backbone: str, *interventions: str | PluginSpec, image=None, **extra) -> RunConfig:
-    return RunConfig(backbone=backbone, device="cpu", steps=3, image=image, **extra,
-                     interventions=[spec if isinstance(spec, PluginSpec) else PluginSpec.parse(spec)
-                                    for spec in interventions])
 
 
 def ctx(step: int = 0) -> StepContext:
@@ -181,12 +177,7 @@ BACKBONES = {
 
 @pytest.mark.parametrize("backbone", list(BACKBONES))
 def test_stg_and_history_guidance_run_on_the_backbone(backbone, image_file):
-    models = ModelCache()
-    extra = dict(BACKBONES[backbone])
-    image = image_file if extra.pop("image", False) else None
-
-    def run(*interventions):
-        return generate(plan_run(config(backbone, *interventions, image=image, **extra)), models, progress=False)
+    run = backbone_runner(backbone, BACKBONES[backbone], image_file)
 
     baseline = run()
     per_section = [step.step for step in baseline.trace]

@@ -18,7 +18,9 @@ from inertia.core.history import HistoryBlocks
 from inertia.core.setup import RunSetup
 from inertia.interventions.alg import Alg, AlgParams, blend_weight, low_pass
 from inertia.interventions.history_noise import SALT, HistoryNoise, HistoryNoiseParams, noise_seed, noised
-from inertia.run import ModelCache, generate, generate_batch, plan_run
+from inertia.run import generate, generate_batch, plan_run
+
+from backbone_runs import backbone_runner, run_config
 
 FRAMEPACK = {"4x": "history", "2x": "history", "1x": "history", "image": "condition"}
 
@@ -158,12 +160,6 @@ def no_model_loading(monkeypatch):
         monkeypatch.setattr(backbone, "load", classmethod(lambda cls, config: pytest.fail("a model was loaded")))
 
 
-def run_config(backbone, *interventions, image=None, **extra) -> RunConfig:
-    return RunConfig(backbone=backbone, device="cpu", steps=3, image=image,
-                     interventions=[spec if isinstance(spec, PluginSpec) else PluginSpec.parse(spec)
-                                    for spec in interventions], **extra)
-
-
 T2V = ("cannot change anything: this {} run hands over no context latents (a text-to-video run has no conditioning "
        "image: give --image, or use a backbone with history such as framepack)")
 
@@ -209,12 +205,7 @@ BACKBONES = {
 
 @pytest.mark.parametrize("backbone", list(BACKBONES))
 def test_both_act_on_the_backbone_and_the_trace_says_when(backbone, image_file):
-    models = ModelCache()
-    extra = dict(BACKBONES[backbone])
-    image = image_file if extra.pop("image", False) else None
-
-    def run(*interventions):
-        return generate(plan_run(run_config(backbone, *interventions, image=image, **extra)), models, progress=False)
+    run = backbone_runner(backbone, BACKBONES[backbone], image_file)
 
     baseline = run()
     steps = len(baseline.trace)

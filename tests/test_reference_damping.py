@@ -19,6 +19,8 @@ from inertia.core.setup import RunSetup
 from inertia.interventions.reference_damping import ReferenceDamping, ReferenceDampingParams
 from inertia.run import ModelCache, generate, plan_run
 
+from backbone_runs import backbone_runner, run_config as config
+
 #: text (2 tokens) | reference frame 1 x 1 x 2 | generated frame 1 x 1 x 2, as CogVideoX lays out a joint sequence.
 LAYOUT = TokenLayout(6, (VideoBlock(2, 1, 1, 2, "condition"), VideoBlock(4, 1, 1, 2, "noisy")), {"text": (0, 2)})
 
@@ -98,11 +100,6 @@ def test_the_bias_merges_with_boolean_and_additive_masks():
 
 
 # ----- runs and refusals -------------------------------------------------------------------------------------
-def config(backbone, *interventions, image=None, **extra) -> RunConfig:
-    return RunConfig(backbone=backbone, device="cpu", steps=3, image=image, **extra,
-                     interventions=[PluginSpec.parse(text) for text in interventions])
-
-
 @pytest.fixture
 def no_model_loading(monkeypatch):
     from inertia.core.backbone import Backbone
@@ -162,12 +159,7 @@ BACKBONES = {
 
 @pytest.mark.parametrize("backbone", list(BACKBONES))
 def test_damping_acts_on_the_backbone(backbone, image_file):
-    models = ModelCache()
-    extra = dict(BACKBONES[backbone])
-    image = image_file if extra.pop("image", False) else None
-
-    def run(*interventions):
-        return generate(plan_run(config(backbone, *interventions, image=image, **extra)), models, progress=False)
+    run = backbone_runner(backbone, BACKBONES[backbone], image_file)
 
     baseline = run()
     specs = ["reference_damping:scale=0.2,end_step=2"]
