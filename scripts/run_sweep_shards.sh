@@ -6,7 +6,8 @@
 #   e.g. bash scripts/run_sweep_shards.sh 6 examples/testbed_ablation.yaml --batch-size 64 --threads 2
 #
 # Each shard logs to $LOG_DIR/shard-K-of-N.log (default: the current directory); $PYTHON picks the
-# interpreter (default: .venv/bin/python when there is one, else python). Rerun to resume.
+# interpreter (default: .venv/bin/python when there is one, else python); $GPUS=G spreads the
+# shards over G GPUs (shard K sees only GPU K mod G). Rerun to resume.
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 N SWEEP_FILE [inertia sweep options...]" >&2
@@ -21,6 +22,7 @@ logs=${LOG_DIR:-.}
 mkdir -p "$logs"
 pids=()
 for ((k = 0; k < count; k++)); do
+  if [ -n "${GPUS:-}" ]; then export CUDA_VISIBLE_DEVICES=$((k % GPUS)); fi
   "$python" cli.py sweep "$file" --shard "$k/$count" --quiet "$@" >"$logs/shard-$k-of-$count.log" 2>&1 &
   pids+=($!)
 done

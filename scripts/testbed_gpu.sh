@@ -6,6 +6,7 @@
 #   bash scripts/testbed_gpu.sh resume     # continue the same run to its last step
 #   bash scripts/testbed_gpu.sh evaluate   # held-out evaluation at several CFG scales + attention probe
 #   bash scripts/testbed_gpu.sh install    # pick the default CFG from the evaluation, ship the model
+#                                          # ($CANDIDATES: several evaluated runs, the best ships)
 #   bash scripts/testbed_gpu.sh ablation   # the ablation sweep and its report on the shipped model
 #                                          # ($SWEEP: another sweep file, e.g. examples/testbed_rivals.yaml)
 #   bash scripts/testbed_gpu.sh train-history     # the history-mode model: v2's recipe with half the
@@ -31,7 +32,8 @@ python=${PYTHON:-python3}
 train_flags=(
   --seed 0 --steps ${STEPS:-6500} --layers 8 --heads 6 --ffn-dim 768
   --still-fraction 0.6 --static-caption-prob ${CAPTION_NOISE:-0.3}
-  --motion-weights left=8,right=8,up=2,down=2,leave=1,bounce=0.5,jump=0.5 --speed-weights slow=1,fast=0.15
+  --motion-weights ${MOTION_WEIGHTS:-left=8,right=8,up=2,down=2,leave=1,bounce=0.5,jump=0.5}
+  --speed-weights ${SPEED_WEIGHTS:-slow=1,fast=0.15}
   --default-guidance 1.5 --save-dtype bfloat16 --compile
 )
 
@@ -68,27 +70,20 @@ case "${1:-}" in
     "$python" -m inertia.testbed.attention_probe --model "$run/model" --seeds 8 --device cuda --out "$run/attention"
     ;;
   install)
-    # The default CFG: among the evaluated scales above 1 (at 1 true CFG is off, so no guidance
-    # intervention could act) whose static death lies in 20-50%, the one with the most correct-and-
-    # intact motion; else the scale whose static death is nearest that band.
-    guidance=$("$python" - "$run/heldout_eval.json" <<'EOF'
-import json, sys
-results = [r for r in json.load(open(sys.argv[1]))["results"] if r["guidance_scale"] > 1]
-def distance(r):
-    s = r["overall"]["static_death_rate"]
-    return max(0.2 - s, s - 0.5, 0.0)
-best = min(results, key=lambda r: (distance(r), -r["overall"]["correct_and_intact_rate"]))
-print(best["guidance_scale"])
-EOF
-)
-    echo "default guidance: $guidance"
-    "$python" cli.py testbed set-defaults "$run/model" --guidance "$guidance"
+    # The model to ship among $CANDIDATES (run directories, default $run, each evaluated) and its
+    # default CFG, by the rule written in inertia/testbed/choose.py.
+    evaluations=()
+    for candidate in ${CANDIDATES:-$run}; do evaluations+=("$candidate/heldout_eval.json"); done
+    read -r chosen guidance < <("$python" -m inertia.testbed.choose "${evaluations[@]}")
+    chosen=$(dirname "$chosen")
+    echo "shipping $chosen at default guidance $guidance"
+    "$python" cli.py testbed set-defaults "$chosen/model" --guidance "$guidance"
     find inertia/testbed/weights -mindepth 1 ! -name README.md -exec rm -rf {} +  # the model card stays
-    cp -r "$run/model/." inertia/testbed/weights/
+    cp -r "$chosen/model/." inertia/testbed/weights/
     ;;
   ablation)
     sweep=${SWEEP:-examples/testbed_ablation.yaml}
-    LOG_DIR="$run/shards" PYTHON="$python" bash scripts/run_sweep_shards.sh 6 "$sweep" --batch-size 64 --threads 2
+    LOG_DIR="$run/shards-$(basename "$sweep" .yaml)" PYTHON="$python" bash scripts/run_sweep_shards.sh ${SHARDS:-6} "$sweep" --batch-size 64 --threads 2
     dir="outputs/sweeps/$(basename "$sweep" .yaml)"
     "$python" cli.py report "$dir"
     # Every run's values beside the report, so other comparisons (each rival against relax, paired
