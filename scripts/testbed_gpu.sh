@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test bed's GPU work, in stages that each fit one call to a lent GPU machine (<= 10 minutes):
-# the commands behind the v2 model card (inertia/testbed/weights/README.md) and its ablation.
+# the commands behind the v3 model card (inertia/testbed/weights/README.md) and its ablation.
 #
-#   bash scripts/testbed_gpu.sh train      # train v2 (stops itself after $MINUTES, default 8.5)
+#   bash scripts/testbed_gpu.sh train      # train v3 (stops itself after $MINUTES, default 8.5)
 #   bash scripts/testbed_gpu.sh resume     # continue the same run to its last step
 #   bash scripts/testbed_gpu.sh evaluate   # held-out evaluation at several CFG scales + attention probe
 #   bash scripts/testbed_gpu.sh install    # pick the default CFG from the evaluation, ship the model
@@ -16,21 +16,22 @@
 #                                                 # first frame (1,408 items x 3 scales each)
 #   bash scripts/testbed_gpu.sh sweep-history     # examples/testbed_history.yaml and its report
 #
-# $RUN (default runs/testbed_v2) holds the training run, $HISTORY_RUN (runs/testbed_history, where
+# $RUN (default runs/testbed_v3) holds the training run, $HISTORY_RUN (runs/testbed_history, where
 # examples/testbed_history.yaml looks for the model) the history model's (runs/ is git-ignored, so a
 # warm GPU machine keeps them between calls and `resume` finds them); $PYTHON picks the interpreter (python3).
 # A stage stopped by --max-minutes exits 0 here (the trainer's 10 means "resume me").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run=${RUN:-runs/testbed_v2}
+run=${RUN:-runs/testbed_v3}
 history_run=${HISTORY_RUN:-runs/testbed_history}
 python=${PYTHON:-python3}
 
-# v2: a bigger model, long-tailed motions and speeds (rare jumps, bounces and fast motions) and
-# caption noise 0.3. CAPTION_NOISE=0 makes every caption true: that model showed no static death
-# at all (inertia/testbed/weights/README.md).
+# v3 (= v2's recipe run to the end of a longer schedule): a bigger model than v1, long-tailed motions
+# and speeds (rare jumps, bounces and fast motions) and caption noise 0.3. CAPTION_NOISE=0 makes every
+# caption true: that model showed no static death at all (docs/testbed/v2/model_card.md).
+# MOTION_WEIGHTS / SPEED_WEIGHTS change the mixture (v3's candidate b: bounce=1,jump=1 and fast=0.35).
 train_flags=(
-  --seed 0 --steps ${STEPS:-6500} --layers 8 --heads 6 --ffn-dim 768
+  --seed 0 --steps ${STEPS:-9500} --layers 8 --heads 6 --ffn-dim 768
   --still-fraction 0.6 --static-caption-prob ${CAPTION_NOISE:-0.3}
   --motion-weights ${MOTION_WEIGHTS:-left=8,right=8,up=2,down=2,leave=1,bounce=0.5,jump=0.5}
   --speed-weights ${SPEED_WEIGHTS:-slow=1,fast=0.15}
@@ -83,6 +84,13 @@ case "${1:-}" in
     ;;
   ablation)
     sweep=${SWEEP:-examples/testbed_ablation.yaml}
+    # The sweeps run the shipped weights. On the GPU machine every call copies the checkout again,
+    # so weights installed by an earlier call are replaced by the checkout's: install, commit, then sweep.
+    if [ -d "$run/model" ] && ! cmp -s "$run/model/transformer/diffusion_pytorch_model.safetensors" \
+        inertia/testbed/weights/transformer/diffusion_pytorch_model.safetensors; then
+      echo "error: the shipped weights are not $run/model's: run 'install' in this call, or commit them first" >&2
+      exit 2
+    fi
     LOG_DIR="$run/shards-$(basename "$sweep" .yaml)" PYTHON="$python" bash scripts/run_sweep_shards.sh ${SHARDS:-6} "$sweep" --batch-size 64 --threads 2
     dir="outputs/sweeps/$(basename "$sweep" .yaml)"
     "$python" cli.py report "$dir"
