@@ -31,6 +31,16 @@ def test_tiny_suite_times_every_variant_and_checks_the_fast_path(tmp_path):
     assert entry["model"]["tiny"] and report["compile_backend"] == "eager"
 
 
+def test_fa4_variants_say_why_they_are_skipped(tmp_path):
+    """Where FlashAttention-4 cannot run (here: not installed), its variants are skipped with inertia's reason."""
+    out = tmp_path / "suite.json"
+    suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:all_fa4+fast_fa4+fast_float8_fa4", "--steps", "1",
+                "--json", str(out)])
+    variants = json.loads(out.read_text())["configs"]["wan2.1-t2v-1.3b"]["variants"]
+    skipped = {"skipped": "fa4 needs the flash-attn-4 package: pip install 'inertia[fa4]'"}
+    assert variants == {"all_fa4": skipped, "fast_fa4": skipped, "fast_float8_fa4": skipped}
+
+
 def test_a_spent_budget_skips_variants_and_still_writes_the_results(tmp_path):
     out = tmp_path / "suite.json"
     suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:default,framepack", "--budget", "0",
