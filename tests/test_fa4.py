@@ -155,6 +155,16 @@ def test_auto_keeps_the_backend_where_fa4_cannot_run(fa4_installed, settings, re
     assert plan_run(config).config.attention_kernel == config.attention_kernel
 
 
+def test_fa4_is_refused_under_context_parallelism():
+    """Ulysses attention exchanges heads inside the backend call, which the kernel would bypass."""
+    reason = "fa4 cannot run under context parallelism (context_parallel 2): Ulysses attention goes through the backend"
+    with pytest.raises(ConfigError) as error:
+        choose_kernel(RunConfig(**TINY, context_parallel=2, attention_kernel="fa4"), "cpu")
+    assert str(error.value) == f"attention_kernel: {reason}; allowed here: auto, backend"
+    auto = choose_kernel(RunConfig(**TINY, context_parallel=2, performance="fast"), "cpu")
+    assert auto == performance.AttentionChoice("backend", f"auto: {reason}")
+
+
 def test_the_shipped_table_picks_fa4_only_where_it_was_measured_fastest():
     backends = ["native", "cudnn", "flash", "efficient", "fa4"]
     chosen = performance.choose_attention("NVIDIA H200", "wan", backends)

@@ -45,10 +45,11 @@ def choose_kernel(config: RunConfig, device: str) -> AttentionChoice:
     backends that run here."""
     if config.attention_kernel == "backend":
         return AttentionChoice("backend", "named by the run")
-    refusal = fa4.gpu_refusal(device, fa4.capability(device))
-    if refusal is None and config.context_parallel > 1:
+    refusal = None
+    if config.context_parallel > 1:
         refusal = (f"cannot run under context parallelism (context_parallel {config.context_parallel}): "
                    "Ulysses attention goes through the backend")
+    refusal = refusal or fa4.gpu_refusal(device, fa4.capability(device))
     if config.attention_kernel == "fa4":
         if refusal:
             raise ConfigError("attention_kernel", f"fa4 {refusal}; allowed here: auto, backend")
