@@ -4,7 +4,7 @@
 # (three parts; see there), staged by the first two calls while the machine stays warm:
 #
 #   bash benchmarks/fa4_gpu.sh stage     # calls 1 and 2: carry .whl/fa4/1, then .whl/fa4/2
-#   bash benchmarks/fa4_gpu.sh           # call 3: carry .whl/fa4/3 and .whl/bench (about 6-7 minutes)
+#   bash benchmarks/fa4_gpu.sh           # call 3: carry .whl/fa4/3 and .whl/bench (about 6-8 minutes)
 #
 # The last call joins the parts in $STAGE (default /tmp/fa4-parts), checks their sha256, installs the
 # eight wheels with ONE `pip install --target $SITE` (default /tmp/fa4-site; skipped when FA4 is already
@@ -32,8 +32,9 @@ if [ "${1:-}" = stage ]; then
 fi
 
 if [ ! -d "$site/flash_attn/cute" ]; then
+  [ -f "$stage/fa4.sha256" ] || { echo "error: no FA4 wheel part in $stage or .whl/fa4: bash scripts/fa4_wheels.sh" >&2; exit 1; }
   parts=$(sed -n 's/^parts //p' "$stage/fa4.sha256")
-  have=$(ls "$stage"/fa4.tar.[0-9]* 2>/dev/null | wc -l)
+  have=$(find "$stage" -maxdepth 1 -name 'fa4.tar.[0-9]*' | wc -l)
   [ "$have" = "$parts" ] || { echo "error: $have of $parts FA4 wheel parts in $stage: stage the others first" >&2; exit 1; }
   cat "$stage"/fa4.tar.[0-9]* > "$stage/fa4.tar"
   (cd "$stage" && head -1 fa4.sha256 | sha256sum -c -)
