@@ -9,16 +9,22 @@ in this order on one model per configuration:
     default      inertia's loop (`core.sampling.sample` through the real backbone), no intervention
     relax_decay  relax 0.75 + decay 0.7 (the CFG scale changes every step)
     unlearn      unlearn sigma_blur 0.6 on all video tokens in every layer
-    all          relax + decay + unlearn: the reference of the fast variants
+    all          relax + decay + unlearn: the reference of the fast and fa4 variants
+    all_fa4      `all` with FlashAttention-4 as the attention kernel (`attention_kernel: fa4`, core/fa4.py)
     fast         `all` with `--performance fast` (compiled repeated blocks, hooks inside; HunyuanVideo 1.5:
                  its context padding dropped from attention instead of a dense mask, stated as `attention_mask`)
+    fast_fa4     `fast` with FlashAttention-4 as the attention kernel
     fast_float8  `all` with `--performance float8` (fast + torchao float8 linears; CUDA)
+    fast_float8_fa4  `fast_float8` with FlashAttention-4 as the attention kernel
+
+The fa4 variants are skipped, with the reason, where FA4 cannot run (not installed, not an SM90/SM100 GPU);
+they state `fa4_calls`, the attention calls FA4 ran (the others, e.g. masked ones, went to the backend).
 
 Per variant: seconds per step (median, min, max of the timed steps after warm-up, CUDA events), peak
 memory, MFU against the GPU's dense bf16 peak (FLOPs counted by `torch.utils.flop_counter` on one
 forward); for fast variants the compile seconds, graphs compiled after the first step (a relax schedule
-and unlearn's strength change every step: must be 0) and, against `all`, the relative L2 of the combined
-prediction at each step and of the final latents.
+and unlearn's strength change every step: must be 0) and, for fast and fa4 variants against `all`, the
+relative L2 of the combined prediction at each step and of the final latents.
 
     PYTHONPATH=. python benchmarks/suite.py --only wan2.1-t2v-1.3b --json benchmarks/results/suite.json
     PYTHONPATH=. python benchmarks/suite.py --tiny --only wan2.1-t2v-1.3b --compile-backend eager --json /tmp/s.json
@@ -46,11 +52,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from benchmarks import full_size  # noqa: E402
-from inertia.core import performance  # noqa: E402
+from inertia.core import fa4, performance  # noqa: E402
 from inertia.core.io import write_json  # noqa: E402
 from inertia.core.runtime import attention_backend, quiet_libraries  # noqa: E402
 
-VARIANTS = ("stock", "default", "relax_decay", "unlearn", "all", "fast", "fast_float8")
+VARIANTS = ("stock", "default", "relax_decay", "unlearn", "all", "all_fa4", "fast", "fast_fa4", "fast_float8",
+            "fast_float8_fa4")
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "H800": 989.4, "H20": 148.0, "A100": 312.0, "B200": 2250.0,
                     "L40S": 362.1}
 TINY_SHAPE = dict(height=32, width=32, frames=17, text_tokens=8, text_2_tokens=4, image_tokens=4)
@@ -392,9 +399,10 @@ def run_stock(family: Family, bench: Bench, steps: int, device: torch.device) ->
 
 
 def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, variant: str,
-                state: performance.PerformanceState | None = None) -> dict:
+                state: performance.PerformanceState | None = None, kernel: fa4.FlashAttention4 | None = None) -> dict:
     """inertia's loop; `state`: the performance options applied to the models (the backbone then takes its
-    performance-mode paths, e.g. HunyuanVideo 1.5's attention without the dense mask)."""
+    performance-mode paths, e.g. HunyuanVideo 1.5's attention without the dense mask); `kernel`: the
+    attention kernel of the hooks (FlashAttention-4 for the calls it takes)."""
     from inertia.core.attention import AttentionHooks
     from inertia.core.intervention import InterventionStack
     from inertia.core.sampling import sample
@@ -403,7 +411,8 @@ def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, 
     backbone, job, setup = family.backbone(bench, device)
     backbone.performance = state
     stack = InterventionStack(interventions(variant), setup)
-    hooks = AttentionHooks(stack.attention_transforms, backbone.num_attention_layers)
+    hooks = AttentionHooks(stack.attention_transforms, backbone.num_attention_layers, kernel=kernel)
+    calls = fa4.calls()
     marks, predictions, graphs = Marks(device), [], []
     original = backbone.scheduler_step
 
@@ -422,6 +431,8 @@ def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, 
                        expert_guidance=setup.expert_guidance)
     result = {"times": marks.intervals(), "final": job.latents, "predictions": predictions,
               "scales": [next(iter(s.guidance.values()), None) for s in trace], "experts": [s.expert for s in trace]}
+    if kernel is not None:
+        result["fa4_calls"] = fa4.calls() - calls
     if variant.startswith("fast"):
         result["performance_notes"] = backbone.performance_notes()
         result["compile_s"] = round(performance.compile_seconds() - seconds, 2)
@@ -600,7 +611,7 @@ def _run_variants(family, bench, item: Entry, entry, report, args, device, start
                 references[variant] = result.pop("_raw")
             elif variant == "default" and "stock" in references:  # inertia's loop against the pipeline's
                 result["relative_l2_final_latents_vs_stock"] = relative_l2(result["_raw"]["final"], references["stock"]["final"])
-            elif variant.startswith("fast") and "all" in references:
+            elif variant.startswith(("fast", "all_")) and "all" in references:
                 raw, ref = result.pop("_raw"), references["all"]
                 result["relative_l2_prediction_per_step"] = [relative_l2(a, b) for a, b in zip(raw["predictions"], ref["predictions"])]
                 result["relative_l2_final_latents"] = relative_l2(raw["final"], ref["final"])
@@ -613,7 +624,7 @@ def _run_variants(family, bench, item: Entry, entry, report, args, device, start
             print(f"  {variant:12s} {result['s_per_step_median']:.4f} s/step (spread {result['spread']:.3f}) "
                   f"peak {result.get('peak_gib')} GiB MFU {result.get('mfu')} "
                   + " ".join(f"{k}={result[k]}" for k in ("speedup_vs_stock", "compile_s", "graphs_compiled_after_first_step",
-                                                            "relative_l2_final_latents") if k in result), flush=True)
+                                                            "fa4_calls", "relative_l2_final_latents") if k in result), flush=True)
         else:
             print(f"  {variant:12s} skipped: {result['skipped']}", flush=True)
         entry["variants"][variant] = result
@@ -621,9 +632,14 @@ def _run_variants(family, bench, item: Entry, entry, report, args, device, start
 
 
 def _one_variant(family, bench, variant, steps, device, args) -> dict:
-    state = None
+    state, kernel = None, None
+    if variant.endswith("_fa4"):
+        refused = fa4.gpu_refusal(str(device), fa4.capability(str(device)))
+        if refused:
+            return {"skipped": f"fa4 {refused}"}
+        kernel = fa4.FlashAttention4(fa4.capability(str(device))[0])
     if variant.startswith("fast"):
-        level = "float8" if variant == "fast_float8" else "fast"
+        level = "float8" if variant.startswith("fast_float8") else "fast"
         try:
             performance.check_performance(level, device.type)
         except Exception as error:  # the one-line refusal inertia gives before loading
@@ -637,9 +653,11 @@ def _one_variant(family, bench, variant, steps, device, args) -> dict:
         if variant == "stock":
             raw = run_stock(family, bench, steps, device)
         else:
-            raw = run_inertia(family, bench, steps, device, variant, state)
+            raw = run_inertia(family, bench, steps, device, variant, state, kernel)
     result = summary(raw["times"], args.warmup)
     result["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
+    if kernel is not None:
+        result["fa4_calls"] = raw["fa4_calls"]
     if variant.startswith("fast"):
         result.update(compiled_blocks=state.compiled_blocks, float8_linears=state.float8_linears,
                       compile_s=raw["compile_s"], graphs_compiled_after_first_step=raw["graphs_compiled_after_first_step"],
@@ -674,7 +692,8 @@ def _environment(device: torch.device, args) -> dict:
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if gpu and k in gpu), None)
     return {"benchmark": "one denoising step per variant, full-size random bf16 weights (benchmarks/suite.py)",
             "gpu": gpu, "driver": _driver(), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "diffusers": diffusers.__version__, "torchao": _version("torchao"), "peak_bf16_tflops": peak,
+            "diffusers": diffusers.__version__, "torchao": _version("torchao"), "flash_attn_4": _version("flash-attn-4"),
+            "nvidia_cutlass_dsl": _version("nvidia-cutlass-dsl"), "peak_bf16_tflops": peak,
             "steps": args.steps, "warmup": args.warmup, "compile_backend": args.compile_backend,
             "attention": args.attention, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 

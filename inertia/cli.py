@@ -42,6 +42,8 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--dtype": ("dtype", str, "auto, float32, bfloat16, float16"),
     "--device": ("device", str, "auto, cpu, cuda, cuda:N"),
     "--attention": ("attention", str, f"attention backend: {', '.join(ATTENTION_BACKENDS)}"),
+    "--attention-kernel": ("attention_kernel", str, "auto, backend or fa4 (FlashAttention-4 for the calls it can take; "
+                                                    "auto: under --performance where measured fastest)"),
     "--performance": ("performance", str, "fast (compiled blocks, measured attention backend) or float8 "
                                           "(fast + float8 linears, CUDA); see docs/performance.md"),
     "--context-parallel": ("context_parallel", int, "processes sharing one video: start with torchrun --nproc-per-node N "

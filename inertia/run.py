@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .core import fa4
 from .core.attention import AttentionHooks, QKVTransform
 from .core.backbone import Backbone
 from .core.builtin_models import SMOKE_TEST_NOTICE
@@ -27,7 +28,7 @@ from .core.io import frames_to_uint8, read_video, remove_stale_temporaries, writ
 from .core.performance import apply_performance, check_compilable, choose_attention, compile_clock
 from .core.metric import Metric
 from .core.records import CONFIG_NAME, RECORD_NAME, VIDEO_NAME, device_description, package_versions, utc_now
-from .core.runtime import attention_backend, resolve_runtime
+from .core.runtime import attention_backend, attention_kernel, choose_kernel, resolve_runtime
 from .core.sampling import StepRecord, sample
 from .core.setup import RunSetup
 from .registry import Registry, culprit, default_registry
@@ -182,7 +183,8 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
     loaded = time.perf_counter()
     generators = [torch.Generator("cpu").manual_seed(p.config.seed) for p in plans]
     hooks = AttentionHooks([*plan.stack.attention_transforms, *transforms], backbone.num_attention_layers,
-                           plan.stack.attention_biases)
+                           plan.stack.attention_biases, attention_kernel(config))
+    kernel_calls = fa4.calls()
     history = HistoryHooks(plan.stack.history_transforms, seeds=[p.config.seed for p in plans])
     with (torch.inference_mode(), attention_backend(config.attention), backbone.hooked_attention(hooks),
           backbone.hooked_history(history)):
@@ -202,6 +204,8 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
     performance: dict[str, Any] = {}
     if backbone.performance:
         performance = {**asdict(backbone.performance), **backbone.performance_notes(), **compiled}
+    if hooks.kernel is not None:
+        performance["attention_kernel_calls"] = fa4.calls() - kernel_calls
     return [Generation(frames, trace, backbone.smoke_test, timings, {"size": len(plans), "index": index}, performance)
             for index, frames in enumerate(videos)]
 
@@ -237,13 +241,16 @@ def execute_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None,
 
 
 def _performance_record(plan: PlannedRun, result: Generation) -> dict[str, Any]:
-    """Options in force, the attention backend used (and why, when the measured table chose it), compile cost."""
+    """Options in force, the attention backend used (and why, when the measured table chose it), the attention
+    kernel and why (with fa4: the calls it ran; the others went to the backend), compile cost."""
     config = plan.config
     reason = None
     if "attention" not in plan.requested.model_fields_set:
         gpu = device_description(config.device)["name"] if config.device.startswith("cuda") else None
         reason = choose_attention(gpu, config.backbone, [config.attention]).reason
-    return {**result.performance, "attention": config.attention, **({"attention_choice": reason} if reason else {})}
+    kernel = choose_kernel(config.model_copy(update={"attention_kernel": plan.requested.attention_kernel}), config.device)
+    return {**result.performance, "attention": config.attention, **({"attention_choice": reason} if reason else {}),
+            "attention_kernel": kernel.backend, "attention_kernel_choice": kernel.reason}
 
 
 def _metrics_key(plan: PlannedRun) -> str:
@@ -292,7 +299,8 @@ def _write_run_files(plan: PlannedRun, result: Generation, suite: MetricSuite | 
         "device": device_description(config.device),
         "seed": config.seed,
         "wall_time_s": result.timings,
-        **({"performance": _performance_record(plan, result)} if config.performance else {}),
+        **({"performance": _performance_record(plan, result)}
+           if config.performance or config.attention_kernel == "fa4" else {}),
         "batch": result.batch,
         "video": {"path": VIDEO_NAME, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
                   "width": int(frames.shape[2]), "fps": config.fps},

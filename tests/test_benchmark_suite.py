@@ -31,6 +31,16 @@ def test_tiny_suite_times_every_variant_and_checks_the_fast_path(tmp_path):
     assert entry["model"]["tiny"] and report["compile_backend"] == "eager"
 
 
+def test_fa4_variants_say_why_they_are_skipped(tmp_path):
+    """Where FlashAttention-4 cannot run (here: not installed), its variants are skipped with inertia's reason."""
+    out = tmp_path / "suite.json"
+    suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:all_fa4+fast_fa4+fast_float8_fa4", "--steps", "1",
+                "--json", str(out)])
+    variants = json.loads(out.read_text())["configs"]["wan2.1-t2v-1.3b"]["variants"]
+    skipped = {"skipped": "fa4 needs the flash-attn-4 package: pip install 'inertia[fa4]'"}
+    assert variants == {"all_fa4": skipped, "fast_fa4": skipped, "fast_float8_fa4": skipped}
+
+
 def test_a_spent_budget_skips_variants_and_still_writes_the_results(tmp_path):
     out = tmp_path / "suite.json"
     suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:default,framepack", "--budget", "0",
@@ -100,3 +110,24 @@ def test_the_stock_step_is_the_one_inertias_loop_takes(tmp_path, name):
     suite.main(["--tiny", "--device", "cpu", "--only", f"{name}:stock+default", "--steps", "1", "--json", str(out)])
     variants = json.loads(out.read_text())["configs"][name]["variants"]
     assert variants["default"]["relative_l2_final_latents_vs_stock"] == 0.0
+
+
+def test_fa4_check_says_why_it_cannot_run_and_proposes_table_rows_from_a_suite_run(tmp_path):
+    from benchmarks import fa4_check
+
+    out = tmp_path / "check.json"
+    assert fa4_check.main(["--device", "cpu", "--json", str(out)]) == 0
+    assert json.loads(out.read_text()) == {"skipped": "fa4 needs the flash-attn-4 package: pip install 'inertia[fa4]'"}
+    run = {"gpu": "NVIDIA H200", "attention": "native", "torch": "2.11.0+cu130", "diffusers": "0.42.1",
+           "flash_attn_4": "4.0.0b36", "started": "2026-11-30T14:00:00Z",
+           "configs": {"wan2.1-t2v-1.3b": {"model": {"shape": {"height": 480, "width": 832, "frames": 81}},
+                                           "variants": {"all": {"s_per_step_median": 1.29},
+                                                        "all_fa4": {"s_per_step_median": 1.2},
+                                                        "fast_fa4": {"s_per_step_median": 0.9}}}}}
+    (tmp_path / "suite.json").write_text(json.dumps(run))
+    assert fa4_check.main(["--rows", str(tmp_path / "suite.json"), "--json", str(out)]) == 0
+    source = ("wan2.1-t2v-1.3b 480x832x81, relax+decay+unlearn, eager, inertia's loop (benchmarks/suite.py {}), "
+              "torch 2.11.0+cu130, diffusers 0.42.1, flash-attn-4 4.0.0b36, 2026-11-30")
+    assert json.loads(out.read_text())["measurements"] == [
+        {"gpu": "H200", "backbone": "wan", "backend": "native", "s_per_step": 1.29, "source": source.format("all")},
+        {"gpu": "H200", "backbone": "wan", "backend": "fa4", "s_per_step": 1.2, "source": source.format("all_fa4")}]

@@ -22,6 +22,9 @@ backend itself: the decision point for what q/k/v transforms cannot express.
   the model's own mask), which the native, math, cuDNN, efficient, flex and xformers backends
   take exactly; `BIAS_REFUSING_ATTENTION` cannot, and a run that biases attention refuses them
   before loading.
+* A kernel (`AttentionKernel`, e.g. FlashAttention-4: `core.fa4`): the call, after skips and biases
+  are decided, goes to the kernel where it takes it (no mask or bias, its dtypes and head sizes),
+  else to the backend; so every hook acts as without it.
 """
 
 from __future__ import annotations
@@ -116,6 +119,17 @@ class AttentionBias(Protocol):
 #: The attention backend as a processor calls it: (query, key, value, mask) -> output.
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
+class AttentionKernel(Protocol):
+    """An attention kernel beside the backend: `refusal` says why it cannot take a call (None: it can)."""
+
+    name: str
+
+    def refusal(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                mask: torch.Tensor | None) -> str | None: ...
+
+    def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor: ...
+
+
 #: Every AttentionHooks by its key, so the compiled-region op (`qkv_hook`) finds the hooks it was called for.
 _LIVE_HOOKS: "weakref.WeakValueDictionary[int, AttentionHooks]" = weakref.WeakValueDictionary()
 _KEYS = itertools.count()
@@ -123,11 +137,14 @@ _KEYS = itertools.count()
 
 class AttentionHooks:
     """The transforms and biases of one run; the sampling loop tells it the current step and layout,
-    and, during a guidance branch's forward, the layers whose self-attention that forward skips."""
+    and, during a guidance branch's forward, the layers whose self-attention that forward skips.
+    `kernel`: the attention kernel that takes the calls it can (None: the backend takes every call)."""
 
-    def __init__(self, transforms: list[QKVTransform], num_layers: int, biases: list[AttentionBias] | None = None):
+    def __init__(self, transforms: list[QKVTransform], num_layers: int, biases: list[AttentionBias] | None = None,
+                 kernel: AttentionKernel | None = None):
         self.transforms = transforms
         self.biases = list(biases or [])
+        self.kernel = kernel
         self.num_layers = num_layers
         self.step: StepContext | None = None
         self.layout: TokenLayout | None = None
@@ -159,8 +176,8 @@ class AttentionHooks:
         mask: torch.Tensor | None, attention: Attention,
     ) -> torch.Tensor:
         """The output (batch, sequence, heads, head_dim) of one self-attention call: the values on a
-        layer the current forward skips; else `attention(query, key, value, mask)` with the run's
-        biases added to `mask` (exactly the model's own mask at a call that gets no bias)."""
+        layer the current forward skips; else `compute` of the call with the run's biases added to
+        `mask` (exactly the model's own mask at a call that gets no bias)."""
         if layer in self.skip:
             return value
         if self.biases:
@@ -168,6 +185,15 @@ class AttentionHooks:
             terms = [t for t in (b.attention_bias(query, key, call) for b in self.biases) if t is not None]
             if terms:
                 mask = with_bias(mask, sum(terms[1:], terms[0]))
+        return self.compute(query, key, value, mask, attention)
+
+    def compute(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+        attention: Attention,
+    ) -> torch.Tensor:
+        """The kernel's attention where it takes the call, else `attention(query, key, value, mask)`."""
+        if self.kernel is not None and self.kernel.refusal(query, key, value, mask) is None:
+            return self.kernel(query, key, value)
         return attention(query, key, value, mask)
 
 
@@ -211,10 +237,10 @@ class HookPoint:
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
         attention: Attention,
     ) -> torch.Tensor:
-        """`hooks.attend` for this layer; straight to `attention` in a run without skips or biases, so
-        a compiled block reads no layer number there (performance mode refuses runs that have them)."""
+        """`hooks.attend` for this layer; straight to `hooks.compute` in a run without skips or biases,
+        so a compiled block reads no layer number there (performance mode refuses runs that have them)."""
         if not self.hooks.skip and not self.hooks.biases:
-            return attention(query, key, value, mask)
+            return self.hooks.compute(query, key, value, mask, attention)
         return self.hooks.attend(query, key, value, self.layer, mask, attention)
 
 

@@ -89,7 +89,7 @@ MAX_INPUT_FILE_BYTES = 16 * 1024 * 1024
 
 #: RunConfig fields added after runs were first recorded, with their unset value (see `RunConfig.identity`).
 LATER_FIELDS = {"guidance_scale_2": None, "latent_window_size": None, "performance": None, "model_fingerprint": None,
-                "context_parallel": 1, "history_frames": None}
+                "context_parallel": 1, "history_frames": None, "attention_kernel": "auto"}
 #: The longest latent window whose one section fits MAX_FRAMES (4 frames a latent frame).
 MAX_LATENT_WINDOW = (MAX_FRAMES - 1) // 4
 
@@ -135,6 +135,11 @@ class RunConfig(BaseModel):
     dtype: DType = "auto"
     device: str = "auto"
     attention: str = "native"
+    attention_kernel: Literal["auto", "backend", "fa4"] = Field(
+        "auto", description="fa4 = FlashAttention-4 for the self-attention calls it can take (the rest: the backend); "
+        "backend = the attention backend for every call; auto = fa4 under performance options where it can run and the "
+        "measured table has it fastest (see docs/performance.md)",
+    )
     performance: Literal["fast", "float8"] | None = Field(
         None, description="fast = compiled transformer blocks and the measured fastest attention backend; "
         "float8 = fast with float8 linear layers (CUDA, torchao); None = eager (see docs/performance.md)",

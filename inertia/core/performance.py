@@ -6,7 +6,8 @@
   per-step numbers of interventions (step index, unlearn's strength) never become guards, and
   guidance scales are applied outside the transformer. The attention backend, unless the run names
   one, is the fastest measured for the GPU and backbone in `attention_table.json` (native where
-  nothing was measured).
+  nothing was measured); so is the attention kernel (FlashAttention-4, `core.fa4`) where it can run,
+  unless the run names one (`core.runtime.choose_kernel`).
 - "float8": "fast" plus float8 linear layers in the repeated blocks (torchao, dynamic per-row
   scales; CUDA only, refused before loading elsewhere).
 
@@ -71,9 +72,11 @@ def check_compilable(level: str | None, interventions: Iterable[Any]) -> None:
 
 def choose_attention(gpu: str | None, backbone: str, allowed: Iterable[str], table: Path = ATTENTION_TABLE) -> AttentionChoice:
     """The fastest backend measured for this GPU (a table row's `gpu` is a substring of its name) and
-    backbone, among `allowed` (those that can run here); "native" when none was measured."""
+    backbone, among `allowed` (those that can run here); "native" when none was measured. A row
+    without seconds (null) is unmeasured and never chosen."""
     rows = json.loads(table.read_text(encoding="utf-8"))["measurements"]
-    usable = [row for row in rows if gpu and row["gpu"] in gpu and row["backbone"] == backbone and row["backend"] in allowed]
+    usable = [row for row in rows if gpu and row["gpu"] in gpu and row["backbone"] == backbone and row["backend"] in allowed
+              and row["s_per_step"] is not None]
     if not usable:
         return AttentionChoice("native", f"no measurement for {gpu or 'this device'} and {backbone}: the default")
     best = min(usable, key=lambda row: row["s_per_step"])
