@@ -118,6 +118,17 @@ def test_offloaded_runs_with_an_attention_intervention_equal_the_plain_run(backb
         assert [s.to_dict() for s in offloaded.trace] == [s.to_dict() for s in plain.trace]
 
 
+def test_an_offloaded_image_to_video_run_equals_the_plain_run(image_file, offload_to_files):
+    """Image-to-video also runs the VAE's encoder and Wan 2.1's CLIP image encoder behind the hooks."""
+    config = RunConfig(backbone="wan", model="builtin:wan-i2v-tiny-v1", image=image_file, device="cpu", steps=2,
+                       interventions=[UNLEARN])
+    plain = generate(plan_run(config), ModelCache(), progress=False)
+    for mode in ("model", "group"):
+        offloaded = _offloaded(plan_run(config), mode)
+        assert "image_encoder" in offloaded.memory["offload"]["components"]
+        assert np.array_equal(offloaded.frames, plain.frames)
+
+
 def test_the_intervention_acts_under_offloading(offload_to_files):
     config = RunConfig(backbone="wan", device="cpu", steps=2)
     without = generate(plan_run(config), ModelCache(), progress=False)
