@@ -74,6 +74,7 @@ class OffloadState:
 
     mode: str
     components: dict[str, str] = field(default_factory=dict)  # name -> how
+    order: list[str] = field(default_factory=list)  # model mode: each onloaded one offloads the one before
     stream: bool = False  # group mode: the next group prefetched on a CUDA stream
 
 
@@ -86,7 +87,9 @@ def apply_offload(pipeline: Any, mode: str, device: torch.device, disk: Path | N
     if mode == "model":
         pipeline.enable_model_cpu_offload(device=device)
         order = [name for name in pipeline.model_cpu_offload_seq.split("->") if name in modules]
-        return OffloadState(mode, {name: f"whole model, in the order {' -> '.join(order)}" for name in order})
+        # diffusers hooks a component outside the order too, onloaded at its first use and kept until the run ends
+        return OffloadState(mode, {name: "whole model" if name in order else "whole model, outside the order"
+                                   for name in modules}, order=order)
     if mode != "group":
         raise ValueError(f"unknown offload mode {mode!r}; allowed: {', '.join(MODES)}")
     stream = device.type == "cuda"
