@@ -11,6 +11,13 @@ in this order on one model per configuration:
     unlearn      unlearn sigma_blur 0.6 on all video tokens in every layer
     all          relax + decay + unlearn: the reference of the fast and fa4 variants
     all_fa4      `all` with FlashAttention-4 as the attention kernel (`attention_kernel: fa4`, core/fa4.py)
+    offload_model   `default` with `--offload model` (diffusers' enable_model_cpu_offload over the transformers:
+                    one whole expert on the GPU at a time); slowdown and final latents against `default`
+    offload_group   `default` with `--offload group` (diffusers' group offloading, one block per group, prefetched
+                    on a CUDA stream); slowdown and final latents against `default`
+    vae_decode      the backbone's VAE at full size (random float32 weights, as inertia loads it) decoding the
+                    shape's latents with tiling off, then on, beside the resident transformer(s): seconds, peak
+                    memory (what a run without offloading holds at its decode) and the decode's own share
     fast         `all` with `--performance fast` (compiled repeated blocks, hooks inside; HunyuanVideo 1.5:
                  its context padding dropped from attention instead of a dense mask, stated as `attention_mask`)
     fast_fa4     `fast` with FlashAttention-4 as the attention kernel
@@ -42,7 +49,9 @@ import gc
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -54,10 +63,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from benchmarks import full_size  # noqa: E402
 from inertia.core import fa4, performance  # noqa: E402
 from inertia.core.io import write_json  # noqa: E402
+from inertia.core.offload import apply_offload  # noqa: E402
 from inertia.core.runtime import attention_backend, quiet_libraries  # noqa: E402
 
-VARIANTS = ("stock", "default", "relax_decay", "unlearn", "all", "all_fa4", "fast", "fast_fa4", "fast_float8",
-            "fast_float8_fa4")
+VARIANTS = ("stock", "default", "relax_decay", "unlearn", "all", "all_fa4", "offload_model", "offload_group",
+            "vae_decode", "fast", "fast_fa4", "fast_float8", "fast_float8_fa4")
+#: Variants run by default: the memory ones on request (`--only NAME:offload_model+offload_group+vae_decode`).
+DEFAULT_VARIANTS = ("stock", "default", "relax_decay", "unlearn", "all", "all_fa4", "fast", "fast_fa4", "fast_float8",
+                    "fast_float8_fa4")
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "H800": 989.4, "H20": 148.0, "A100": 312.0, "B200": 2250.0,
                     "L40S": 362.1}
 TINY_SHAPE = dict(height=32, width=32, frames=17, text_tokens=8, text_2_tokens=4, image_tokens=4)
@@ -444,6 +457,129 @@ def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return round(float((a.float() - b.float()).norm() / b.float().norm()), 5)
 
 
+# ----- memory: offloading and the VAE decode ------------------------------------------------------------------
+#: The VAE each family decodes with, built at diffusers' default configuration (the published VAEs').
+VAE_CLASSES = {"wan": "AutoencoderKLWan", "hunyuan": "AutoencoderKLHunyuanVideo", "cogvideox": "AutoencoderKLCogVideoX",
+               "hunyuan15": "AutoencoderKLHunyuanVideo15"}
+#: diffusers' group offloading hooks (registry names), removed after an offload variant.
+GROUP_HOOKS = ("group_offloading", "layer_execution_tracker", "lazy_prefetch_group_offloading")
+
+
+def transformers_pipeline(models: dict[str, torch.nn.Module]) -> Any:
+    """The bench's transformers in a diffusers pipeline, so that `core.offload.apply_offload` offloads them as it
+    offloads a loaded backbone's (model offloading in `model_cpu_offload_seq` order: one expert at a time)."""
+    from diffusers import DiffusionPipeline
+
+    class Transformers(DiffusionPipeline):
+        model_cpu_offload_seq = "transformer->transformer_2"
+        _optional_components = ["transformer_2"]  # a component although its argument has a default (as in WanPipeline)
+
+        def __init__(self, transformer: torch.nn.Module, transformer_2: torch.nn.Module | None = None):
+            super().__init__()
+            self.register_modules(transformer=transformer, transformer_2=transformer_2)
+
+    return Transformers(**models)
+
+
+@contextmanager
+def offloaded(models: dict[str, torch.nn.Module], mode: str, device: torch.device) -> Iterator[Any]:
+    """The models offloaded (from the CPU) for one variant, then back on `device` without hooks for the next."""
+    from diffusers.hooks import HookRegistry
+
+    pipeline = transformers_pipeline(models)
+    for model in models.values():
+        model.to("cpu")
+    _free(device)
+    try:
+        yield apply_offload(pipeline, mode, device)
+    finally:
+        if mode == "model":
+            pipeline.remove_all_hooks()
+        else:
+            for model in models.values():
+                registry = HookRegistry.check_if_exists_or_initialize(model)
+                for name in GROUP_HOOKS:
+                    registry.remove_hook(name, recurse=True)
+        for model in models.values():
+            model.to(device)
+
+
+def build_vae(backbone: str, latent_channels: int | None, tiny: bool, device: torch.device) -> torch.nn.Module | str:
+    """The family's VAE in float32 (as inertia loads it): the built-in's tiny one, or diffusers' default configuration
+    (the published VAE's); a string says why there is none."""
+    import diffusers
+
+    name = VAE_CLASSES.get(backbone)
+    if name is None:
+        return f"no VAE of {backbone} in the suite"
+    if tiny:
+        vae = _tiny_vae(backbone, latent_channels)
+    else:
+        with torch.device(device):
+            vae = getattr(diffusers, name)()
+        channels = vae.config.get("z_dim") or vae.config.latent_channels
+        if latent_channels not in (None, channels):
+            return f"the configuration's {latent_channels}-channel latents are not {name}'s default ({channels})"
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def _tiny_vae(backbone: str, latent_channels: int | None) -> torch.nn.Module:
+    from inertia.backbones import cogvideox_builtin, hunyuan15_builtin, hunyuan_builtin, wan_builtin
+
+    if backbone == "wan":
+        return wan_builtin.tiny_vae(ti2v=latent_channels == 48)
+    if backbone == "cogvideox":
+        from diffusers import AutoencoderKLCogVideoX
+
+        return AutoencoderKLCogVideoX(**cogvideox_builtin.VAE_CONFIG)
+    return (hunyuan15_builtin if backbone == "hunyuan15" else hunyuan_builtin).tiny_vae()
+
+
+def run_vae_decode(backbone: str, config: dict, described: dict, device: torch.device, tiny: bool) -> dict:
+    """Decode random latents of the benchmark shape with tiling off, then on, beside the resident transformers:
+    seconds, peak memory (what a run without offloading holds at its decode) and the decode's own share."""
+    vae = build_vae(backbone, config["benchmark"].get("latent_channels"), tiny, device)
+    if isinstance(vae, str):
+        return {"skipped": vae}
+    cfg = vae.config
+    spatial = cfg.get("spatial_compression_ratio") or cfg.get("scale_factor_spatial") or 2 ** (len(cfg.block_out_channels) - 1)
+    shape = described["shape"]
+    latents = torch.randn(1, cfg.get("z_dim") or cfg.latent_channels, (shape["frames"] - 1) // 4 + 1,
+                          shape["height"] // spatial, shape["width"] // spatial, device=device)
+    result: dict[str, Any] = {"vae": type(vae).__name__, "vae_parameters": full_size.parameters(vae),
+                              "latents": list(latents.shape)}
+    for tiling in (False, True):
+        vae.enable_tiling() if tiling else vae.disable_tiling()
+        key = f"tiling_{'on' if tiling else 'off'}"
+        try:
+            result[key] = _timed_decode(vae, latents, device)
+        except Exception as error:  # out of memory without tiling is a result
+            result[key] = {"error": _failure(error)}
+            _free(device)
+    del vae
+    _free(device)
+    return result
+
+
+def _timed_decode(vae: torch.nn.Module, latents: torch.Tensor, device: torch.device) -> dict:
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    resident = torch.cuda.memory_allocated() if cuda else 0
+    started = time.perf_counter()
+    with torch.inference_mode():
+        frames = vae.decode(latents, return_dict=False)[0]
+    if cuda:
+        torch.cuda.synchronize()
+    out = {"seconds": round(time.perf_counter() - started, 3), "frames": list(frames.shape)}
+    if cuda:
+        peak = torch.cuda.max_memory_allocated()
+        out.update(peak_gib=round(peak / 2**30, 2), resident_gib=round(resident / 2**30, 2),
+                   decode_gib=round((peak - resident) / 2**30, 2))
+    return out
+
+
 # ----- the suite --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Entry:
@@ -522,7 +658,8 @@ def summary(times: list[float], warmup: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="NAME[:VARIANT+VARIANT][@STEPS],... (default: every configuration the suite runs)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"default variants: {','.join(VARIANTS)}")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help=f"default variants: {','.join(DEFAULT_VARIANTS)}; known: {','.join(VARIANTS)}")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per variant, after the warm-up")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up steps (the first compiles fast variants)")
     parser.add_argument("--shape", help="HEIGHTxWIDTHxFRAMES instead of the configuration's benchmark shape")
@@ -591,10 +728,17 @@ def _run_variants(family, bench, item: Entry, entry, report, args, device, start
     estimate = entry["tflop_per_step"] / (0.4 * peak) if peak else None
     for variant in item.variants:
         elapsed = time.perf_counter() - started
-        needed = (estimate or 0.0) * steps * (2 if variant.startswith("fast") else 1)
+        needed = (estimate or 0.0) * steps * (2 if variant.startswith("fast") or variant == "offload_group" else 1)
         if elapsed + needed > args.budget:
             entry["variants"][variant] = {"skipped": f"time budget: {elapsed:.0f} s used of {args.budget:.0f}"}
             print(f"  {variant:12s} skipped (time budget)", flush=True)
+            write_json(args.json, report)
+            continue
+        if variant == "vae_decode":
+            config = full_size.load(item.name)
+            entry["variants"][variant] = result = run_vae_decode(config["backbone"], config, entry["model"], device, args.tiny)
+            print(f"  {variant:12s} " + " ".join(f"{k}={result[k]}" for k in ("skipped", "tiling_off", "tiling_on")
+                                                 if k in result), flush=True)
             write_json(args.json, report)
             continue
         try:
@@ -607,10 +751,16 @@ def _run_variants(family, bench, item: Entry, entry, report, args, device, start
             continue
         if "skipped" not in result:
             estimate = result["s_per_step_median"]
-            if variant in ("stock", "all"):
+            if variant in ("stock", "default", "all"):
                 references[variant] = result.pop("_raw")
-            elif variant == "default" and "stock" in references:  # inertia's loop against the pipeline's
-                result["relative_l2_final_latents_vs_stock"] = relative_l2(result["_raw"]["final"], references["stock"]["final"])
+            if variant == "default" and "stock" in references:  # inertia's loop against the pipeline's
+                result["relative_l2_final_latents_vs_stock"] = relative_l2(references["default"]["final"],
+                                                                           references["stock"]["final"])
+            elif variant.startswith("offload") and "default" in references:  # the same run, weights moved
+                result["relative_l2_final_latents_vs_default"] = relative_l2(result["_raw"]["final"],
+                                                                             references["default"]["final"])
+                result["slowdown_vs_default"] = round(result["s_per_step_median"]
+                                                      / entry["variants"]["default"]["s_per_step_median"], 3)
             elif variant.startswith(("fast", "all_")) and "all" in references:
                 raw, ref = result.pop("_raw"), references["all"]
                 result["relative_l2_prediction_per_step"] = [relative_l2(a, b) for a, b in zip(raw["predictions"], ref["predictions"])]
@@ -624,7 +774,8 @@ def _run_variants(family, bench, item: Entry, entry, report, args, device, start
             print(f"  {variant:12s} {result['s_per_step_median']:.4f} s/step (spread {result['spread']:.3f}) "
                   f"peak {result.get('peak_gib')} GiB MFU {result.get('mfu')} "
                   + " ".join(f"{k}={result[k]}" for k in ("speedup_vs_stock", "compile_s", "graphs_compiled_after_first_step",
-                                                            "fa4_calls", "relative_l2_final_latents") if k in result), flush=True)
+                                                            "fa4_calls", "relative_l2_final_latents", "slowdown_vs_default",
+                                                            "relative_l2_final_latents_vs_default") if k in result), flush=True)
         else:
             print(f"  {variant:12s} skipped: {result['skipped']}", flush=True)
         entry["variants"][variant] = result
@@ -646,16 +797,22 @@ def _one_variant(family, bench, variant, steps, device, args) -> dict:
             return {"skipped": str(error)}
         torch._dynamo.reset()
         state = performance.apply_performance(list(bench.models.values()), level)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    with torch.inference_mode(), attention_backend(args.attention):
-        if variant == "stock":
-            raw = run_stock(family, bench, steps, device)
-        else:
-            raw = run_inertia(family, bench, steps, device, variant, state, kernel)
-    result = summary(raw["times"], args.warmup)
-    result["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
+    with ExitStack() as stack:
+        offload = None
+        if variant.startswith("offload"):  # `default` with the transformers offloaded
+            offload = stack.enter_context(offloaded(bench.models, variant.removeprefix("offload_"), device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        with torch.inference_mode(), attention_backend(args.attention):
+            if variant == "stock":
+                raw = run_stock(family, bench, steps, device)
+            else:
+                raw = run_inertia(family, bench, steps, device, "default" if offload else variant, state, kernel)
+        result = summary(raw["times"], args.warmup)
+        result["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
+    if offload is not None:
+        result["offload"] = asdict(offload)
     if kernel is not None:
         result["fa4_calls"] = raw["fa4_calls"]
     if variant.startswith("fast"):

@@ -46,6 +46,10 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
                                                     "auto: under --performance where measured fastest)"),
     "--performance": ("performance", str, "fast (compiled blocks, measured attention backend) or float8 "
                                           "(fast + float8 linears, CUDA); see docs/performance.md"),
+    "--offload": ("offload", str, "model (whole components on the GPU only while they run) or group (the transformer's "
+                                  "blocks streamed through the GPU): 13-14B models on 24-48 GB; see docs/performance.md"),
+    "--vae-tiling": ("vae_tiling", str, "auto, on, off: decode the VAE in spatial tiles (less memory; auto: the "
+                                        "backbone's default, on with --offload)"),
     "--context-parallel": ("context_parallel", int, "processes sharing one video: start with torchrun --nproc-per-node N "
                                                     "(Ulysses context parallelism; wan; docs/distributed.md)"),
     "--out": ("out_dir", Path, "output directory (default: outputs)"),

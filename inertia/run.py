@@ -27,6 +27,7 @@ from .core.intervention import InterventionStack
 from .core.io import frames_to_uint8, read_video, remove_stale_temporaries, write_json, write_mp4
 from .core.performance import apply_performance, check_compilable, choose_attention, compile_clock
 from .core.metric import Metric
+from .core.offload import check_memory_options, vae_tiling_in_force
 from .core.records import CONFIG_NAME, RECORD_NAME, VIDEO_NAME, device_description, package_versions, utc_now
 from .core.runtime import attention_backend, attention_kernel, choose_kernel, resolve_runtime
 from .core.sampling import StepRecord, sample
@@ -72,6 +73,7 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> PlannedRun:
     check_checkpoint(config.model, config.allow_pickled_weights, handled)
     runtime = resolve_runtime(config)
     check_context_parallel(runtime.context_parallel, runtime.device, backbone.name, backbone.context_parallel_refusal)
+    check_memory_options(runtime, backbone.name, backbone.offloads, backbone.vae_tiling_default)
     resolved = backbone.resolve(runtime)
     local = local_model_dir(resolved.model)
     resolved = resolved.model_copy(update={"model_fingerprint": weights_fingerprint(local) if local else None})
@@ -110,7 +112,8 @@ class ModelCache:
         self.loads = 0
 
     def get(self, backbone: type[Backbone], config: RunConfig) -> Backbone:
-        key = (*backbone.load_key(config), config.performance)  # compiled / float8 blocks are another model
+        # compiled / float8 blocks are another model; offloaded components another placement
+        key = (*backbone.load_key(config), config.performance, config.offload)
         if key in self._loaded:
             self._loaded.move_to_end(key)
             return self._loaded[key]
@@ -147,6 +150,7 @@ class Generation:
     timings: dict[str, float]  # of the whole batch when the run was sampled in one
     batch: dict[str, int] = field(default_factory=lambda: {"size": 1, "index": 0})
     performance: dict[str, Any] = field(default_factory=dict)  # options applied, compile seconds and graphs
+    memory: dict[str, Any] = field(default_factory=dict)  # offloading and VAE tiling in force
 
 
 def generate(plan: PlannedRun, models: ModelCache | None = None, progress: bool = True) -> Generation:
@@ -186,6 +190,9 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
                            plan.stack.attention_biases, attention_kernel(config))
     kernel_calls = fa4.calls()
     history = HistoryHooks(plan.stack.history_transforms, seeds=[p.config.seed for p in plans])
+    tiling = vae_tiling_in_force(config, plan.backbone.vae_tiling_default)
+    if tiling is not None:
+        backbone.set_vae_tiling(tiling)
     with (torch.inference_mode(), attention_backend(config.attention), backbone.hooked_attention(hooks),
           backbone.hooked_history(history)):
         if len(plans) == 1:
@@ -198,6 +205,7 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
                            history=history, expert_guidance=plan.setup.expert_guidance)
         sampled = time.perf_counter()
         videos = backbone.decode(job)[None] if len(plans) == 1 else backbone.decode_batch(job)
+    backbone.finish()
     done = time.perf_counter()
     timings = {"load": loaded - started, "sample": sampled - loaded, "decode": done - sampled, "total": done - started}
     timings = {k: round(v, 4) for k, v in timings.items()}
@@ -206,8 +214,10 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
         performance = {**asdict(backbone.performance), **backbone.performance_notes(), **compiled}
     if hooks.kernel is not None:
         performance["attention_kernel_calls"] = fa4.calls() - kernel_calls
-    return [Generation(frames, trace, backbone.smoke_test, timings, {"size": len(plans), "index": index}, performance)
-            for index, frames in enumerate(videos)]
+    memory = {**({"offload": asdict(backbone.offload)} if backbone.offload else {}),
+              **({"vae_tiling": tiling} if tiling is not None else {})}
+    return [Generation(frames, trace, backbone.smoke_test, timings, {"size": len(plans), "index": index}, performance,
+                       memory) for index, frames in enumerate(videos)]
 
 
 def execute(plan: PlannedRun, models: ModelCache | None = None, progress: bool = True) -> RunResult:
@@ -301,6 +311,7 @@ def _write_run_files(plan: PlannedRun, result: Generation, suite: MetricSuite | 
         "wall_time_s": result.timings,
         **({"performance": _performance_record(plan, result)}
            if config.performance or config.attention_kernel == "fa4" else {}),
+        **({"memory": result.memory} if result.memory else {}),
         "batch": result.batch,
         "video": {"path": VIDEO_NAME, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
                   "width": int(frames.shape[2]), "fps": config.fps},

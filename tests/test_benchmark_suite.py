@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from benchmarks import suite
 
@@ -131,3 +132,34 @@ def test_fa4_check_says_why_it_cannot_run_and_proposes_table_rows_from_a_suite_r
     assert json.loads(out.read_text())["measurements"] == [
         {"gpu": "H200", "backbone": "wan", "backend": "native", "s_per_step": 1.29, "source": source.format("all")},
         {"gpu": "H200", "backbone": "wan", "backend": "fa4", "s_per_step": 1.2, "source": source.format("all_fa4")}]
+
+
+def test_tiny_memory_variants_offload_the_transformers_and_decode_with_and_without_tiling(tmp_path):
+    out = tmp_path / "suite.json"
+    assert suite.main(["--tiny", "--device", "cpu", "--only", "wan2.2-t2v-a14b:default+offload_model+offload_group+vae_decode",
+                       "--steps", "2", "--warmup", "1", "--json", str(out)]) == 0
+    variants = json.loads(out.read_text())["configs"]["wan2.2-t2v-a14b"]["variants"]
+    assert list(variants) == ["default", "offload_model", "offload_group", "vae_decode"]
+    for mode in ("model", "group"):
+        result = variants[f"offload_{mode}"]
+        assert result["offload"]["mode"] == mode and set(result["offload"]["components"]) == {"transformer", "transformer_2"}
+        assert result["relative_l2_final_latents_vs_default"] == 0.0  # the same run with its weights moved
+        assert result["slowdown_vs_default"] == round(result["s_per_step_median"] / variants["default"]["s_per_step_median"], 3)
+        assert result["experts"] == variants["default"]["experts"]
+    decode = variants["vae_decode"]
+    assert decode["vae"] == "AutoencoderKLWan" and decode["latents"] == [1, 16, 5, 4, 4]
+    for tiling in ("tiling_off", "tiling_on"):
+        assert decode[tiling]["frames"] == [1, 3, 17, 32, 32] and decode[tiling]["seconds"] > 0
+
+
+def test_memory_variants_run_only_on_request():
+    (entry,) = suite.parse_only("wan2.1-t2v-1.3b", list(suite.DEFAULT_VARIANTS))
+    assert not {"offload_model", "offload_group", "vae_decode"} & set(entry.variants)
+    (entry,) = suite.parse_only("wan2.1-t2v-1.3b:vae_decode+offload_group+default", list(suite.DEFAULT_VARIANTS))
+    assert entry.variants == ["default", "offload_group", "vae_decode"]
+
+
+def test_a_vae_the_suite_cannot_build_at_full_size_says_why():
+    assert suite.build_vae("wan", 48, tiny=False, device=torch.device("meta")) == (
+        "the configuration's 48-channel latents are not AutoencoderKLWan's default (16)")
+    assert suite.build_vae("framepack", None, tiny=False, device=torch.device("cpu")) == "no VAE of framepack in the suite"

@@ -277,6 +277,10 @@ class FramePackBackbone(PipelineBackbone):
         # I2V only: the built-in runs without an image, yet loads the same weights.
         return (cls.name, config.model, "i2v", config.dtype, config.device)
 
+    #: Spatial VAE tiling, as diffusers' FramePack example enables it: it acts only above 256 px,
+    #: so small videos decode exactly as without it (`RunConfig.vae_tiling`).
+    vae_tiling_default = True
+
     # ----- loading -----------------------------------------------------------------------------
     def __init__(self, pipeline: Any, device: torch.device, smoke_test: bool):
         super().__init__(pipeline, device, smoke_test)
@@ -292,9 +296,6 @@ class FramePackBackbone(PipelineBackbone):
         else:
             pipeline = load_pipeline(builtin_weights() if layout == "builtin" else model, dtype,
                                      allow_pickled=config.allow_pickled_weights)
-        # Spatial VAE tiling, as diffusers' FramePack example enables it: it acts only above 256 px,
-        # so small videos decode exactly as without it.
-        pipeline.vae.enable_tiling()
         return cls.on_device(pipeline, config, smoke_test=layout == "builtin")
 
     # ----- denoise-step interface ----------------------------------------------------------------
@@ -455,7 +456,7 @@ class FramePackBackbone(PipelineBackbone):
 
     # ----- helpers -------------------------------------------------------------------------------
     def _encode_text(self, text: str) -> TextConditions:
-        return TextConditions.encode(self.pipe, text, self.template, self.transformer.dtype)
+        return TextConditions.encode(self.pipe, text, self.template, self.transformer.dtype, self.device)
 
     def _start_image(self, config: RunConfig) -> Any:
         from diffusers.utils import load_image

@@ -164,6 +164,10 @@ class HunyuanVideoBackbone(PipelineBackbone):
     def default_guidance_target(cls, config: RunConfig) -> str:
         return "embedded" if config.embedded_guidance_scale is not None else "cfg"
 
+    #: Spatial VAE tiling, as the pipeline's docstring example enables, bounds decode memory at 720p;
+    #: it only acts above 256 px, so smaller videos decode exactly as without it (`RunConfig.vae_tiling`).
+    vae_tiling_default = True
+
     # ----- loading ---------------------------------------------------------------------------
     def __init__(self, pipeline: Any, device: torch.device, smoke_test: bool):
         super().__init__(pipeline, device, smoke_test)
@@ -180,9 +184,6 @@ class HunyuanVideoBackbone(PipelineBackbone):
         # would round the decoded pixels (the pipeline's docs load it in fp16; parity is in float32).
         vae = AutoencoderKLHunyuanVideo.from_pretrained(path, subfolder="vae", dtype=torch.float32, **options)
         pipeline = HunyuanVideoPipeline.from_pretrained(path, vae=vae, dtype=getattr(torch, config.dtype), **options)
-        # Spatial tiling, as the pipeline's docstring example enables, bounds decode memory at 720p;
-        # it only acts above 256 px, so smaller videos decode exactly as without it.
-        pipeline.vae.enable_tiling()
         return cls.on_device(pipeline, config, smoke_test=builtin)
 
     # ----- denoise-step interface --------------------------------------------------------------
@@ -199,7 +200,7 @@ class HunyuanVideoBackbone(PipelineBackbone):
         return HunyuanJob(cond, uncond, latents)
 
     def _encode(self, prompt: str) -> TextConditions:
-        return TextConditions.encode(self.pipe, prompt, self.template, self.transformer.dtype)
+        return TextConditions.encode(self.pipe, prompt, self.template, self.transformer.dtype, self.device)
 
     def sections(self, job: HunyuanJob) -> Iterator[Section]:
         return single_section(job, self.pipe.scheduler)
@@ -252,6 +253,6 @@ class HunyuanVideoBackbone(PipelineBackbone):
 
     def decode(self, job: HunyuanJob) -> np.ndarray:
         vae = self.pipe.vae
-        latents = job.latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
+        latents = job.latents.to(self.device, vae.dtype) / vae.config.scaling_factor
         video = vae.decode(latents, return_dict=False)[0]
         return self.pipe.video_processor.postprocess_video(video, output_type="np")[0]

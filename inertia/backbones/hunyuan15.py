@@ -265,6 +265,10 @@ class HunyuanVideo15Backbone(PipelineBackbone):
     supports_history_hooks = True
     builtin_models = tuple(BUILTIN_MODELS.values())
 
+    #: Spatial VAE tiling, as the pipelines' docstring examples enable, bounds VAE memory at 720p; it only acts
+    #: above 256 px, so smaller videos decode exactly as without it (`RunConfig.vae_tiling`).
+    vae_tiling_default = True
+
     # ----- loading ---------------------------------------------------------------------------
     @classmethod
     def load(cls, config: RunConfig) -> "HunyuanVideo15Backbone":
@@ -286,9 +290,6 @@ class HunyuanVideo15Backbone(PipelineBackbone):
         if not builtin:  # a hub id that was not in the local cache was resolved by its name: check what arrived
             cls.refuse_unhandled_contents(model, mode)
             check_guider(model)
-        # Spatial tiling, as the pipelines' docstring examples enable, bounds VAE memory at 720p; it only acts
-        # above 256 px, so smaller videos decode exactly as without it.
-        pipeline.vae.enable_tiling()
         return cls.on_device(pipeline, config, smoke_test=builtin)
 
     # ----- denoise-step interface --------------------------------------------------------------
@@ -391,6 +392,6 @@ class HunyuanVideo15Backbone(PipelineBackbone):
 
     def decode(self, job: Hunyuan15Job) -> np.ndarray:
         vae = self.pipe.vae
-        latents = job.latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
+        latents = job.latents.to(self.device, vae.dtype) / vae.config.scaling_factor
         video = vae.decode(latents, return_dict=False)[0]
         return self.pipe.video_processor.postprocess_video(video, output_type="np")[0]

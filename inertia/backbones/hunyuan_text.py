@@ -49,9 +49,11 @@ class TextConditions:
     pooled: torch.Tensor
 
     @classmethod
-    def encode(cls, pipe: Any, prompt: str, template: dict[str, Any], dtype: torch.dtype) -> "TextConditions":
+    def encode(cls, pipe: Any, prompt: str, template: dict[str, Any], dtype: torch.dtype,
+               device: torch.device) -> "TextConditions":
+        """Encoded on `device`, the run's (not a component's: an offloaded one sits on the CPU until it runs)."""
         embeds, pooled, mask = pipe.encode_prompt(
-            prompt=prompt, prompt_template=template, device=pipe.transformer.device, max_sequence_length=MAX_SEQUENCE_LENGTH
+            prompt=prompt, prompt_template=template, device=device, max_sequence_length=MAX_SEQUENCE_LENGTH
         )
         return cls(embeds.to(dtype), mask.to(dtype), pooled.to(dtype))
 

@@ -438,7 +438,7 @@ class WanBackbone(PipelineBackbone):
         latents = job.latents
         if job.timestep_mask is not None and job.condition is not None:  # TI2V image-to-video: the image's frame
             latents = _with_condition(latents, job)
-        latents = latents.to(vae.device, vae.dtype)
+        latents = latents.to(self.device, vae.dtype)
         shape = (1, vae.config.z_dim, 1, 1, 1)
         mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents)
         inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents)

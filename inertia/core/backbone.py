@@ -24,6 +24,7 @@ from .checkpoints import CheckpointContents, is_builtin, refuse_unhandled
 from .config import RunConfig
 from .errors import ConfigError
 from .history import IMAGE_BLOCKS, HistoryHooks
+from .offload import OffloadState, apply_offload, release
 from .performance import PerformanceState
 from .setup import RunSetup
 
@@ -196,6 +197,19 @@ class Backbone(ABC):
     smoke_test: bool = False
     #: The performance options applied to this loaded model (`core.performance`; None: eager).
     performance: PerformanceState | None = None
+    #: Whether `RunConfig.offload` can act: the components live in a diffusers pipeline (`PipelineBackbone`).
+    offloads: ClassVar[bool] = False
+    #: How this loaded model's components are offloaded (`core.offload`; None: all on the run's device).
+    offload: OffloadState | None = None
+    #: Whether the VAE tiles when the run leaves `vae_tiling` on auto (None: no VAE with tiling).
+    vae_tiling_default: ClassVar[bool | None] = None
+
+    def set_vae_tiling(self, on: bool) -> None:
+        """Decode (and encode) in spatial tiles or not, for the run about to be sampled; backbones with a VAE that
+        tiles override this."""
+
+    def finish(self) -> None:
+        """After a run's decode: give back what the run held (offloaded components); nothing by default."""
 
     def performance_notes(self) -> dict[str, Any]:
         """What performance options change in this backbone beyond `performance` (its attention path, say),
@@ -339,14 +353,34 @@ class PipelineBackbone(Backbone):
         self.device = device
         self.smoke_test = smoke_test
 
+    offloads = True
+    vae_tiling_default = False  # as the Wan and CogVideoX pipelines; the HunyuanVideo family's examples tile
+
     @classmethod
     def on_device(cls, pipeline: Any, config: RunConfig, smoke_test: bool, **extra: Any) -> "PipelineBackbone":
-        """The loaded pipeline without progress bars (the loop has its own), moved to the run's device
-        and wrapped as this backbone (`extra`: the subclass's own constructor arguments)."""
+        """The loaded pipeline without progress bars (the loop has its own), moved to the run's device, or
+        offloaded for computing there (`config.offload`), and wrapped as this backbone (`extra`: the
+        subclass's own constructor arguments)."""
         pipeline.set_progress_bar_config(disable=True)
         device = torch.device(config.device)
-        pipeline.to(device)
-        return cls(pipeline, device, smoke_test=smoke_test, **extra)
+        state = None
+        if config.offload:
+            state = apply_offload(pipeline, config.offload, device)
+        else:
+            pipeline.to(device)
+        backbone = cls(pipeline, device, smoke_test=smoke_test, **extra)
+        backbone.offload = state
+        return backbone
+
+    def set_vae_tiling(self, on: bool) -> None:
+        if on:
+            self.pipe.vae.enable_tiling()
+        else:
+            self.pipe.vae.disable_tiling()
+
+    def finish(self) -> None:
+        if self.offload is not None:
+            release(self.pipe, self.offload)
 
     @property
     def denoisers(self) -> list[torch.nn.Module]:

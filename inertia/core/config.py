@@ -89,7 +89,8 @@ MAX_INPUT_FILE_BYTES = 16 * 1024 * 1024
 
 #: RunConfig fields added after runs were first recorded, with their unset value (see `RunConfig.identity`).
 LATER_FIELDS = {"guidance_scale_2": None, "latent_window_size": None, "performance": None, "model_fingerprint": None,
-                "context_parallel": 1, "history_frames": None, "attention_kernel": "auto"}
+                "context_parallel": 1, "history_frames": None, "attention_kernel": "auto", "offload": None,
+                "vae_tiling": "auto"}
 #: The longest latent window whose one section fits MAX_FRAMES (4 frames a latent frame).
 MAX_LATENT_WINDOW = (MAX_FRAMES - 1) // 4
 
@@ -143,6 +144,14 @@ class RunConfig(BaseModel):
     performance: Literal["fast", "float8"] | None = Field(
         None, description="fast = compiled transformer blocks and the measured fastest attention backend; "
         "float8 = fast with float8 linear layers (CUDA, torchao); None = eager (see docs/performance.md)",
+    )
+    offload: Literal["model", "group"] | None = Field(
+        None, description="model = whole components on the GPU only while they run; group = the transformer's blocks "
+        "streamed through the GPU (diffusers' offloading; CUDA; see docs/performance.md); None = all on the GPU",
+    )
+    vae_tiling: Literal["auto", "on", "off"] = Field(
+        "auto", description="decode (and encode) the VAE in spatial tiles: less memory, slightly different pixels; "
+        "auto = the backbone's pipeline default (HunyuanVideo family on, Wan and CogVideoX off), on with offload",
     )
     context_parallel: StrictInt = Field(
         1, ge=1, description="processes sharing one video (diffusers' Ulysses context parallelism; torchrun)"

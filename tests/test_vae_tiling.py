@@ -1,0 +1,69 @@
+"""VAE tiling (`RunConfig.vae_tiling`, diffusers' `enable_tiling`) on the tiny VAEs: below the tile size a tiled
+decode is the plain one bit for bit; above it the tiles are decoded apart and blended, so pixels differ. Random
+weights see far across a tile seam, so the differences are large next to those of trained VAEs (measured max abs
+difference on [-1, 1] pixels at twice the tile size: Wan 0.196, CogVideoX 2.71, HunyuanVideo 1.83, HunyuanVideo 1.5
+1.42)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from inertia.core.config import RunConfig
+from inertia.run import ModelCache, generate, plan_run
+
+#: Tiles small enough to act on a tiny decode, with each VAE's own overlap rule (diffusers' tiled decodes return
+#: the right size only when the tile stride in latents times the spatial factor equals the kept tile rows).
+TILES = {
+    "wan": (64, dict(tile_sample_min_height=32, tile_sample_min_width=32, tile_sample_stride_height=24,
+                     tile_sample_stride_width=24)),
+    "hunyuan": (64, dict(tile_sample_min_height=32, tile_sample_min_width=32, tile_sample_stride_height=24,
+                         tile_sample_stride_width=24)),
+    "cogvideox": (64, dict(tile_sample_min_height=32, tile_sample_min_width=32, tile_overlap_factor_height=0.25,
+                           tile_overlap_factor_width=0.25)),
+    "hunyuan15": (128, dict(tile_sample_min_height=64, tile_sample_min_width=64, tile_latent_min_height=4,
+                            tile_latent_min_width=4, tile_overlap_factor=0.25)),
+}
+
+
+def loaded(backbone: str, models: ModelCache | None = None):
+    plan = plan_run(RunConfig(backbone=backbone, device="cpu", steps=1))
+    return plan, (models or ModelCache()).get(plan.backbone, plan.config)
+
+
+@pytest.mark.parametrize("backbone", sorted(TILES))
+def test_tiled_decodes_equal_plain_ones_below_the_tile_and_differ_above(backbone):
+    _, model = loaded(backbone)
+    vae, factor = model.pipe.vae, model.pipe.vae_scale_factor_spatial
+    size, tiles = TILES[backbone]
+    channels = vae.config.get("z_dim") or vae.config.latent_channels
+    for pixels, acts in ((size // 2, False), (size, True)):
+        latents = torch.randn(1, channels, 2, pixels // factor, pixels // factor, generator=torch.Generator().manual_seed(0))
+        decoded = {}
+        for on in (False, True):
+            model.set_vae_tiling(on)
+            if on:
+                vae.enable_tiling(**tiles)
+            with torch.inference_mode():
+                decoded[on] = vae.decode(latents, return_dict=False)[0]
+        assert decoded[True].shape == decoded[False].shape and decoded[False].shape[-2:] == (pixels, pixels)
+        difference = float((decoded[True] - decoded[False]).abs().max())
+        assert (difference > 0.01) if acts else (difference == 0.0), f"{backbone} at {pixels} px: {difference}"
+
+
+@pytest.mark.parametrize("backbone, default", [("wan", False), ("hunyuan", True)])
+def test_the_run_setting_reaches_the_decode(backbone, default):
+    models = ModelCache()
+    _, model = loaded(backbone, models)
+    size, tiles = TILES[backbone]
+    model.pipe.vae.enable_tiling(**tiles)  # tiles that act on the built-in's 64 x 64 frames; each run sets use_tiling
+    frames = {}
+    for setting in ("on", "off", "auto"):
+        config = RunConfig(backbone=backbone, device="cpu", steps=1, height=size, width=size, vae_tiling=setting)
+        result = generate(plan_run(config), models, progress=False)
+        frames[setting] = result.frames
+        assert result.memory["vae_tiling"] is {"on": True, "off": False, "auto": default}[setting]
+    assert models.loads == 1
+    assert np.abs(frames["on"] - frames["off"]).max() > 0.01
+    assert np.array_equal(frames["auto"], frames["on" if default else "off"])
