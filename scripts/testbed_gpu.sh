@@ -67,7 +67,7 @@ case "${1:-}" in
     ;;
   evaluate)
     "$python" -m inertia.testbed.evaluate --model "$run/model" --seeds 32 --batch-size 256 \
-      --guidance ${GUIDANCE:-1,1.25,1.5,2} --json "$run/heldout_eval.json"
+      --guidance ${GUIDANCE:-1,1.1,1.25,1.5,2} --json "$run/heldout_eval.json"
     "$python" -m inertia.testbed.attention_probe --model "$run/model" --seeds 8 --device cuda --out "$run/attention"
     ;;
   install)
