@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from inertia.core import performance
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_model_cache(tmp_path_factory: pytest.TempPathFactory):
@@ -92,3 +94,12 @@ def installed_plugin(tmp_path, monkeypatch):
     from fake_plugin import install_fake_plugin
 
     return install_fake_plugin(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def eager_compiler(monkeypatch):
+    """Compile with dynamo's eager backend and count graphs from a clean dynamo cache."""
+    monkeypatch.setattr(performance, "COMPILE_BACKEND", "eager")
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()

@@ -53,14 +53,6 @@ def fa4_missing(monkeypatch):
     monkeypatch.setattr(fa4.importlib.util, "find_spec", lambda name, *a: None if name == fa4.MODULE else find_spec(name, *a))
 
 
-@pytest.fixture
-def eager_compiler(monkeypatch):
-    monkeypatch.setattr(performance, "COMPILE_BACKEND", "eager")
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 def qkv(*shape: int, dtype=torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     return tuple(torch.randn(shape, generator=generator).to(dtype) for _ in range(3))  # type: ignore[return-value]
