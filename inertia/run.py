@@ -236,7 +236,7 @@ def execute_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None,
     return [write_run(plan, generation, suites.get(_metrics_key(plan))) for plan, generation in zip(plans, generations)]
 
 
-def _performance_record(plan: PlannedRun, result: Generation) -> dict[str, Any]:
+def performance_record(plan: PlannedRun, result: Generation) -> dict[str, Any]:
     """Options in force, the attention backend used (and why, when the measured table chose it), compile cost."""
     config = plan.config
     reason = None
@@ -292,7 +292,7 @@ def _write_run_files(plan: PlannedRun, result: Generation, suite: MetricSuite | 
         "device": device_description(config.device),
         "seed": config.seed,
         "wall_time_s": result.timings,
-        **({"performance": _performance_record(plan, result)} if config.performance else {}),
+        **({"performance": performance_record(plan, result)} if config.performance else {}),
         "batch": result.batch,
         "video": {"path": VIDEO_NAME, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
                   "width": int(frames.shape[2]), "fps": config.fps},

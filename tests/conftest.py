@@ -28,6 +28,18 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def eager_compiler(monkeypatch):
+    """Performance options compile with dynamo's eager backend (guards and graphs as with inductor,
+    without its C++ codegen, minutes on 2 cores), counting graphs from a clean dynamo cache."""
+    from inertia.core import performance
+
+    monkeypatch.setattr(performance, "COMPILE_BACKEND", "eager")
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 def save_tiny_wan(directory: Path, mode: str, seed: int = 0, variant: str = "wan2.1") -> Path:
     """A tiny Wan checkpoint saved with save_pretrained, as a real one would be on disk (`variant`:
     see `wan_builtin.VARIANTS`)."""

@@ -2,7 +2,7 @@
 that give the eager video and compile once for a whole run whose scales and unlearn strength change
 every step.
 
-The compile tests use torch.compile's "eager" backend (`core.performance.COMPILE_BACKEND`): dynamo
+The compile tests use torch.compile's "eager" backend (the `eager_compiler` fixture of conftest.py): dynamo
 traces, guards and splits graphs exactly as with inductor, without inductor's C++ codegen, which takes
 minutes on a 2-core CI machine. So they check the guards and the graph (what decides recompilation and
 whether the hooks run inside the compiled region), and the video equals the eager one bit for bit; the
@@ -15,7 +15,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from inertia.cli import main
 from inertia.core import performance
@@ -26,15 +25,6 @@ from inertia.run import ModelCache, execute, generate, plan_run
 INTERVENTIONS = [PluginSpec.parse("relax:beta=0.75"), PluginSpec.parse("decay:p=0.7"),
                  PluginSpec.parse("unlearn:sigma_blur=0.6,tokens=video")]
 TINY = dict(backbone="wan", steps=4, num_frames=9, height=32, width=32, device="cpu")
-
-
-@pytest.fixture
-def eager_compiler(monkeypatch):
-    """Compile with dynamo's eager backend and count graphs from a clean dynamo cache."""
-    monkeypatch.setattr(performance, "COMPILE_BACKEND", "eager")
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def test_performance_names_the_allowed_levels():
