@@ -92,24 +92,28 @@ def video_differences(reference: np.ndarray, other: np.ndarray) -> dict[str, Any
     upper = np.searchsorted(DIFF_EDGES, largest)  # bin i: DIFF_EDGES[i-1] < largest <= DIFF_EDGES[i]
     labels = ["0"] + [f"{lo + 1}-{hi}" if hi > lo + 1 else str(hi) for lo, hi in zip(DIFF_EDGES, DIFF_EDGES[1:])]
     q = np.quantile(largest, [0.5, 0.9, 0.99])
-    return {"videos": len(largest), "identical": int((largest == 0).sum()),
+    return {"videos": len(largest), "identical": int((largest == 0).sum()), "max_abs_per_video": largest.tolist(),
             "max_abs": {"median": float(q[0]), "q90": float(q[1]), "q99": float(q[2]), "max": int(largest.max())},
             "max_abs_histogram": {label: int((upper == i).sum()) for i, label in enumerate(labels)},
             "mean_abs": {"median": float(np.median(mean)), "max": float(mean.max())}}
 
 
 def level_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Rates with intervals, and each item's outcomes as a 0/1 string (items in the report's order), so
+    other statistics (a bootstrap by seed, McNemar) can be computed from the JSON alone."""
     overall = result["overall"]
     keys = [f"{o}_{k}" for o in OUTCOMES for k in ("rate", "rate_ci", "count")]
     return {"n": overall["n"], **{k: overall[k] for k in keys}, "seconds": result["seconds"],
-            **({"performance": result["performance"]} if "performance" in result else {})}
+            **({"performance": result["performance"]} if "performance" in result else {}),
+            "items": {o: "".join("1" if row[o] else "0" for row in result["rows"]) for o in OUTCOMES}}
 
 
 def measure(args: argparse.Namespace, report: dict[str, Any], progress) -> None:
     """Fill report["conditions"], writing the JSON after every (condition, level)."""
     items = heldout_items(args.seeds, holdout_of(model_path(args.model)), args.first_seed)
     bootstrap = Bootstrap(args.bootstrap, args.ci_by)
-    report.update(items=len(items), seeds=sorted({i.seed for i in items}), bootstrap=bootstrap.to_dict())
+    report.update(items=len(items), seeds=sorted({i.seed for i in items}), bootstrap=bootstrap.to_dict(),
+                  item_order="seed-major: each seed's 44 prompts in `data.motion_commands` order (`data.heldout_items`)")
     for name in args.conditions:
         entry: dict[str, Any] = {"interventions": list(CONDITIONS[name]), "levels": {}, "paired": {}}
         report["conditions"][name] = entry

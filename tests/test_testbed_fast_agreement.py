@@ -48,7 +48,7 @@ def test_video_differences_give_the_distribution_of_each_videos_largest_pixel_ch
     other[2, 1, 2, 2, 2] = 5
     other[3] = 255
     result = agreement.video_differences(reference, other)
-    assert result["videos"] == 4 and result["identical"] == 1
+    assert result["videos"] == 4 and result["identical"] == 1 and result["max_abs_per_video"] == [0, 1, 5, 255]
     assert result["max_abs"]["max"] == 255 and result["max_abs"]["median"] == 3.0  # largest: 0, 1, 5, 255
     assert result["max_abs_histogram"] == {"0": 1, "1": 1, "2": 0, "3-4": 0, "5-8": 1, "9-16": 0, "17-32": 0,
                                            "33-64": 0, "65-255": 1}
@@ -75,4 +75,6 @@ def test_the_comparison_runs_every_level_on_the_same_items_and_writes_the_json(t
         assert fast[outcome]["difference"] == 0.0 and fast[outcome]["agree"]
         assert fast[outcome]["discordant"] == {"reference_only": 0, "level_only": 0}
         assert entry["levels"]["fast"][f"{outcome}_rate"] == entry["levels"]["default"][f"{outcome}_rate"]
+        bits = entry["levels"]["default"]["items"][outcome]
+        assert len(bits) == 44 and bits.count("1") == entry["levels"]["default"][f"{outcome}_count"]
     assert "baseline   fast" in capsys.readouterr().out
