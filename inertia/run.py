@@ -250,7 +250,7 @@ def execute_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None,
     return [write_run(plan, generation, suites.get(_metrics_key(plan))) for plan, generation in zip(plans, generations)]
 
 
-def _performance_record(plan: PlannedRun, result: Generation) -> dict[str, Any]:
+def performance_record(plan: PlannedRun, result: Generation) -> dict[str, Any]:
     """Options in force, the attention backend used (and why, when the measured table chose it), the attention
     kernel and why (with fa4: the calls it ran; the others went to the backend), compile cost."""
     config = plan.config
@@ -309,7 +309,7 @@ def _write_run_files(plan: PlannedRun, result: Generation, suite: MetricSuite | 
         "device": device_description(config.device),
         "seed": config.seed,
         "wall_time_s": result.timings,
-        **({"performance": _performance_record(plan, result)}
+        **({"performance": performance_record(plan, result)}
            if config.performance or config.attention_kernel == "fa4" else {}),
         **({"memory": result.memory} if result.memory else {}),
         "batch": result.batch,

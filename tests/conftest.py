@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from inertia.core import performance
-
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_model_cache(tmp_path_factory: pytest.TempPathFactory):
@@ -28,6 +26,18 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def eager_compiler(monkeypatch):
+    """Performance options compile with dynamo's eager backend (guards and graphs as with inductor,
+    without its C++ codegen, minutes on 2 cores), counting graphs from a clean dynamo cache."""
+    from inertia.core import performance
+
+    monkeypatch.setattr(performance, "COMPILE_BACKEND", "eager")
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
 
 
 def save_tiny_wan(directory: Path, mode: str, seed: int = 0, variant: str = "wan2.1") -> Path:
@@ -94,12 +104,3 @@ def installed_plugin(tmp_path, monkeypatch):
     from fake_plugin import install_fake_plugin
 
     return install_fake_plugin(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def eager_compiler(monkeypatch):
-    """Compile with dynamo's eager backend and count graphs from a clean dynamo cache."""
-    monkeypatch.setattr(performance, "COMPILE_BACKEND", "eager")
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()

@@ -2,7 +2,7 @@
 that give the eager video and compile once for a whole run whose scales and unlearn strength change
 every step.
 
-The compile tests use torch.compile's "eager" backend (`core.performance.COMPILE_BACKEND`): dynamo
+The compile tests use torch.compile's "eager" backend (the `eager_compiler` fixture of conftest.py): dynamo
 traces, guards and splits graphs exactly as with inductor, without inductor's C++ codegen, which takes
 minutes on a 2-core CI machine. So they check the guards and the graph (what decides recompilation and
 whether the hooks run inside the compiled region), and the video equals the eager one bit for bit; the

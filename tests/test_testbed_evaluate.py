@@ -12,8 +12,8 @@ import pytest
 from inertia.cli import main
 from inertia.core.errors import InertiaError
 from inertia.testbed import simulator as sim
-from inertia.testbed.data import commanded_spec
-from inertia.testbed.evaluate import Bootstrap, summarise, velocity_ratio
+from inertia.testbed.data import commanded_spec, heldout_items
+from inertia.testbed.evaluate import Bootstrap, evaluate, format_table, summarise, velocity_ratio
 from inertia.testbed.physics import analyse
 from inertia.testbed.stats import cluster_bootstrap_ci
 
@@ -104,3 +104,31 @@ def test_bad_bootstrap_settings_are_refused():
         Bootstrap(resamples=-1)
     with pytest.raises(InertiaError, match="by one of item, seed"):
         Bootstrap(by="prompt")
+
+
+def test_evaluate_with_performance_fast_records_it_and_gives_the_eager_videos(model_dir, eager_compiler):
+    items = heldout_items(1)[:3]
+    common = dict(items=items, steps=2, device="cpu", dtype="float32", batch_size=3, keep_videos=True, bootstrap=Bootstrap(0))
+    eager, fast = evaluate(model_dir, **common), evaluate(model_dir, performance="fast", **common)
+    assert (eager["performance"], fast["performance"]) == (None, "fast")
+    assert "performance" not in eager["results"][0]
+    result = fast["results"][0]
+    # the run record's entry: one graph serves every block of both steps (cond and uncond alike)
+    assert result["performance"] == {"level": "fast", "compiled_blocks": ["WanTransformerBlock"], "float8_linears": 0,
+                                     "cfg_batching": False, "compile_s": result["performance"]["compile_s"],
+                                     "graphs_compiled": 1, "attention": "native",
+                                     "attention_choice": "no measurement for this device and testbed: the default",
+                                     "attention_kernel": "backend",
+                                     "attention_kernel_choice": "auto: fa4 needs the flash-attn-4 package: pip install 'inertia[fa4]'"}
+    # dynamo's eager backend runs the captured graph as is: bound 0 (inductor's difference: benchmarks/testbed_fast_agreement.py)
+    np.testing.assert_array_equal(result["videos"], eager["results"][0]["videos"])
+    assert result["rows"] == eager["results"][0]["rows"]
+    assert "; performance fast" in format_table(fast).splitlines()[0]
+
+
+def test_evaluate_refuses_float8_on_the_cpu_in_one_line_before_loading(model_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    args = ["--model", str(model_dir), "--seeds", "1", "--steps", "1", "--bootstrap", "0", "--json", str(out)]
+    assert main(["testbed", "evaluate", "--device", "cpu", "--performance", "float8", *args]) == 2
+    assert capsys.readouterr().err == "error: performance: float8 needs a CUDA GPU (device is cpu); allowed here: fast\n"
+    assert not out.exists()

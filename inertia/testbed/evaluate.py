@@ -12,7 +12,9 @@ unseen colour-motion combination), by speed and by motion; every rate with a 95%
 interval, resampling items or, with `--ci-by seed`, whole run seeds.
 
 Videos are generated in batches (`--batch-size`): one batched forward runs many items, with each
-item's noise drawn from its own seed exactly as a single `inertia run` draws it.
+item's noise drawn from its own seed exactly as a single `inertia run` draws it. `--performance
+fast|float8` generates them as `inertia run --performance` does (docs/performance.md); each result
+then states the options in force, the attention backend and the compile cost, as a run record does.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from ..core.attention import QKVTransform
 from ..core.config import PluginSpec, RunConfig
 from ..core.errors import InertiaError
 from ..core.io import frames_to_uint8, write_json
-from ..run import ModelCache, PlannedRun, generate_batch, plan_run
+from ..core.performance import LEVELS
+from ..run import ModelCache, PlannedRun, generate_batch, performance_record, plan_run
 from . import simulator as sim
 from .checkpoint import DEFAULT_MODEL, model_path
 from .commands import run_command
@@ -134,11 +137,13 @@ def _grouped(rows: list[dict[str, Any]], key: str, bootstrap: Bootstrap | None =
 
 
 def score_batch(items: Sequence[EvalItem], plans: Sequence[PlannedRun], cache: ModelCache,
-                transforms: Sequence[QKVTransform] = ()) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+                transforms: Sequence[QKVTransform] = ()) -> tuple[list[dict[str, Any]], list[np.ndarray], dict]:
     """Generate the planned videos of `items` as one batch (with extra attention `transforms`, see
-    `run.generate_batch`) and score each against the simulator's truth: (rows, uint8 videos)."""
+    `run.generate_batch`) and score each against the simulator's truth: (rows, uint8 videos, the
+    batch's performance record: empty without performance options)."""
     rows, videos = [], []
     generations = generate_batch(plans, cache, progress=False, transforms=transforms)
+    performance = performance_record(plans[0], generations[0]) if plans[0].config.performance else {}
     for item, plan, generation in zip(items, plans, generations):
         config = plan.config
         video = frames_to_uint8(generation.frames)
@@ -148,7 +153,15 @@ def score_batch(items: Sequence[EvalItem], plans: Sequence[PlannedRun], cache: M
         rows.append({**asdict(item), **{k: result["overall"][k] for k in (*RATES, "velocity_error", "position_error")},
                      "velocity_ratio": velocity_ratio(result["balls"][item.colour])})
         videos.append(video)
-    return rows, videos
+    return rows, videos, performance
+
+
+def _merge_performance(total: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
+    """One result's performance record over its batches: compile seconds and graphs added up."""
+    if not total:
+        return dict(batch)
+    return {**batch, "compile_s": round(total["compile_s"] + batch["compile_s"], 3),
+            "graphs_compiled": total["graphs_compiled"] + batch["graphs_compiled"]}
 
 
 def evaluate(
@@ -162,6 +175,7 @@ def evaluate(
     interventions: Sequence[str] = (),
     device: str = "auto",
     dtype: str = "auto",
+    performance: str | None = None,
     batch_size: int = 64,
     items: Sequence[EvalItem] | None = None,
     keep_videos: bool = False,
@@ -172,7 +186,9 @@ def evaluate(
 
     Returns {"model", "items", "holdout", "bootstrap", "results": [{"guidance_scale", "overall",
     "by_split", "by_motion", "by_speed", "rows"}...]}; with keep_videos, each result also carries
-    "videos" (uint8, (N, T, H, W, 3)).
+    "videos" (uint8, (N, T, H, W, 3)); with `performance` ("fast" or "float8", `RunConfig.performance`),
+    each result carries "performance", the run record's entry with compile seconds and graphs summed
+    over its batches.
     """
     model = str(model) if model is not None else DEFAULT_MODEL
     if items is None:
@@ -181,14 +197,15 @@ def evaluate(
     cache, results = ModelCache(), []
     for scale in guidance_scales:
         base = dict(backbone="testbed", model=model, steps=steps, guidance_scale=scale, device=device, dtype=dtype,
-                    interventions=specs, history_frames=history_frames)
+                    interventions=specs, history_frames=history_frames, performance=performance)
         plans = [plan_run(RunConfig(prompt=item.prompt, seed=item.seed, **base)) for item in items]
         plan = plans[0]
-        rows, videos, started = [], [], time.perf_counter()
+        rows, videos, record, started = [], [], {}, time.perf_counter()
         for start in range(0, len(items), batch_size):
             stop = min(start + batch_size, len(items))
-            chunk_rows, chunk_videos = score_batch(items[start:stop], plans[start:stop], cache)
+            chunk_rows, chunk_videos, chunk_record = score_batch(items[start:stop], plans[start:stop], cache)
             rows += chunk_rows
+            record = _merge_performance(record, chunk_record)
             if keep_videos:
                 videos += chunk_videos
             if progress:
@@ -198,6 +215,7 @@ def evaluate(
             "steps": plan.config.steps,
             "interventions": [repr(i) for i in plan.stack.interventions],
             "seconds": round(time.perf_counter() - started, 2),
+            **({"performance": record} if record else {}),
             "overall": summarise(rows, bootstrap),
             **{name: _grouped(rows, key, bootstrap) for name, key in GROUPS.items()},
             "rows": rows,
@@ -209,6 +227,8 @@ def evaluate(
         "model": plans[0].config.model,
         "history_frames": history_frames,
         "device": plans[0].config.device,
+        "dtype": plans[0].config.dtype,
+        "performance": performance,
         "items": len(items),
         "seeds": sorted({item.seed for item in items}),
         "holdout": sorted({f"{item.colour}:{item.motion}" for item in items if item.split == "unseen_combo"}),
@@ -234,7 +254,8 @@ def format_table(report: dict[str, Any]) -> str:
                  else "no intervals")
     lines = [f"model {report['model']}: {report['items']} held-out items "
              f"(seeds {report['seeds'][0]}..{report['seeds'][-1]}), "
-             f"unseen combos: {', '.join(report['holdout']) or 'none'}; {intervals}",
+             f"unseen combos: {', '.join(report['holdout']) or 'none'}; {intervals}"
+             + (f"; performance {report['performance']}" if report.get("performance") else ""),
              f"{'guidance':>8} {'group':<19} {'n':>5}  {'static death':<28} {'correct and intact':<26} {'intact':>7} "
              f"{'moved':>7} {'vel err':>8}  velocity ratio median [IQR] (n)"]
 
@@ -267,6 +288,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--intervention", action="append", default=[], metavar="NAME[:key=value,...]", help="intervention, repeatable")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     a("--dtype", default="auto", help="auto, float32, bfloat16")
+    a("--performance", choices=LEVELS, default=None,
+      help="generate with these performance options, as `inertia run --performance` (default: eager)")
     a("--batch-size", type=int, default=64, help="videos per batched forward (default %(default)s)")
     a("--bootstrap", type=int, default=RESAMPLES,
       help="bootstrap resamples of the 95%% intervals, 0 = none (default %(default)s)")
@@ -284,7 +307,7 @@ def command(args: argparse.Namespace) -> int:
     report = evaluate(
         args.model, num_seeds=args.seeds, first_seed=args.first_seed, guidance_scales=scales, steps=args.steps,
         history_frames=args.history_frames, interventions=args.intervention, device=args.device, dtype=args.dtype,
-        batch_size=args.batch_size,
+        performance=args.performance, batch_size=args.batch_size,
         bootstrap=Bootstrap(args.bootstrap, args.ci_by), progress=lambda text: print(text, file=sys.stderr, flush=True),
     )
     if args.json:
