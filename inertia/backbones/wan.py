@@ -43,6 +43,7 @@ from ..core.builtin_models import checkpoint_path
 from ..core.checkpoints import (
     BUILTIN_PREFIX,
     CheckpointContents,
+    attention_layer_count,
     checkpoint_mode,
     has_component,
     is_builtin,
@@ -286,6 +287,14 @@ class WanBackbone(PipelineBackbone):
         if config.guidance_scale <= 1.0:
             return {HIGH_NOISE: {}, LOW_NOISE: {}}
         return {HIGH_NOISE: {"cfg": config.guidance_scale}, LOW_NOISE: {"cfg": config.guidance_scale_2}}
+
+    @classmethod
+    def attention_layers(cls, config: RunConfig) -> int | None:
+        """Blocks of the transformer, and of Wan 2.2 A14B's low-noise expert too (the hooks number both alike)."""
+        if is_builtin(config.model):
+            return wan_builtin.TINY_LAYERS
+        experts = ("transformer", "transformer_2") if read_checkpoint(config.model).experts else ("transformer",)
+        return attention_layer_count(config.model, [f"{name}/config.json" for name in experts])
 
     supports_attention_hooks = True
     supports_history_hooks = True

@@ -149,7 +149,16 @@ class Backbone(ABC):
             history_hooks=cls.supports_history_hooks,
             history_blocks=cls.history_blocks(config),
             expert_guidance=experts,
+            attention_layers=cls.attention_layers(config) if cls.supports_attention_hooks else None,
         )
+
+    @classmethod
+    def attention_layers(cls, config: RunConfig) -> int | None:
+        """How many self-attention layers the hooks number (`num_attention_layers` once loaded) in the resolved
+        config's checkpoint, read before loading from its transformer config (`core.checkpoints.
+        attention_layer_count`), so intervention layer fields are checked then; None (the default) where it
+        cannot be read without loading or the network: they are then checked at the first forward."""
+        return None
 
     @classmethod
     def token_roles(cls, config: RunConfig) -> frozenset[Role]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterable, Mapping
 
-from .attention import Role
+from .attention import Role, check_layer_range
 from .config import RunConfig
 
 
@@ -25,6 +25,8 @@ class RunSetup:
     `history_hooks` whether it hands the clean context latents it feeds its model to the run's history
     transforms, and `history_blocks` which blocks this run hands over, by name and role ("history" or
     "condition"), in hand-over order (`core.history`): empty for a text-to-video run without history.
+    `attention_layers` is how many self-attention layers the hooks number in the run's checkpoint, read from
+    its transformer config before loading (`Backbone.attention_layers`); None where it cannot be read then.
     """
 
     config: RunConfig
@@ -37,6 +39,13 @@ class RunSetup:
     history_hooks: bool = False
     history_blocks: Mapping[str, Role] = field(default_factory=dict)
     expert_guidance: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    attention_layers: int | None = None
+
+    def check_layers(self, field: str, layers: Iterable[int] | None) -> None:
+        """ConfigError naming `field` when some of `layers` is not an attention layer of the run's model, before
+        loading; where `attention_layers` is unknown (an uncached hub id), the hooks check at the first forward."""
+        if self.attention_layers is not None:
+            check_layer_range(field, layers, self.attention_layers)
 
     @property
     def guidance_sets(self) -> tuple[Mapping[str, float], ...]:
