@@ -124,6 +124,11 @@ def test_with_cfg_off_a_low_noise_scale_above_1_guides_that_expert_alone(models)
     assert [s.guidance for s in interval.trace] == [{"cfg": 1.0}] * 2 + [{"cfg": 3.0}] * 2
     assert np.array_equal(result.frames, interval.frames)
     assert not np.array_equal(result.frames, ours(BUILTIN_T2V, (), models, guidance_scale=1.0).frames)
+    with pytest.raises(ConfigError) as error:  # the reason names the expert CFG is off for
+        plan_run(config(BUILTIN_T2V, ["interval:sigma_lo=0,sigma_hi=1"], guidance_scale=1.0, guidance_scale_2=3.0))
+    assert str(error.value) == (
+        "interval: cannot change anything: cfg guidance is off in this run (guidance_scale <= 1 runs no unconditional "
+        "pass for the high-noise expert), so its scale in force is 1; the interval (0, 1] holds every step's sigma")
 
 
 def test_a_schedule_that_changes_one_expert_only_is_accepted_and_one_that_changes_none_refused(models):

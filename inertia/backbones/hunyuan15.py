@@ -263,6 +263,10 @@ class HunyuanVideo15Backbone(PipelineBackbone):
         return {} if math.isclose(scale, 1.0) else {"cfg": scale}
 
     @classmethod
+    def cfg_off_reason(cls, config: RunConfig) -> str:
+        return "guidance_scale 1 turns the guider off, so no unconditional pass runs; any other scale, below 1 too, runs CFG"
+
+    @classmethod
     def attention_layers(cls, config: RunConfig) -> int | None:
         if is_builtin(config.model):
             return hunyuan15_builtin.NUM_LAYERS

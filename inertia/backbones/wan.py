@@ -302,6 +302,12 @@ class WanBackbone(PipelineBackbone):
         experts = ("transformer", "transformer_2") if read_checkpoint(config.model).experts else ("transformer",)
         return attention_layer_count(config.model, [f"{name}/config.json" for name in experts])
 
+    @classmethod
+    def cfg_off_reason(cls, config: RunConfig) -> str:
+        if config.guidance_scale_2 is not None and config.guidance_scale_2 > 1.0:
+            return "guidance_scale <= 1 runs no unconditional pass for the high-noise expert"
+        return super().cfg_off_reason(config)
+
     supports_attention_hooks = True
     supports_history_hooks = True
     context_parallel_refusal = None  # diffusers' WanTransformer3DModel has a `_cp_plan`
