@@ -30,6 +30,7 @@ SAVED = {
     "hunyuan": ("hunyuan", hunyuan_builtin.build, 2, False),  # 1 dual-stream + 1 single-stream block
     "hunyuan15": ("hunyuan15", lambda d: hunyuan15_builtin.build("t2v", d), 2, False),
     "framepack": ("framepack", framepack_builtin.build, 2, True),
+    "testbed": ("testbed", None, 1, False),  # the tiny model `inertia testbed train` writes (conftest)
 }
 
 
@@ -53,9 +54,13 @@ def no_loading(monkeypatch):
         monkeypatch.setattr(backbone, "load", classmethod(lambda cls, config: pytest.fail("a model was loaded")))
 
 
-def save(name: str, directory: Path) -> Path:
-    torch.manual_seed(0)
-    SAVED[name][1](directory)
+def save(name: str, directory: Path, request: pytest.FixtureRequest) -> Path:
+    build = SAVED[name][1]
+    if build is None:
+        shutil.copytree(request.getfixturevalue("tiny_testbed_run") / "model", directory)
+    else:
+        torch.manual_seed(0)
+        build(directory)
     return directory
 
 
@@ -69,17 +74,17 @@ def break_weights(directory: Path) -> None:
 def small_run(backbone: str, model: str | None, image_file: Path | None, *interventions: PluginSpec) -> RunConfig:
     """A run of `model` with the sizes the backbone's built-in resolves to (a saved model would get the real
     checkpoints' defaults); FramePack with the built-in's latent window."""
-    builtin = plan_run(config(backbone, image=image_file)).config
+    builtin = plan_run(config(backbone, image=image_file)).config  # the test bed: its shipped model
     extra = dict(latent_window_size=framepack_builtin.LATENT_WINDOW_SIZE) if backbone == "framepack" else {}
     return config(backbone, *interventions, model=model, image=image_file, height=builtin.height, width=builtin.width,
                   num_frames=builtin.num_frames, **extra)
 
 
 @pytest.mark.parametrize("name", list(SAVED))
-def test_a_saved_model_refuses_a_missing_layer_before_loading(name, tmp_path, image_file):
+def test_a_saved_model_refuses_a_missing_layer_before_loading(name, tmp_path, image_file, request):
     backbone, _, layers, needs_image = SAVED[name]
     image = image_file if needs_image else None
-    intact = save(name, tmp_path / name)
+    intact = save(name, tmp_path / name, request)
     broken = tmp_path / "broken"
     shutil.copytree(intact, broken)
     break_weights(broken)
