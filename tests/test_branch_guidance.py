@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from inertia.backbones.wan import WanBackbone
 from inertia.core.attention import AttentionHooks
 from inertia.core.combination import Branch
 from inertia.core.config import PluginSpec
@@ -238,7 +239,12 @@ def test_parameters_are_validated(spec, fragment, no_model_loading):
         plan_run(config("wan", spec))
 
 
-def test_a_layer_the_model_lacks_is_named():
+def test_a_layer_the_model_lacks_is_named(monkeypatch):
+    with pytest.raises(ConfigError) as error:
+        plan_run(config("wan", "stg:layers=[7]"))
+    assert str(error.value) == "stg.layers: [7] out of range; the model has layers 0..1"
+    # A model whose layers cannot be counted before loading (an uncached hub id): the branch checks them.
+    monkeypatch.setattr(WanBackbone, "attention_layers", classmethod(lambda cls, config: None))
     with pytest.raises(ConfigError) as error:
         generate(plan_run(config("wan", "stg:layers=[7]")), progress=False)
     assert str(error.value) == "layers: [7] out of range for the skip branch; the model has layers 0..1"

@@ -128,6 +128,8 @@ BAD_INPUTS = [
     case(["--intervention", "relax", "--intervention", "relax:beta=0.5"], r"^error: interventions: relax is given twice; "),
     # an empty list that would make an intervention act nowhere
     case(["--intervention", "unlearn:layers=[]"], r"^error: unlearn: layers: Input should have at least 1 item, got 0 \(parameters: "),
+    # a layer the model lacks: its transformer config counts them before loading
+    case(["--intervention", "stg:layers=[5]"], r"^error: stg.layers: \[5\] out of range; the model has layers 0..1$"),
     # values too big or too deep to read: one line, no traceback
     pytest.param(["--intervention", "relax:beta=" + "1" * 100_000],
                  r"^error: relax: beta: the value has a number too long to read \(more than 4300 digits\)$", id="100k digits"),

@@ -23,7 +23,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 import inertia.run as run_module
 from inertia.cli import main
-from inertia.core import fa4, performance
+from inertia.core import fa4, performance, runtime
 from inertia.core.config import PluginSpec, RunConfig, build_config
 from inertia.core.errors import ConfigError, InertiaError
 from inertia.core.runtime import choose_kernel
@@ -255,3 +255,17 @@ def test_biased_calls_go_to_the_backend(monkeypatch, image_file):
     taken = generate(plan_run(config), models, progress=False)
     assert kernel.calls == 4
     np.testing.assert_array_equal(taken.frames, backend.frames)
+
+
+def test_fa4s_namespace_package_is_not_taken_for_flash_attention_2(tmp_path, monkeypatch):
+    """FlashAttention-4 installs `flash_attn` as a bare namespace package (only `flash_attn/cute`): the flash-attn
+    backends need FlashAttention 2, whose compiled kernels (`flash_attn_2_cuda`) it lacks."""
+    (tmp_path / "flash_attn" / "cute").mkdir(parents=True)
+    (tmp_path / "flash_attn" / "cute" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert importlib.util.find_spec("flash_attn") is not None  # what the check used to take for FA2
+    assert [runtime.missing_package(b) for b in ("flash-attn", "flash-attn-varlen")] == ["flash_attn", "flash_attn"]
+    assert not {"flash-attn", "flash-attn-varlen"} & set(runtime._runnable("cuda:0"))
+    (tmp_path / "flash_attn_2_cuda.py").write_text("")  # FlashAttention 2 beside it
+    importlib.invalidate_caches()
+    assert runtime.missing_package("flash-attn") is None and "flash-attn" in runtime._runnable("cuda:0")

@@ -157,6 +157,17 @@ def test_cfg_is_on_exactly_when_the_guider_runs_it(scale, in_force):
     assert HunyuanVideo15Backbone.guidance_in_force(resolved) == in_force
 
 
+def test_a_refusal_for_cfg_off_states_the_guiders_rule():
+    """CFG is off only at a scale of 1 (the guider's isclose), not at every scale <= 1 as in the other pipelines."""
+    with pytest.raises(ConfigError) as error:
+        plan_run(config(["tcfg"], guidance_scale=1.0))
+    assert str(error.value) == (
+        "tcfg: true CFG is off in this run (guidance_scale 1 turns the guider off, so no unconditional pass runs; any "
+        "other scale, below 1 too, runs CFG), so tcfg has no predictions to combine (unless a schedule moves its "
+        "scale from 1)")
+    assert plan_run(config(["tcfg"], guidance_scale=0.5)).setup.guidance == {"cfg": 0.5}
+
+
 def test_the_checkpoints_guider_sets_the_default_scale(tmp_path):
     model = str(write_configs(tmp_path / "a", guider={"guidance_scale": 3.5}))
     assert HunyuanVideo15Backbone.resolve(RunConfig(backbone="hunyuan15", model=model)).guidance_scale == 3.5

@@ -85,7 +85,7 @@ def test_no_bias_after_end_step_or_on_other_layers_so_the_backend_gets_the_model
     assert seen[0] is mask and seen[1] is mask
     hooks_for(damping(layers=[1]), step=0).attend(q, k, v, 1, mask, record)
     assert seen[2].dtype == torch.float32 and seen[2].shape == (1, 1, 6, 6)
-    with pytest.raises(ConfigError, match=r"^reference_damping.layers: 2 out of range; the model has layers 0..1$"):
+    with pytest.raises(ConfigError, match=r"^reference_damping.layers: \[2\] out of range; the model has layers 0..1$"):
         hooks_for(damping(layers=[2])).attend(q, k, v, 0, None, record)
 
 

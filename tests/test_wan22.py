@@ -112,6 +112,25 @@ def test_relax_acts_on_the_scale_of_the_expert_in_force(models):
     assert {step.expert for step in result.trace} == {"high_noise", "low_noise"}
 
 
+def test_with_cfg_off_a_low_noise_scale_above_1_guides_that_expert_alone(models):
+    """guidance_scale <= 1 turns CFG off (the scale in force is 1), yet guidance_scale_2 > 1 acts, as a schedule of a
+    CFG-off run would: exactly CFG 3 on both experts with guidance over the low-noise steps only (an interval)."""
+    result = ours(BUILTIN_T2V, (), models, guidance_scale=1.0, guidance_scale_2=3.0)
+    assert [s.guidance for s in result.trace] == [{}, {}, {"cfg": 3.0}, {"cfg": 3.0}]
+    assert [s.combine for s in result.trace] == ["cond", "cond", "cfg", "cfg"]
+    assert [s.expert for s in result.trace] == EXPERTS
+    low_noise = result.trace[2].sigma  # guidance while 0 < sigma <= the first low-noise step's sigma
+    interval = ours(BUILTIN_T2V, [f"interval:sigma_lo=0,sigma_hi={low_noise!r}"], models, guidance_scale=3.0)
+    assert [s.guidance for s in interval.trace] == [{"cfg": 1.0}] * 2 + [{"cfg": 3.0}] * 2
+    assert np.array_equal(result.frames, interval.frames)
+    assert not np.array_equal(result.frames, ours(BUILTIN_T2V, (), models, guidance_scale=1.0).frames)
+    with pytest.raises(ConfigError) as error:  # the reason names the expert CFG is off for
+        plan_run(config(BUILTIN_T2V, ["interval:sigma_lo=0,sigma_hi=1"], guidance_scale=1.0, guidance_scale_2=3.0))
+    assert str(error.value) == (
+        "interval: cannot change anything: cfg guidance is off in this run (guidance_scale <= 1 runs no unconditional "
+        "pass for the high-noise expert), so its scale in force is 1; the interval (0, 1] holds every step's sigma")
+
+
 def test_a_schedule_that_changes_one_expert_only_is_accepted_and_one_that_changes_none_refused(models):
     plan_run(config(BUILTIN_T2V, ["relax:s_min=3"], guidance_scale_2=3.0))  # acts on the high-noise expert
     with pytest.raises(ConfigError) as error:
@@ -188,9 +207,9 @@ def test_guidance_scale_2_is_refused_where_it_cannot_act(wan_t2v_dir, wan22_t2v_
         f"guidance_scale_2: {wan_t2v_dir} has one transformer; guidance_scale_2 is the low-noise expert's scale "
         "of a two-expert model (Wan 2.2 A14B)"
     )
-    assert refusal(wan22_t2v_dir, guidance_scale=1.0, guidance_scale_2=3.0) == (
-        "guidance_scale_2: 3 cannot act: guidance_scale 1 <= 1 turns CFG off for both experts (as in WanPipeline); "
-        "raise guidance_scale or drop it"
+    assert refusal(wan22_t2v_dir, guidance_scale=1.0, guidance_scale_2=0.5) == (
+        "guidance_scale_2: 0.5 cannot act: with guidance_scale 1 <= 1 CFG is off, and a low-noise scale <= 1 leaves it "
+        "off for that expert too; allowed: > 1, or 1"
     )
     assert refusal("builtin:cogvideox-t2v-tiny-v1", backbone="cogvideox", negative_prompt="", guidance_scale_2=3.0) == (
         "guidance_scale_2: cogvideox model builtin:cogvideox-t2v-tiny-v1 has one denoiser; guidance_scale_2 is the "

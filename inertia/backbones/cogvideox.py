@@ -40,7 +40,14 @@ from ..core.checkpoint_files import weights_options
 from ..core.attention import AttentionHooks, TokenLayout, VideoBlock, processors_installed
 from ..core.backbone import PipelineBackbone, Section, whole_video_section
 from ..core.builtin_models import checkpoint_path
-from ..core.checkpoints import BUILTIN_PREFIX, CheckpointContents, checkpoint_mode, is_builtin, read_checkpoint_json
+from ..core.checkpoints import (
+    BUILTIN_PREFIX,
+    CheckpointContents,
+    attention_layer_count,
+    checkpoint_mode,
+    is_builtin,
+    read_checkpoint_json,
+)
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.history import IMAGE_BLOCK, IMAGE_BLOCKS
@@ -317,6 +324,12 @@ class CogVideoXBackbone(PipelineBackbone):
         check_layout(resolved, layout)
         check_steps(resolved.steps)
         return resolved
+
+    @classmethod
+    def attention_layers(cls, config: RunConfig) -> int | None:
+        if is_builtin(config.model):
+            return cogvideox_builtin.builtin_transformer_config(config.mode)["num_layers"]
+        return attention_layer_count(config.model, ["transformer/config.json"])
 
     # Image-to-video puts the image latent in extra channels of latent frame 0: the first token
     # frame is the conditioned one (the base class's token_roles). See `token_layout`.

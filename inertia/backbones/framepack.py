@@ -67,12 +67,19 @@ from ..core.checkpoint_files import weights_options
 from ..core.attention import AttentionHooks, Role, TokenLayout
 from ..core.backbone import PipelineBackbone, Section
 from ..core.builtin_models import builtin_model_dir
-from ..core.checkpoints import BUILTIN_PREFIX, CheckpointContents, is_builtin, pipeline_class_name, read_checkpoint_json
+from ..core.checkpoints import (
+    BUILTIN_PREFIX,
+    CheckpointContents,
+    attention_layer_count,
+    is_builtin,
+    pipeline_class_name,
+    read_checkpoint_json,
+)
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.history import IMAGE_BLOCK
 from ..core.validation import check_image_file, check_multiple
-from . import framepack_builtin, hunyuan_attention
+from . import framepack_builtin, hunyuan_attention, hunyuan_builtin
 from .framepack_sections import (
     HISTORY_BLOCKS,
     INVERTED,
@@ -253,6 +260,15 @@ class FramePackBackbone(PipelineBackbone):
         # The distilled scale always enters the model; true CFG runs as in the pipeline.
         cfg = {"cfg": config.guidance_scale} if true_cfg_on(config) else {}
         return {"embedded": config.embedded_guidance_scale, **cfg}
+
+    @classmethod
+    def attention_layers(cls, config: RunConfig) -> int | None:
+        """The built-in extends HunyuanVideo's tiny transformer; a saved pipeline's transformer is in its folder."""
+        layout = _layout(config.model)
+        if layout == "builtin":
+            return hunyuan_builtin.TINY_ATTENTION_LAYERS
+        folder = "transformer/" if layout == "pipeline" else ""
+        return attention_layer_count(config.model, [f"{folder}config.json"], hunyuan_attention.LAYER_FIELDS)
 
     supports_attention_hooks = True
     supports_history_hooks = True

@@ -30,7 +30,14 @@ from ..core.checkpoint_files import weights_options
 from ..core.attention import AttentionHooks, TokenLayout
 from ..core.backbone import PipelineBackbone, Section, single_section
 from ..core.builtin_models import checkpoint_path
-from ..core.checkpoints import BUILTIN_PREFIX, CheckpointContents, is_builtin, pipeline_class_name, read_checkpoint_json
+from ..core.checkpoints import (
+    BUILTIN_PREFIX,
+    CheckpointContents,
+    attention_layer_count,
+    is_builtin,
+    pipeline_class_name,
+    read_checkpoint_json,
+)
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.validation import check_frames, check_multiple
@@ -163,6 +170,12 @@ class HunyuanVideoBackbone(PipelineBackbone):
     @classmethod
     def default_guidance_target(cls, config: RunConfig) -> str:
         return "embedded" if config.embedded_guidance_scale is not None else "cfg"
+
+    @classmethod
+    def attention_layers(cls, config: RunConfig) -> int | None:
+        if is_builtin(config.model):
+            return hunyuan_builtin.TINY_ATTENTION_LAYERS
+        return attention_layer_count(config.model, ["transformer/config.json"], hunyuan_attention.LAYER_FIELDS)
 
     #: Spatial VAE tiling, as the pipeline's docstring example enables, bounds decode memory at 720p;
     #: it only acts above 256 px, so smaller videos decode exactly as without it (`RunConfig.vae_tiling`).

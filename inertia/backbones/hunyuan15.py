@@ -47,6 +47,7 @@ from ..core.builtin_models import checkpoint_path
 from ..core.checkpoints import (
     BUILTIN_PREFIX,
     CheckpointContents,
+    attention_layer_count,
     checkpoint_mode,
     is_builtin,
     read_checkpoint_json,
@@ -260,6 +261,16 @@ class HunyuanVideo15Backbone(PipelineBackbone):
         """The guider's rule: CFG runs unless the scale is close to 1 (`ClassifierFreeGuidance`)."""
         scale = config.guidance_scale
         return {} if math.isclose(scale, 1.0) else {"cfg": scale}
+
+    @classmethod
+    def cfg_off_reason(cls, config: RunConfig) -> str:
+        return "guidance_scale 1 turns the guider off, so no unconditional pass runs; any other scale, below 1 too, runs CFG"
+
+    @classmethod
+    def attention_layers(cls, config: RunConfig) -> int | None:
+        if is_builtin(config.model):
+            return hunyuan15_builtin.NUM_LAYERS
+        return attention_layer_count(config.model, ["transformer/config.json"])
 
     supports_attention_hooks = True
     supports_history_hooks = True

@@ -38,6 +38,7 @@ TARGET_SIZE = 64
 GUIDANCE_SCALE = 6.0
 LATENT_CHANNELS = 4
 IMAGE_EMBED_DIM = 12
+NUM_LAYERS = 2  # the tiny transformer's blocks (its attention layers)
 
 
 def tiny_scheduler() -> FlowMatchEulerDiscreteScheduler:
@@ -49,7 +50,7 @@ def tiny_transformer(task: str, use_meanflow: bool = False) -> HunyuanVideo15Tra
     """Input: latents, the condition latents and the condition mask (2 x channels + 1)."""
     return HunyuanVideo15Transformer3DModel(
         in_channels=2 * LATENT_CHANNELS + 1, out_channels=LATENT_CHANNELS, num_attention_heads=2, attention_head_dim=8,
-        num_layers=2, num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=16, text_embed_2_dim=8,
+        num_layers=NUM_LAYERS, num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=16, text_embed_2_dim=8,
         image_embed_dim=IMAGE_EMBED_DIM, rope_axes_dim=(2, 2, 4), target_size=TARGET_SIZE, task_type=task,
         use_meanflow=use_meanflow,
     )

@@ -257,6 +257,11 @@ def attention_modules(transformer: Any) -> list[Any]:
     ]
 
 
+#: The transformer config fields whose sum is `num_attention_layers` (dual-stream, then single-stream blocks;
+#: HunyuanVideo 1.5 has only the first).
+LAYER_FIELDS = ("num_layers", "num_single_layers")
+
+
 def num_attention_layers(transformer: Any) -> int:
     return len(attention_modules(transformer))
 

@@ -48,6 +48,10 @@ TINY_TRANSFORMER = dict(
 )
 
 
+#: Its attention layers (dual- plus single-stream blocks), as `hunyuan_attention.LAYER_FIELDS` counts them.
+TINY_ATTENTION_LAYERS = TINY_TRANSFORMER["num_layers"] + TINY_TRANSFORMER["num_single_layers"]
+
+
 def tiny_transformer() -> HunyuanVideoTransformer3DModel:
     return HunyuanVideoTransformer3DModel(**TINY_TRANSFORMER)
 

@@ -46,7 +46,7 @@ import torch
 
 from ..core.attention import AttentionHooks, Role, TokenLayout
 from ..core.backbone import Backbone, Section, single_section
-from ..core.checkpoints import CheckpointContents, read_checkpoint_json
+from ..core.checkpoints import CheckpointContents, attention_layer_count, read_checkpoint_json
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.history import IMAGE_BLOCKS
@@ -151,6 +151,10 @@ class TestbedBackbone(Backbone):
         else:
             _check_prompt_grammar(resolved.prompt)
         return resolved
+
+    @classmethod
+    def attention_layers(cls, config: RunConfig) -> int | None:
+        return attention_layer_count(str(model_path(config.model)), ["transformer/config.json"])
 
     @classmethod
     def token_roles(cls, config: RunConfig) -> frozenset[Role]:

@@ -7,8 +7,9 @@ pipeline's; the denoising loop is inertia's (`core.sampling`).
 Wan 2.2 A14B checkpoints are the same pipeline classes with two experts: `transformer` predicts
 the timesteps t >= boundary_ratio * num_train_timesteps (high noise), `transformer_2` the rest
 (low noise), with its own CFG scale `guidance_scale_2` (default: guidance_scale). As in
-WanPipeline, guidance_scale alone turns CFG on (> 1) for both experts, inputs are cast to the
-first transformer's dtype, and A14B image-to-video takes the image through the latent condition
+WanPipeline, guidance_scale > 1 turns CFG on for both experts (with guidance_scale <= 1, a
+guidance_scale_2 > 1 still guides the low-noise expert, which WanPipeline ignores:
+`WanBackbone.expert_guidance`), inputs are cast to the first transformer's dtype, and A14B image-to-video takes the image through the latent condition
 only (no CLIP image encoder). The section names each step's expert (`Section.experts`), so the
 trace records it and guidance schedules act on the scale in force at that step; the attention
 hooks are installed on both experts.
@@ -43,6 +44,7 @@ from ..core.builtin_models import checkpoint_path
 from ..core.checkpoints import (
     BUILTIN_PREFIX,
     CheckpointContents,
+    attention_layer_count,
     checkpoint_mode,
     has_component,
     is_builtin,
@@ -279,13 +281,32 @@ class WanBackbone(PipelineBackbone):
     @classmethod
     def expert_guidance(cls, config: RunConfig) -> dict[str, dict[str, float]]:
         """Wan 2.2 A14B (`resolve` sets guidance_scale_2 exactly for two-expert checkpoints): the
-        high-noise expert takes guidance_scale, the low-noise one guidance_scale_2; as in WanPipeline,
-        guidance_scale alone turns CFG on (> 1) for both."""
-        if config.guidance_scale_2 is None:
+        high-noise expert takes guidance_scale, the low-noise one guidance_scale_2. As in WanPipeline,
+        guidance_scale > 1 turns CFG on for both, each with its scale. With guidance_scale <= 1 the
+        high-noise expert runs without CFG (its scale in force is 1, `core.combination.NEUTRAL_SCALE`),
+        and the low-noise expert is guided by a guidance_scale_2 > 1: the loop runs the unconditional
+        forward only at the steps whose scale is not 1, as for a schedule of a CFG-off run (WanPipeline
+        would ignore guidance_scale_2 there)."""
+        scale, scale_2 = config.guidance_scale, config.guidance_scale_2
+        if scale_2 is None:
             return {}
-        if config.guidance_scale <= 1.0:
-            return {HIGH_NOISE: {}, LOW_NOISE: {}}
-        return {HIGH_NOISE: {"cfg": config.guidance_scale}, LOW_NOISE: {"cfg": config.guidance_scale_2}}
+        cfg_on = scale > 1.0
+        return {HIGH_NOISE: {"cfg": scale} if cfg_on else {},
+                LOW_NOISE: {"cfg": scale_2} if cfg_on or scale_2 > 1.0 else {}}
+
+    @classmethod
+    def attention_layers(cls, config: RunConfig) -> int | None:
+        """Blocks of the transformer, and of Wan 2.2 A14B's low-noise expert too (the hooks number both alike)."""
+        if is_builtin(config.model):
+            return wan_builtin.TINY_LAYERS
+        experts = ("transformer", "transformer_2") if read_checkpoint(config.model).experts else ("transformer",)
+        return attention_layer_count(config.model, [f"{name}/config.json" for name in experts])
+
+    @classmethod
+    def cfg_off_reason(cls, config: RunConfig) -> str:
+        if config.guidance_scale_2 is not None and config.guidance_scale_2 > 1.0:
+            return "guidance_scale <= 1 runs no unconditional pass for the high-noise expert"
+        return super().cfg_off_reason(config)
 
     supports_attention_hooks = True
     supports_history_hooks = True
@@ -448,16 +469,18 @@ class WanBackbone(PipelineBackbone):
 
 def _resolve_guidance_2(config: RunConfig, checkpoint: WanCheckpoint) -> RunConfig:
     """guidance_scale_2 for a two-expert checkpoint (default, as in WanPipeline: guidance_scale); refused for one
-    transformer, or where it could not act (CFG off: WanPipeline decides CFG from guidance_scale alone)."""
+    transformer, or where it is truly inert: with guidance_scale <= 1, a guidance_scale_2 <= 1 leaves CFG off for
+    the low-noise expert too (`WanBackbone.expert_guidance`), exactly as guidance_scale does."""
     scale, scale_2 = config.guidance_scale, config.guidance_scale_2
     if not checkpoint.experts:
         if scale_2 is not None:
             raise ConfigError("guidance_scale_2", f"{config.model} has one transformer; guidance_scale_2 is the "
                                                   "low-noise expert's scale of a two-expert model (Wan 2.2 A14B)")
         return config
-    if scale <= 1.0 and scale_2 not in (None, scale):
-        raise ConfigError("guidance_scale_2", f"{scale_2:g} cannot act: guidance_scale {scale:g} <= 1 turns CFG off "
-                                              "for both experts (as in WanPipeline); raise guidance_scale or drop it")
+    if scale <= 1.0 and scale_2 is not None and scale_2 != scale and scale_2 <= 1.0:
+        raise ConfigError("guidance_scale_2", f"{scale_2:g} cannot act: with guidance_scale {scale:g} <= 1 CFG is off, "
+                                              "and a low-noise scale <= 1 leaves it off for that expert too; allowed: "
+                                              f"> 1, or {scale:g}")
     return config.model_copy(update={"guidance_scale_2": scale if scale_2 is None else scale_2})
 
 

@@ -28,6 +28,7 @@ from transformers import (
 
 VERSION = "v1"
 TINY_HEADS = 2  # attention heads of every built-in transformer
+TINY_LAYERS = 2  # blocks of every built-in transformer (each expert of the A14B one)
 #: Wan 2.2 A14B's expert boundaries as published (model_index.json `boundary_ratio`), kept by the tiny
 #: A14B models: `transformer` (high noise) runs timesteps >= ratio * 1000, `transformer_2` (low noise) the rest.
 A14B_BOUNDARY = {"t2v": 0.875, "i2v": 0.9}
@@ -52,7 +53,7 @@ def tiny_transformer(in_channels: int, image_tokens: bool, out_channels: int = 1
         text_dim=32,
         freq_dim=256,
         ffn_dim=32,
-        num_layers=2,
+        num_layers=TINY_LAYERS,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,

@@ -39,6 +39,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from .context import StepContext
+from .errors import ConfigError
 
 #: "noisy": frames being denoised; "condition": frames given as conditioning (image-to-video's
 #: first frame); "history": past frames a model attends to (FramePack's history latents).
@@ -92,6 +93,15 @@ class TokenLayout:
             else:
                 merged.append(block)
         return merged
+
+
+def check_layer_range(field: str, layers: Iterable[int] | None, num_layers: int, where: str = "") -> None:
+    """ConfigError naming `field` when some of `layers` is not one of a model's `num_layers` attention layers,
+    numbered as the hooks number them (`where`: words after "out of range"). Shared by the check before loading
+    (`RunSetup.check_layers`) and the one at the first forward, for a model whose count could not be read before."""
+    outside = sorted(layer for layer in set(layers or ()) if not 0 <= layer < num_layers)
+    if outside:
+        raise ConfigError(field, f"{outside} out of range{where}; the model has layers 0..{num_layers - 1}")
 
 
 @dataclass(frozen=True)

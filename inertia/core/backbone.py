@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .history import IMAGE_BLOCKS, HistoryHooks
 from .offload import OffloadState, apply_offload, release
 from .performance import PerformanceState
-from .setup import RunSetup
+from .setup import CFG_OFF_REASON, RunSetup
 
 
 @dataclass
@@ -109,6 +109,12 @@ class Backbone(ABC):
         return {"cfg": config.guidance_scale} if config.guidance_scale > 1.0 else {}
 
     @classmethod
+    def cfg_off_reason(cls, config: RunConfig) -> str:
+        """Why true CFG runs no unconditional pass where `guidance_in_force` leaves it out, stated by this
+        backbone's own rule (the refusals of interventions that need it quote it); the default's: a scale <= 1."""
+        return CFG_OFF_REASON
+
+    @classmethod
     def encodes_negative_prompt(cls, config: RunConfig) -> bool:
         """Whether `prepare` must encode the negative prompt, for backbones whose pipelines encode it only
         with true CFG on: when CFG is in force, or the run has interventions (a schedule may move the
@@ -149,7 +155,17 @@ class Backbone(ABC):
             history_hooks=cls.supports_history_hooks,
             history_blocks=cls.history_blocks(config),
             expert_guidance=experts,
+            attention_layers=cls.attention_layers(config) if cls.supports_attention_hooks else None,
+            cfg_off_reason=cls.cfg_off_reason(config),
         )
+
+    @classmethod
+    def attention_layers(cls, config: RunConfig) -> int | None:
+        """How many self-attention layers the hooks number (`num_attention_layers` once loaded) in the resolved
+        config's checkpoint, read before loading from its transformer config (`core.checkpoints.
+        attention_layer_count`), so intervention layer fields are checked then; None (the default) where it
+        cannot be read without loading or the network: they are then checked at the first forward."""
+        return None
 
     @classmethod
     def token_roles(cls, config: RunConfig) -> frozenset[Role]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError
 
@@ -35,6 +35,22 @@ def read_checkpoint_json(model: str, filename: str) -> dict[str, Any] | None:
     except Exception:  # not a valid repo id: nothing cached to read
         return None
     return json.loads(Path(cached).read_text()) if isinstance(cached, str) else None
+
+
+def attention_layer_count(model: str, configs: Sequence[str], fields: Sequence[str] = ("num_layers",)) -> int | None:
+    """How many self-attention layers the transformer config files `configs` of checkpoint `model` (a local
+    directory or a cached hub id: only these small files are read) declare: the sum of `fields` in each
+    (HunyuanVideo and FramePack number their dual-stream blocks, then their single-stream ones), and for
+    transformers that share the hooks' layer numbering (Wan 2.2 A14B's two experts) the smallest, as a
+    layer must exist in each. None when a file cannot be read without the network (a hub id not in the
+    local cache) or lacks a field: the layer fields are then checked at the first forward."""
+    counts = []
+    for filename in configs:
+        config = read_checkpoint_json(model, filename)
+        if config is None or any(type(config.get(name)) is not int for name in fields):
+            return None
+        counts.append(sum(config[name] for name in fields))
+    return min(counts, default=None)
 
 
 def pipeline_class_name(model: str) -> str | None:

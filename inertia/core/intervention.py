@@ -129,12 +129,12 @@ class GuidanceSchedule(Intervention):
         if off and target not in OFF_SCALES:
             raise ConfigError(
                 field,
-                f"{target} guidance is off in this run ({_off_reason(target)}), so {self.name} cannot change anything",
+                f"{target} guidance is off in this run ({_off_reason(target, setup)}), so {self.name} cannot change anything",
             )
         reasons = [self.unchangeable(base_scale(base, target)) for base in sets]
         if all(reasons):
             if off:
-                reasons.insert(0, f"{target} guidance is off in this run ({_off_reason(target)}), so its scale in "
+                reasons.insert(0, f"{target} guidance is off in this run ({_off_reason(target, setup)}), so its scale in "
                                   f"force is {OFF_SCALES[target]:g}")
             raise ConfigError(self.name, f"cannot change anything: {'; '.join(dict.fromkeys(reasons))}")
 
@@ -164,9 +164,9 @@ def base_scale(guidance: Mapping[str, float], target: str) -> float:
     return guidance[target] if target in guidance else OFF_SCALES[target]
 
 
-def _off_reason(target: str) -> str:
+def _off_reason(target: str, setup: RunSetup) -> str:
     if target == "cfg":
-        return "guidance_scale <= 1 runs no unconditional pass"
+        return setup.cfg_off_reason
     return "the run sets no embedded guidance scale"
 
 
@@ -245,7 +245,7 @@ class InterventionStack:
         combiner = next((i for i in self.interventions if i.combines_predictions), None)
         if (combiner is not None and not combiner.branch_names and "cfg" not in owners
                 and not any("cfg" in base for base in setup.guidance_sets)):
-            raise ConfigError(combiner.name, f"true CFG is off in this run ({_off_reason('cfg')}), so {combiner.name} "
+            raise ConfigError(combiner.name, f"true CFG is off in this run ({_off_reason('cfg', setup)}), so {combiner.name} "
                                              "has no predictions to combine (unless a schedule moves its scale from 1)")
 
     def envelope(self, sigma: float) -> float | None:

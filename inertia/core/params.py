@@ -26,8 +26,8 @@ class NoParams(Params):
 
 
 def distinct_layers(layers: list[int] | None) -> list[int] | None:
-    """A field validator for transformer layer indices: each >= 0, each once (a range check needs the
-    loaded model: the attention hooks make it at the first call)."""
+    """A field validator for transformer layer indices: each >= 0, each once (the range needs the model's
+    layer count: `RunSetup.check_layers` checks it before loading)."""
     if layers is not None:
         if any(layer < 0 for layer in layers):
             raise ValueError(f"layers must be >= 0, got {layers}")

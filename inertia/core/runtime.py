@@ -15,6 +15,18 @@ from .performance import AttentionChoice, check_performance, choose_attention
 #: Backends that need a CUDA device, and the optional package each one needs.
 CUDA_ONLY = {"cudnn", "flash", "efficient", "xformers", "flash-attn", "flash-attn-varlen"}
 PACKAGES = {"xformers": "xformers", "flash-attn": "flash_attn", "flash-attn-varlen": "flash_attn"}
+#: The module whose presence shows a package installed, where it is not the package itself: FlashAttention 2's
+#: compiled kernels, since FlashAttention-4 installs `flash_attn` too, as a bare namespace package (`flash_attn.cute`).
+PACKAGE_MODULES = {"flash_attn": "flash_attn_2_cuda"}
+
+
+def missing_package(backend: str) -> str | None:
+    """The optional package attention `backend` needs that is not installed here (None: none missing);
+    looks for the module without importing it."""
+    package = PACKAGES.get(backend)
+    if package is None or importlib.util.find_spec(PACKAGE_MODULES.get(package, package)) is not None:
+        return None
+    return package
 
 
 def resolve_runtime(config: RunConfig) -> RunConfig:
@@ -31,8 +43,8 @@ def resolve_runtime(config: RunConfig) -> RunConfig:
     kernel = choose_kernel(config, device).backend
     if backend in CUDA_ONLY and not device.startswith("cuda"):
         raise ConfigError("attention", f"{backend} needs a CUDA device (device is {device}); allowed here: native, math, flex")
-    package = PACKAGES.get(backend)
-    if package and importlib.util.find_spec(package) is None:
+    package = missing_package(backend)
+    if package:
         raise ConfigError("attention", f"{backend} needs the {package} package: pip install 'inertia[{backend.split('-varlen')[0]}]'")
     return config.model_copy(update={"device": device, "dtype": dtype, "attention": backend,
                                       **({"attention_kernel": kernel} if kernel == "fa4" else {})})
@@ -75,9 +87,7 @@ def _runnable(device: str) -> list[str]:
 
 def _runs(backend: str, device: str) -> bool:
     """Whether `backend` can run on `device` with the packages installed here."""
-    package = PACKAGES.get(backend)
-    installed = package is None or importlib.util.find_spec(package) is not None
-    return installed and (device.startswith("cuda") or backend not in CUDA_ONLY)
+    return missing_package(backend) is None and (device.startswith("cuda") or backend not in CUDA_ONLY)
 
 
 def _gpu_name(device: str) -> str | None:

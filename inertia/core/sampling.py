@@ -10,11 +10,11 @@ from typing import Any, Mapping
 import torch
 from tqdm.auto import tqdm
 
-from .attention import AttentionHooks
+from .attention import AttentionHooks, check_layer_range
 from .backbone import Backbone, Section
 from .combination import CONDITIONAL_ONLY, NO_BRANCHES, Branch
 from .context import StepContext
-from .errors import ConfigError, NonFiniteLatentsError
+from .errors import NonFiniteLatentsError
 from .history import HistoryHooks
 from .intervention import InterventionStack
 
@@ -52,10 +52,8 @@ def branch_active(branch: Branch, hooks: AttentionHooks | None, history: History
     if (branch.skip_attention and hooks is None) or (branch.context is not None and history is None):
         raise RuntimeError(f"branch {branch.name!r} needs the run's attention and history hooks")
     if hooks is not None:
-        outside = sorted(set(branch.skip_attention) - set(range(hooks.num_layers)))
-        if outside:
-            raise ConfigError("layers", f"{outside} out of range for the {branch.name} branch; the model has layers "
-                                        f"0..{hooks.num_layers - 1}")
+        # checked before loading where the count could be read (`RunSetup.check_layers`)
+        check_layer_range("layers", branch.skip_attention, hooks.num_layers, f" for the {branch.name} branch")
         hooks.skip = branch.skip_attention
     if history is not None:
         history.branch = branch.context

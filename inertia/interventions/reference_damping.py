@@ -24,7 +24,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field, field_validator
 
-from ..core.attention import BIAS_REFUSING_ATTENTION, AttentionCall, TokenLayout
+from ..core.attention import BIAS_REFUSING_ATTENTION, AttentionCall, TokenLayout, check_layer_range
 from ..core.config import ATTENTION_BACKENDS, MAX_GUIDANCE, MAX_STEPS
 from ..core.errors import ConfigError
 from ..core.intervention import Intervention
@@ -79,6 +79,7 @@ class ReferenceDamping(Intervention):
             hint = "" if "condition" in setup.token_roles else "; a text-to-video run has no reference frame: give --image"
             raise ConfigError(f"{name}.keys", f"this {setup.backbone} run has no {params.keys} tokens (its tokens: "
                                               f"{', '.join(sorted(setup.token_roles))}){hint}")
+        setup.check_layers(f"{name}.layers", params.layers)
         if setup.config.attention in BIAS_REFUSING_ATTENTION:
             allowed = ", ".join(b for b in ATTENTION_BACKENDS if b not in BIAS_REFUSING_ATTENTION)
             raise ConfigError("attention", f"{setup.config.attention} cannot add the logit bias {name} needs; "
@@ -87,9 +88,7 @@ class ReferenceDamping(Intervention):
 
     def attention_bias(self, query: torch.Tensor, key: torch.Tensor, call: AttentionCall) -> torch.Tensor | None:
         params = self.params
-        if params.layers is not None and max(params.layers) >= call.num_layers:
-            raise ConfigError(f"{self.name}.layers", f"{max(params.layers)} out of range; the model has layers "
-                                                     f"0..{call.num_layers - 1}")
+        check_layer_range(f"{self.name}.layers", params.layers, call.num_layers)  # where unknown before loading
         if call.step.step >= params.end_step or (params.layers is not None and call.layer not in params.layers):
             return None
         # The bias depends on where the blocks sit; FramePack alternates two layouts (cond, uncond text lengths).

@@ -55,6 +55,7 @@ class Stg(PerturbedGuidance):
         if not setup.attention_hooks:
             raise ConfigError(self.name, f"{setup.backbone} does not route self-attention through inertia's hooks, "
                                          "so no layer can be skipped")
+        setup.check_layers(f"{self.name}.layers", self.params.layers)
         super().check(setup)
 
     def branch(self) -> Branch:

@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 
 from ..core.config import MAX_FRAMES, MAX_STEPS
-from ..core.attention import CONTEXT_ROLES, AttentionCall, Role
+from ..core.attention import CONTEXT_ROLES, AttentionCall, Role, check_layer_range
 from ..core.context import StepContext
 from ..core.errors import ConfigError
 from ..core.history import HistoryBlocks
@@ -88,6 +88,8 @@ class Unlearn(Intervention):
             self._check_history_target(setup)
         elif not setup.attention_hooks:
             raise ConfigError(self.name, f"{setup.backbone} does not route self-attention through inertia's hook")
+        else:
+            setup.check_layers("unlearn.layers", self.params.layers)
         if self.params.tokens == "context" and not setup.token_roles & set(CONTEXT_ROLES):
             raise ConfigError(
                 "unlearn.tokens", f"this {setup.backbone} run has no context tokens to blur; allowed: video, auto"
@@ -127,11 +129,9 @@ class Unlearn(Intervention):
         return step >= params.start_step and (params.end_step is None or step < params.end_step)
 
     def _check_layout(self, call: AttentionCall) -> None:
-        """Once per layout: layers exist, and some selected block is long enough to blur."""
-        layers = self.params.layers or []
-        bad = [layer for layer in layers if not 0 <= layer < call.num_layers]
-        if bad:
-            raise ConfigError("unlearn.layers", f"{bad} out of range; the model has layers 0..{call.num_layers - 1}")
+        """Once per layout: layers exist (checked before loading where the count could be read), and some
+        selected block is long enough to blur."""
+        check_layer_range("unlearn.layers", self.params.layers, call.num_layers)
         grids = call.layout.grids(self._roles)
         if self.params.sigma_blur > 0 and not any(changes_anything(self.params.sigma_blur, g.frames) for g in grids):
             frames = ", ".join(str(g.frames) for g in grids) or "none"
