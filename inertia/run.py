@@ -98,6 +98,13 @@ def _plan_metrics(config: RunConfig, registry: Registry) -> list[Metric]:
     return metrics
 
 
+def model_key(backbone: type[Backbone], config: RunConfig) -> tuple:
+    """What one loaded model serves: runs with equal keys share it. The backbone's load key, and the
+    performance and offload options (compiled or float8 blocks are another model; offloaded components
+    another placement)."""
+    return (*backbone.load_key(config), config.performance, config.offload)
+
+
 class ModelCache:
     """Loaded backbones by load key, so one process loads each model once across many runs.
 
@@ -112,8 +119,7 @@ class ModelCache:
         self.loads = 0
 
     def get(self, backbone: type[Backbone], config: RunConfig) -> Backbone:
-        # compiled / float8 blocks are another model; offloaded components another placement
-        key = (*backbone.load_key(config), config.performance, config.offload)
+        key = model_key(backbone, config)
         if key in self._loaded:
             self._loaded.move_to_end(key)
             return self._loaded[key]
