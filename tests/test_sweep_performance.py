@@ -196,3 +196,29 @@ def test_a_table_written_before_these_options_resumes_and_gains_their_columns(tm
         assert rows and {tuple(row[c] for c in OPTIONS) for row in rows} == {("auto", None, None, "auto")}
     finally:
         store.close()
+
+
+def test_the_ray_executor_carries_the_options_to_its_workers(tmp_path):
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'inertia[ray]')")
+    path = tmp_path / "options.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "seeds": 1, "metrics": ["motion"], "backbones": [
+        {**WAN, "label": "plain"}, {**WAN, "label": "tiled", "vae_tiling": "on", "attention_kernel": "backend"}]}))
+    assert run_sweep(path, out=tmp_path / "local", stream=None).generated == 2
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        result = run_sweep(path, out=tmp_path / "ray", executor="ray", workers=2, stream=None)
+    finally:
+        ray.shutdown()
+    assert result.ok and result.generated == 2
+    tables = []
+    for out in (tmp_path / "local", tmp_path / "ray"):
+        store = ResultStore(out / DB_NAME)
+        try:
+            tables.append(store.results(stable=True))
+        finally:
+            store.close()
+    assert tables[0] == tables[1]
+    tiled = {row["backbone"]: row for row in tables[1]}["tiled"]
+    assert (tiled["vae_tiling"], tiled["attention_kernel"]) == ("on", "backend")
+    record = json.loads((tmp_path / "ray" / tiled["run_dir"] / RECORD_NAME).read_text())
+    assert record["memory"] == {"vae_tiling": True} and record["config"]["attention_kernel"] == "backend"
