@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.config import ATTENTION_BACKENDS, PluginSpec, build_config, load_config_file
-from .core.errors import InertiaError, NonFiniteLatentsError, WriteFault, one_line
+from .core.errors import DecodedShapeError, InertiaError, NonFiniteLatentsError, WriteFault, one_line
 from .core.io import check_output_dir
 from .core.runtime import quiet_libraries
 
@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "ui": command_ui}
         commands.update(_sweep_commands())
         return commands[args.command](args)
-    except (NonFiniteLatentsError, WriteFault) as error:
+    except (NonFiniteLatentsError, DecodedShapeError, WriteFault) as error:
         return _report(args, error, one_line(error), 3)
     except InertiaError as error:
         return _report(args, error, one_line(error), 2)

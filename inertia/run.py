@@ -21,7 +21,7 @@ from .core.builtin_models import SMOKE_TEST_NOTICE
 from .core.checkpoint_files import check_checkpoint, load_errors, local_model_dir, weights_fingerprint
 from .core.config import PluginSpec, RunConfig, save_config
 from .core.context_parallel import check_request as check_context_parallel, writes_outputs
-from .core.errors import ConfigError, WriteFault, one_line
+from .core.errors import ConfigError, DecodedShapeError, WriteFault, one_line
 from .core.history import HistoryHooks
 from .core.intervention import InterventionStack
 from .core.io import frames_to_uint8, read_video, remove_stale_temporaries, write_json, write_mp4
@@ -98,6 +98,13 @@ def _plan_metrics(config: RunConfig, registry: Registry) -> list[Metric]:
     return metrics
 
 
+def model_key(backbone: type[Backbone], config: RunConfig) -> tuple:
+    """What one loaded model serves: runs with equal keys share it. The backbone's load key, and the
+    performance and offload options (compiled or float8 blocks are another model; offloaded components
+    another placement)."""
+    return (*backbone.load_key(config), config.performance, config.offload)
+
+
 class ModelCache:
     """Loaded backbones by load key, so one process loads each model once across many runs.
 
@@ -112,8 +119,7 @@ class ModelCache:
         self.loads = 0
 
     def get(self, backbone: type[Backbone], config: RunConfig) -> Backbone:
-        # compiled / float8 blocks are another model; offloaded components another placement
-        key = (*backbone.load_key(config), config.performance, config.offload)
+        key = model_key(backbone, config)
         if key in self._loaded:
             self._loaded.move_to_end(key)
             return self._loaded[key]
@@ -206,6 +212,8 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
         sampled = time.perf_counter()
         videos = backbone.decode(job)[None] if len(plans) == 1 else backbone.decode_batch(job)
     backbone.finish()
+    for each, frames in zip(plans, videos):
+        check_decoded(each.config, frames, tiling)
     done = time.perf_counter()
     timings = {"load": loaded - started, "sample": sampled - loaded, "decode": done - sampled, "total": done - started}
     timings = {k: round(v, 4) for k, v in timings.items()}
@@ -218,6 +226,19 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
               **({"vae_tiling": tiling} if tiling is not None else {})}
     return [Generation(frames, trace, backbone.smoke_test, timings, {"size": len(plans), "index": index}, performance,
                        memory) for index, frames in enumerate(videos)]
+
+
+def check_decoded(config: RunConfig, frames: np.ndarray, tiling: bool | None) -> None:
+    """A decoded video has the run's frame count and size, or the run fails here, before anything is written: a
+    video of another size (diffusers' tiled decode returns one when the VAE's tiles do not fit the frames) would
+    otherwise be written and scored as if it were the run asked for."""
+    expected = (config.num_frames, config.height, config.width, 3)
+    if tuple(frames.shape) == expected:
+        return
+    hint = "; VAE tiling was on: its tiles do not fit these frames (run with vae_tiling off)" if tiling else ""
+    raise DecodedShapeError(
+        f"{config.backbone} ({config.model}) decoded a video of shape {tuple(frames.shape)} (frames, height, width, "
+        f"channels), but the run asks for {expected}; the video is not written{hint}")
 
 
 def execute(plan: PlannedRun, models: ModelCache | None = None, progress: bool = True) -> RunResult:

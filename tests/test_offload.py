@@ -106,7 +106,7 @@ def _offloaded(plan, mode: str):
 
 @pytest.mark.parametrize("backbone", ["wan", "cogvideox", "hunyuan", "hunyuan15", "framepack"])
 def test_offloaded_runs_with_an_attention_intervention_equal_the_plain_run(backbone, offload_to_files):
-    # vae_tiling off: the tiny CogVideoX VAE's tiles (half its 32 x 48 sample size) would otherwise tile under
+    # vae_tiling off: the tiny CogVideoX VAE's tiles (48 x 40) act on its 32 x 48 frames and would otherwise tile under
     # offloading's auto; tiling is tested on its own below
     config = RunConfig(backbone=backbone, device="cpu", steps=2, vae_tiling="off", interventions=[UNLEARN])
     plain = generate(plan_run(config), ModelCache(), progress=False)

@@ -208,7 +208,7 @@ def test_guidance_scale_2_is_a_sweep_setting_resolved_per_backbone_and_refused_f
             "backbones": [{**a14b, "label": "low-3", "guidance_scale_2": 3.0}, {**a14b, "label": "low-default"}]}
     plan = plan_sweep(build_sweep(data), tmp_path)
     assert [(r.backbone, r.resolved["guidance_scale_2"]) for r in plan.runs] == [("low-3", 3.0)] * 2 + [("low-default", 4.0)] * 2
-    assert plan.runs[0].requested["guidance_scale_2"] == 3.0 and plan.runs[2].requested["guidance_scale_2"] is None
+    assert plan.runs[0].requested["guidance_scale_2"] == 3.0 and "guidance_scale_2" not in plan.runs[2].requested
     # One transformer (Wan 2.1): refused while planning, naming the field, before anything loads.
     data = {**BASE, "settings": {"guidance_scale_2": 3.0}}
     with pytest.raises(SweepPlanError, match=r"wan x baseline: guidance_scale_2: builtin:wan-t2v-tiny-v1 has one "

@@ -6,12 +6,16 @@ difference on [-1, 1] pixels at twice the tile size: Wan 0.196, CogVideoX 2.71, 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from inertia.core.config import RunConfig
-from inertia.run import ModelCache, generate, plan_run
+from inertia.core.errors import DecodedShapeError
+from inertia.core.records import RECORD_NAME, VIDEO_NAME
+from inertia.run import ModelCache, execute, generate, plan_run
 
 #: Tiles small enough to act on a tiny decode, with each VAE's own overlap rule (diffusers' tiled decodes return
 #: the right size only when the tile stride in latents times the spatial factor equals the kept tile rows).
@@ -67,3 +71,50 @@ def test_the_run_setting_reaches_the_decode(backbone, default):
     assert models.loads == 1
     assert np.abs(frames["on"] - frames["off"]).max() > 0.01
     assert np.array_equal(frames["auto"], frames["on" if default else "off"])
+
+
+def test_the_builtin_cogvideox_vae_tiles_keep_every_size():
+    """v2 of the built-in: its tiles (48 x 40 pixels) meet diffusers' rule at every size, in the decode and the encode
+    (v1's, half of its 32 x 48 sample size, decoded a 32 x 48 video to 50 x 56)."""
+    _, model = loaded("cogvideox")
+    vae = model.pipe.vae
+    model.set_vae_tiling(True)
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for height in range(1, 9):
+            for width in range(1, 9):
+                latents = torch.randn(1, 4, 1, height, width, generator=generator)
+                assert vae.decode(latents, return_dict=False)[0].shape[-2:] == (8 * height, 8 * width)
+                pixels = torch.randn(1, 3, 1, 8 * height, 8 * width, generator=generator)
+                assert vae.encode(pixels).latent_dist.mean.shape[-2:] == (height, width)
+
+
+def test_the_builtin_cogvideox_tiles_its_default_frames_at_their_size():
+    models = ModelCache()
+    frames = {}
+    for setting in ("on", "off"):
+        config = RunConfig(backbone="cogvideox", device="cpu", steps=1, height=32, width=48, vae_tiling=setting)
+        frames[setting] = generate(plan_run(config), models, progress=False).frames
+    assert frames["on"].shape == frames["off"].shape == (9, 32, 48, 3)
+    assert np.abs(frames["on"] - frames["off"]).max() > 0.01  # two tiles across: the tiling acts
+
+
+def test_a_decode_of_another_size_fails_the_run_before_its_video_is_written(tmp_path):
+    """The built-in v1's tiles, set on the loaded VAE through diffusers' `enable_tiling`: its tiled decode returns
+    50 x 56 frames for a 32 x 48 run, which must not be written as the run's video."""
+    models = ModelCache()
+    config = RunConfig(backbone="cogvideox", device="cpu", steps=1, height=32, width=48, vae_tiling="on", out_dir=tmp_path)
+    plan = plan_run(config)
+    models.get(plan.backbone, plan.config).pipe.vae.enable_tiling(tile_sample_min_height=16, tile_sample_min_width=24)
+    with pytest.raises(DecodedShapeError) as error:
+        execute(plan, models, progress=False)
+    assert str(error.value) == (
+        f"cogvideox ({plan.config.model}) decoded a video of shape (9, 50, 56, 3) (frames, height, width, channels), "
+        "but the run asks for (9, 32, 48, 3); the video is not written; VAE tiling was on: its tiles do not fit these "
+        "frames (run with vae_tiling off)")
+    assert not (plan.run_dir / VIDEO_NAME).exists()
+    record = json.loads((plan.run_dir / RECORD_NAME).read_text())
+    assert record["status"] == "failed" and record["error"]["type"] == "DecodedShapeError"
+    # the same tiles off: the plain decode, at the run's size
+    off = plan_run(config.model_copy(update={"vae_tiling": "off"}))
+    assert generate(off, models, progress=False).frames.shape == (9, 32, 48, 3)

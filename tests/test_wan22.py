@@ -211,8 +211,8 @@ def test_guidance_scale_2_is_refused_where_it_cannot_act(wan_t2v_dir, wan22_t2v_
         "guidance_scale_2: 0.5 cannot act: with guidance_scale 1 <= 1 CFG is off, and a low-noise scale <= 1 leaves it "
         "off for that expert too; allowed: > 1, or 1"
     )
-    assert refusal("builtin:cogvideox-t2v-tiny-v1", backbone="cogvideox", negative_prompt="", guidance_scale_2=3.0) == (
-        "guidance_scale_2: cogvideox model builtin:cogvideox-t2v-tiny-v1 has one denoiser; guidance_scale_2 is the "
+    assert refusal("builtin:cogvideox-t2v-tiny-v2", backbone="cogvideox", negative_prompt="", guidance_scale_2=3.0) == (
+        "guidance_scale_2: cogvideox model builtin:cogvideox-t2v-tiny-v2 has one denoiser; guidance_scale_2 is the "
         "low-noise expert's scale of a two-expert model (Wan 2.2 A14B)"
     )
 

@@ -33,7 +33,8 @@ from diffusers import (
 )
 from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
-VERSION = "v1"
+#: v2: the VAE's sample size sets tiles whose tiled decode and encode keep the frame size (v1's did not).
+VERSION = "v2"
 Generation = Literal["1.0", "1.5"]
 SchedulerKind = Literal["ddim", "dpm"]
 
@@ -48,8 +49,13 @@ VAE_CONFIG: dict[str, Any] = dict(
     layers_per_block=1,
     norm_num_groups=2,
     temporal_compression_ratio=4,
-    sample_height=32,
-    sample_width=48,
+    # Only the VAE's tiles come from these (half of each): diffusers' tiled decode keeps the frame size only when the
+    # tile stride in latents times 8 equals the rows a tile keeps after blending, with its fixed overlaps (1/6 of a
+    # tile's height, 1/5 of its width). 48 x 40 pixel tiles are the smallest that meet it (the real checkpoint's
+    # 240 x 360 do); v1's 16 x 24 (half of 32 x 48) decoded a 32 x 48 video to 50 x 56. Tiles act on the default
+    # 32 x 48 frames (two across), as the real VAE's act on its default 480 x 720.
+    sample_height=96,
+    sample_width=80,
 )
 
 

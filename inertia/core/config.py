@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError,
+                      field_validator)
 
 from .devices import check_device_name
 from .errors import ConfigError, InertiaError
@@ -21,6 +22,18 @@ from .params import format_validation_error, parse_value
 from .yaml_input import DuplicateKeyError, UnreadableYAMLError, describe_yaml_error, load_yaml
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
+#: Performance and memory options' values (RunConfig and sweep files share them, so errors read the same).
+AttentionKernel = Literal["auto", "backend", "fa4"]
+Performance = Literal["fast", "float8"]
+Offload = Literal["model", "group"]
+
+
+def _switch(value: Any) -> Any:
+    """YAML 1.1 reads `vae_tiling: on` as true: a boolean is the switch it spells."""
+    return ("on" if value else "off") if isinstance(value, bool) else value
+
+
+VaeTiling = Annotated[Literal["auto", "on", "off"], BeforeValidator(_switch)]
 
 #: User-facing attention backend names -> diffusers `AttentionBackendName` values.
 ATTENTION_BACKENDS: dict[str, str] = {
@@ -136,20 +149,20 @@ class RunConfig(BaseModel):
     dtype: DType = "auto"
     device: str = "auto"
     attention: str = "native"
-    attention_kernel: Literal["auto", "backend", "fa4"] = Field(
+    attention_kernel: AttentionKernel = Field(
         "auto", description="fa4 = FlashAttention-4 for the self-attention calls it can take (the rest: the backend); "
         "backend = the attention backend for every call; auto = fa4 under performance options where it can run and the "
         "measured table has it fastest (see docs/performance.md)",
     )
-    performance: Literal["fast", "float8"] | None = Field(
+    performance: Performance | None = Field(
         None, description="fast = compiled transformer blocks and the measured fastest attention backend; "
         "float8 = fast with float8 linear layers (CUDA, torchao); None = eager (see docs/performance.md)",
     )
-    offload: Literal["model", "group"] | None = Field(
+    offload: Offload | None = Field(
         None, description="model = whole components on the GPU only while they run; group = the transformer's blocks "
         "streamed through the GPU (diffusers' offloading; CUDA; see docs/performance.md); None = all on the GPU",
     )
-    vae_tiling: Literal["auto", "on", "off"] = Field(
+    vae_tiling: VaeTiling = Field(
         "auto", description="decode (and encode) the VAE in spatial tiles: less memory, slightly different pixels; "
         "auto = the backbone's pipeline default (HunyuanVideo family on, Wan and CogVideoX off), on with offload",
     )

@@ -17,6 +17,11 @@ class NonFiniteLatentsError(InertiaError):
     """Latents became NaN or Inf; raised at the step where it first happened."""
 
 
+class DecodedShapeError(InertiaError):
+    """A backbone decoded a video of another frame count or size than the run asked for (e.g. a VAE's tiled decode
+    whose tiles do not fit the frames); raised before anything is written."""
+
+
 class WriteFault(InertiaError):
     """A result could not be written (disk full, quota, read-only or failing disk): a fault of the machine,
     not of the input (exit 3). Nothing half-written is left; once space is freed, the same command resumes."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core.config import PluginSpec, build_config
 from ..core.errors import InertiaError
-from ..run import plan_run
+from ..run import model_key, plan_run
 from ..scoring import metric_keys
 from ..registry import Registry, default_registry
 from .spec import BackboneEntry, Condition, Prompt, Sweep
@@ -41,7 +41,7 @@ class SweepRun:
     prompt_id: str
     seed: int
     params: dict[str, Any]  # "intervention.param" -> value, for this condition
-    requested: dict[str, Any]  # the RunConfig as asked (JSON), re-planned by whoever executes it
+    requested: dict[str, Any]  # the RunConfig as asked (JSON, the fields given), re-planned by whoever executes it
     resolved: dict[str, Any]  # the resolved RunConfig (JSON): what is hashed and recorded
     run_hash: str
     run_dir: str
@@ -171,9 +171,12 @@ def plan_sweep(sweep: Sweep, out: Path | None = None, registry: Registry | None 
                     run = SweepRun(
                         index=index, backbone=entry.name, backbone_plugin=entry.backbone, condition=condition.label,
                         family=condition.family, is_baseline=condition.is_baseline, prompt_id=prompt.id, seed=seed,
-                        params=dict(condition.params), requested=build_config(values).model_dump(mode="json"),
+                        params=dict(condition.params),
+                        # only the fields given: a field left to choose (the attention backend under performance
+                        # options) is chosen again, the same way, where the run executes
+                        requested=build_config(values).model_dump(mode="json", exclude_unset=True),
                         resolved=config.model_dump(mode="json"), run_hash=config.run_hash(), run_dir=str(config.run_dir()),
-                        load_key=json.dumps([str(k) for k in plan.backbone.load_key(config)]),
+                        load_key=json.dumps([str(k) for k in model_key(plan.backbone, config)]),
                         batch_key=plan.backbone.batch_key(config),
                         metrics=[s.model_dump(mode="json") for s in config.metrics],
                         metric_keys=metric_keys(plan.metrics), mode=mode,

@@ -17,8 +17,8 @@ from typing import Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator,
                       model_validator)
 
-from ..core.config import (MAX_FPS, MAX_FRAMES, MAX_LATENT_WINDOW, MAX_SIZE, MAX_STEPS, SEED_LIMIT, DType, PluginSpec,
-                           read_yaml)
+from ..core.config import (MAX_FPS, MAX_FRAMES, MAX_LATENT_WINDOW, MAX_SIZE, MAX_STEPS, SEED_LIMIT, AttentionKernel, DType,
+                           Offload, Performance, PluginSpec, VaeTiling, read_yaml)
 from ..core.errors import ConfigError, InertiaError
 from ..core.params import build_params, format_validation_error, show_value
 from ..registry import Registry, default_registry
@@ -50,6 +50,11 @@ class GenerationSettings(BaseModel):
     dtype: DType | None = None
     device: str | None = None
     attention: str | None = None
+    # performance and memory options (docs/performance.md); null = the run's default (eager, all on the GPU)
+    attention_kernel: AttentionKernel | None = None
+    performance: Performance | None = None
+    offload: Offload | None = None
+    vae_tiling: VaeTiling | None = None
 
     def values(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}

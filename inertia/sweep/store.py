@@ -65,6 +65,8 @@ CONFIG_COLUMNS: list[tuple[str, str]] = [
     ("guidance_scale", "REAL"), ("guidance_scale_2", "REAL"), ("embedded_guidance_scale", "REAL"),
     ("latent_window_size", "INTEGER"), ("fps", "INTEGER"),
     ("dtype", "TEXT"), ("device", "TEXT"), ("attention", "TEXT"),
+    # performance and memory options: part of the run's identity (float8, compiled kernels and tiling change pixels)
+    ("attention_kernel", "TEXT"), ("performance", "TEXT"), ("offload", "TEXT"), ("vae_tiling", "TEXT"),
     ("interventions", "TEXT"),  # JSON list of {name, params} with every parameter
     ("config", "TEXT"),  # the whole resolved RunConfig as JSON (without out_dir)
     ("run_dir", "TEXT"),  # relative to the sweep directory: runs/BACKBONE-HASH
@@ -141,8 +143,8 @@ class ResultStore:
             self._create_view(con)
 
     def _add_later_columns(self, con: sqlite3.Connection) -> None:
-        """Config columns added after sweep tables were first written (guidance_scale_2, ...), so that an older
-        sweep directory resumes; its rows read NULL there until re-planned."""
+        """Config columns added after sweep tables were first written (guidance_scale_2, performance, ...), so that
+        an older sweep directory resumes; its rows read NULL there until re-planned."""
         existing = set(self.columns())
         for name, sql_type in CONFIG_COLUMNS:
             if name not in existing:
