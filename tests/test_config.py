@@ -15,6 +15,22 @@ def test_plugin_spec_parses_typed_values():
     assert PluginSpec.parse("boost") == PluginSpec(name="boost", params={})
 
 
+def test_plugin_spec_keeps_the_commas_of_list_and_quoted_values():
+    assert PluginSpec.parse("unlearn:layers=[0,1],sigma_blur=0.6").params == {"layers": [0, 1], "sigma_blur": 0.6}
+    assert PluginSpec.parse("x:text='a, b',k=1").params == {"text": "a, b", "k": 1}
+    assert PluginSpec.parse("x:m={a: 1, b: 2}").params == {"m": {"a": 1, "b": 2}}
+    assert PluginSpec.parse("unlearn:layers=[0,1").params == {"layers": "[0,1"}  # unbalanced: text, refused by the field
+
+
+def test_a_list_parameter_on_the_command_line_reaches_the_run(capsys):
+    from inertia.cli import main
+
+    assert main(["run", "--intervention", "unlearn:layers=[0,1", "--steps", "1"]) == 2
+    assert "error: unlearn: layers: Input should be a valid list, got '[0,1'" in capsys.readouterr().err
+    plan = plan_run(RunConfig(device="cpu", steps=2, interventions=[PluginSpec.parse("unlearn:layers=[0,1],sigma_blur=0.6")]))
+    assert plan.config.interventions[0].params["layers"] == [0, 1]
+
+
 def test_plugin_spec_rejects_items_without_a_value():
     with pytest.raises(InertiaError, match=r"'relax:beta': expected NAME\[:key=value,...\], got 'beta'"):
         PluginSpec.parse("relax:beta")

@@ -59,11 +59,11 @@ class PluginSpec(BaseModel):
 
     @classmethod
     def parse(cls, text: str) -> "PluginSpec":
-        """Parse the command-line form `NAME[:key=value,key=value]`."""
+        """Parse the command-line form `NAME[:key=value,key=value]` (a list value keeps its commas: `layers=[0,1]`)."""
         name, _, rest = text.partition(":")
         name = name.strip()
         params: dict[str, Any] = {}
-        for item in filter(None, (part.strip() for part in rest.split(","))):
+        for item in filter(None, (part.strip() for part in split_parameters(rest))):
             key, sep, value = item.partition("=")
             key = key.strip()
             if not sep or not key:
@@ -76,6 +76,26 @@ class PluginSpec(BaseModel):
             except ValueError as error:
                 raise InertiaError(f"{where}: {error}") from None
         return cls(name=name, params=params)
+
+
+def split_parameters(text: str) -> list[str]:
+    """Split `key=value,key=value` at the commas outside brackets, braces and quotes, so that a YAML
+    list or mapping value (`layers=[0,1]`) stays one value on the command line."""
+    parts, depth, quote, start = [], 0, "", 0
+    for index, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts
 
 
 #: Upper bounds no real model reaches, so that a typo fails before loading instead of allocating for
