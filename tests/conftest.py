@@ -104,3 +104,15 @@ def installed_plugin(tmp_path, monkeypatch):
     from fake_plugin import install_fake_plugin
 
     return install_fake_plugin(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Any model load fails the test: refusals must come before it."""
+    from inertia.registry import default_registry
+
+    def refuse(cls, config):
+        raise AssertionError(f"{cls.name} loaded a model")
+
+    for backbone in default_registry().backbones.plugins.values():
+        monkeypatch.setattr(backbone, "load", classmethod(refuse))

@@ -12,7 +12,6 @@ import torch
 
 from inertia.core.config import RunConfig
 from inertia.core.errors import ConfigError
-from inertia.registry import default_registry
 from inertia.run import generate, plan_run
 from inertia.testbed.checkpoint import default_weights_dir
 
@@ -73,14 +72,7 @@ CASES = {
 }
 
 
-@pytest.fixture
-def no_loading(monkeypatch):
-    """Any model load fails the test: refusals must come before it."""
-    def refuse(cls, config):
-        raise AssertionError(f"{cls.name} loaded a model")
 
-    for backbone in default_registry().backbones.plugins.values():
-        monkeypatch.setattr(backbone, "load", classmethod(refuse))
 
 
 def saved(tmp_path: Path, case: str, **index_changes) -> Path:

@@ -15,21 +15,13 @@ import torch
 from inertia.cli import main
 from inertia.core.checkpoint_files import safetensors_header, weights_fingerprint
 from inertia.core.config import RunConfig
-from inertia.registry import default_registry
 from inertia.run import generate, plan_run
 
 
 from conftest import save_tiny_wan
 
 
-@pytest.fixture
-def no_loading(monkeypatch):
-    """Any model load fails the test: refusals must come before it."""
-    def refuse(cls, config):
-        raise AssertionError(f"{cls.name} loaded a model")
 
-    for backbone in default_registry().backbones.plugins.values():
-        monkeypatch.setattr(backbone, "load", classmethod(refuse))
 
 
 @pytest.fixture

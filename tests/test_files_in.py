@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inertia.backbones.wan import WanBackbone
 from inertia.cli import main
 from inertia.core.io import write_mp4
 
@@ -124,12 +123,7 @@ def png_header(width: int, height: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
-@pytest.fixture
-def no_loading(monkeypatch):
-    def refuse(cls, config):
-        raise AssertionError("a model loaded")
 
-    monkeypatch.setattr(WanBackbone, "load", classmethod(refuse))
 
 
 def _truncated_png(path: Path) -> Path:

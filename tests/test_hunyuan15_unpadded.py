@@ -14,7 +14,6 @@ from inertia.backbones.hunyuan_attention import (
     UnpaddedHunyuanVideo15Attention,
     install_processors,
 )
-from inertia.core import performance
 from inertia.core.attention import AttentionHooks
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.context import StepContext
@@ -103,7 +102,7 @@ def test_padding_rows_come_out_as_the_masked_call_gives_them():
     assert float((out - masked).abs().max()) < 1e-6
 
 
-def test_a_fast_run_passes_no_mask_and_its_record_says_so(monkeypatch):
+def test_a_fast_run_passes_no_mask_and_its_record_says_so(monkeypatch, eager_compiler):
     masks = []
     stock = attention_dispatch.dispatch_attention_fn
 
@@ -112,12 +111,7 @@ def test_a_fast_run_passes_no_mask_and_its_record_says_so(monkeypatch):
         return stock(query, key, value, attn_mask=attn_mask, **kwargs)
 
     monkeypatch.setattr(attention_dispatch, "dispatch_attention_fn", spy)
-    monkeypatch.setattr(performance, "COMPILE_BACKEND", "eager")
-    torch._dynamo.reset()
-    try:
-        result = generate(plan_run(RunConfig(**CONFIG, performance="fast")), ModelCache(), progress=False)
-    finally:
-        torch._dynamo.reset()
+    result = generate(plan_run(RunConfig(**CONFIG, performance="fast")), ModelCache(), progress=False)
     assert len(masks) >= 2 * 2 * 2 and all(mask is None for mask in masks)  # steps x CFG x layers of the tiny model
     assert result.performance["attention_mask"] == UnpaddedHunyuanVideo15Attention.record
 

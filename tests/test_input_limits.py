@@ -38,15 +38,7 @@ def test_argparse_errors_are_one_line_with_exit_2(argv, message, capsys):
     assert captured.err == f"error: {message}\n" and captured.out == ""
 
 
-@pytest.fixture
-def no_loading(monkeypatch):
-    from inertia.registry import default_registry
 
-    def refuse(cls, config):
-        raise AssertionError("a model loaded")
-
-    for backbone in default_registry().backbones.plugins.values():
-        monkeypatch.setattr(backbone, "load", classmethod(refuse))
 
 
 def test_an_oversized_config_file_is_refused_without_reading_it_all(tmp_path, capsys, no_loading):

@@ -43,15 +43,7 @@ def spec(name: str, **params) -> PluginSpec:
     return PluginSpec(name=name, params=params)
 
 
-@pytest.fixture
-def no_loading(monkeypatch):
-    from inertia.core.backbone import Backbone
 
-    def subclasses(cls):
-        return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
-
-    for backbone in subclasses(Backbone):
-        monkeypatch.setattr(backbone, "load", classmethod(lambda cls, config: pytest.fail("a model was loaded")))
 
 
 def save(name: str, directory: Path, request: pytest.FixtureRequest) -> Path:

@@ -11,11 +11,10 @@ import json
 import sqlite3
 
 import pytest
-import torch
 import yaml
 
 from inertia.cli import main
-from inertia.core import performance, runtime
+from inertia.core import runtime
 from inertia.core.config import RunConfig, build_config
 from inertia.core.errors import InertiaError
 from inertia.core.io import read_video
@@ -139,12 +138,7 @@ def test_an_attention_backend_chosen_by_the_measured_table_is_chosen_again_where
         assert replan(run).config.run_hash() == run.run_hash
 
 
-@pytest.fixture
-def eager_compiler(monkeypatch):
-    monkeypatch.setattr(performance, "COMPILE_BACKEND", "eager")
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+
 
 
 def test_a_cpu_sweep_in_fast_mode_runs_in_shards_and_records_its_performance(tmp_path, eager_compiler):

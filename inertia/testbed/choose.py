@@ -74,8 +74,9 @@ def command(args: argparse.Namespace) -> int:
             raise InertiaError(f"{path}: not a held-out evaluation ({error})") from None
     chosen, row = choose(evaluations)
     for name, results in evaluations.items():
-        r = default_result(results)["overall"]
-        print(f"{name}: CFG {default_result(results)['guidance_scale']}: static death {r['static_death_rate']:.3f}, "
+        default = default_result(results)
+        r = default["overall"]
+        print(f"{name}: CFG {default['guidance_scale']}: static death {r['static_death_rate']:.3f}, "
               f"intact {r['integrity_ok_rate']:.3f}, correct and intact {r['correct_and_intact_rate']:.3f}, "
               f"{targets_met(r)}/3 targets", file=sys.stderr)
     print(f"{chosen} {row['guidance_scale']}")
