@@ -26,6 +26,7 @@ from inertia.sweep.driver import run_sweep
 from inertia.sweep.plan import plan_sweep
 from inertia.sweep.runs import run_state
 from inertia.sweep.spec import load_sweep
+from inertia.sweep import store as store_module
 from inertia.sweep.store import DB_NAME, ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -382,3 +383,62 @@ def test_a_sweep_table_written_before_guidance_scale_2_gains_the_column_when_ope
         assert "guidance_scale_2" in store.columns() and "guidance_scale_2" in store.columns("results")
     finally:
         store.close()
+
+
+@pytest.fixture
+def write_locked(reference, monkeypatch):
+    """The reference table with another shard mid-write (holding the write lock), and a lock wait of
+    0.05 s: a store that needs the lock fails at once with "database is locked"."""
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.05)
+    blocker = sqlite3.connect(reference / DB_NAME, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    yield reference
+    blocker.execute("ROLLBACK")
+    blocker.close()
+
+
+def test_a_shard_opening_a_table_that_holds_its_plan_needs_no_write_lock(sweep_file, write_locked):
+    plan = plan_sweep(load_sweep(sweep_file), write_locked)
+    store = ResultStore(write_locked / DB_NAME)
+    try:
+        store.register_plan(plan)
+        assert store.con.total_changes == 0
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):  # the lock is really held
+            store.set_meta("probe", "1")
+    finally:
+        store.close()
+
+
+def test_shards_started_together_write_the_plan_once(sweep_file, reference, monkeypatch):
+    """The shard that read the table before the first shard's plan was committed finds it inside its
+    own transaction and writes no row."""
+    plan = plan_sweep(load_sweep(sweep_file), reference)
+    store = ResultStore(reference / DB_NAME)
+    real_meta, reads = store.meta, []
+
+    def meta() -> dict[str, str]:  # the first read: before the first shard committed
+        reads.append(None)
+        return {} if len(reads) == 1 else real_meta()
+
+    monkeypatch.setattr(store, "meta", meta)
+    try:
+        store.register_plan(plan)
+        assert len(reads) == 2 and store.con.total_changes == 0
+    finally:
+        store.close()
+
+
+def test_a_changed_plan_is_written_again(sweep_file, reference, tmp_path):
+    out = tmp_path / "copy"
+    out.mkdir()
+    (out / DB_NAME).write_bytes((reference / DB_NAME).read_bytes())
+    sweep = yaml.safe_load(sweep_file.read_text())
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump({**sweep, "seeds": 1}))
+    store = ResultStore(out / DB_NAME)
+    try:
+        store.register_plan(plan_sweep(load_sweep(changed), out))
+        in_plan = store.con.execute("SELECT COUNT(*) FROM runs WHERE in_plan = 1").fetchone()[0]
+    finally:
+        store.close()
+    assert in_plan == PLANNED // 2

@@ -41,6 +41,9 @@ DB_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
 #: SQLite primary result codes of a machine fault: SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL.
 SQLITE_WRITE_FAULTS = frozenset({8, 10, 13})
+#: Seconds a write waits for another process's transaction before "database is locked". Shards of one
+#: sweep share the table; 16-32 shard processes on one GPU host queue their writes behind each other.
+BUSY_TIMEOUT_S = 600.0
 
 #: Run columns before the parameter columns (name, SQL type).
 RUN_COLUMNS: list[tuple[str, str]] = [
@@ -102,9 +105,10 @@ class ResultStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+        self.con = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         self.con.execute("PRAGMA foreign_keys = ON")
-        self._create()
+        if not self._is_current():
+            self._create()
 
     def close(self) -> None:
         self.con.close()
@@ -128,6 +132,13 @@ class ResultStore:
             raise
 
     # ----- schema ----------------------------------------------------------------------------
+    def _is_current(self) -> bool:
+        """Whether the schema is already complete, so opening the table needs no write lock (every shard
+        opens it while the others write)."""
+        names = {row[0] for row in self.con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+        return {"meta", "runs", "metrics", "skipped", "results"} <= names and \
+            {n for n, _ in CONFIG_COLUMNS} <= set(self.columns())
+
     def _create(self) -> None:
         with self.transaction() as con:
             con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
@@ -149,6 +160,7 @@ class ResultStore:
         for name, sql_type in CONFIG_COLUMNS:
             if name not in existing:
                 con.execute(f"ALTER TABLE runs ADD COLUMN {quote(name)} {sql_type}")
+                con.execute("DELETE FROM meta WHERE key = 'plan_digest'")  # the plan's rows fill the new column
 
     @staticmethod
     def _create_view(con: sqlite3.Connection) -> None:
@@ -163,13 +175,36 @@ class ResultStore:
 
     # ----- the plan ----------------------------------------------------------------------------
     def register_plan(self, plan: SweepPlan) -> None:
-        """Add parameter columns, upsert one `planned` row per run (keeping outcomes), mark the plan."""
+        """Add parameter columns, upsert one `planned` row per run (keeping outcomes), mark the plan.
+
+        A plan the table already holds (same rows, skips and description: its digest in `meta`) is not
+        written again: each shard of a sweep registers the same plan, and 16 shards each rewriting
+        32,000 rows in one transaction kept the others waiting past the lock timeout (16 shards of the
+        test-bed rivals sweep on one GPU host: one died of "database is locked").
+        """
         params = plan.param_columns()
         reserved = {n for n, _ in RUN_COLUMNS + CONFIG_COLUMNS + OUTCOME_COLUMNS}
         clash = sorted(set(params) & reserved)
         if clash:
             raise ValueError(f"intervention parameter columns {clash} clash with run columns")
+        rows = [self._plan_row(run, params, plan.sweep.spec.name) for run in plan.runs]
+        skipped = [(s.backbone, s.condition, s.reason, s.runs) for s in plan.skipped]
+        meta = {
+            "sweep": json.dumps(plan.sweep.spec.model_dump(mode="json")),
+            "source": str(plan.sweep.source or ""),
+            "conditions": json.dumps([c.label for c in plan.sweep.conditions]),
+            "swept": json.dumps({c.label: list(c.swept) for c in plan.sweep.conditions}),
+            "prompts": json.dumps([{"id": p.id, "text": p.text} for p in plan.sweep.prompts]),
+            "backbones": json.dumps([b.name for b in plan.sweep.spec.backbones]),
+            "param_columns": json.dumps(params),
+        }
+        digest = hashlib.sha256(json.dumps([rows, skipped, meta], sort_keys=True).encode()).hexdigest()
+        if self.meta().get("plan_digest") == digest:  # no lock taken at all: a resumed shard
+            return
+        meta["plan_digest"] = digest
         with self.transaction() as con:
+            if self.meta().get("plan_digest") == digest:  # shards started together: the first one wrote it
+                return
             existing = set(self.columns())
             added = False
             for column in params:
@@ -179,8 +214,7 @@ class ResultStore:
             if added:
                 self._create_view(con)  # re-expand r.* with the new columns
             con.execute("UPDATE runs SET in_plan = 0")
-            for run in plan.runs:
-                row = self._plan_row(run, params, plan.sweep.spec.name)
+            for row in rows:
                 names = list(row)
                 updates = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in ("run_hash", "status"))
                 con.execute(
@@ -188,17 +222,7 @@ class ResultStore:
                     f"ON CONFLICT(run_hash) DO UPDATE SET {updates}",
                     [row[n] for n in names])
             con.execute("DELETE FROM skipped")
-            con.executemany("INSERT INTO skipped VALUES (?, ?, ?, ?)",
-                            [(s.backbone, s.condition, s.reason, s.runs) for s in plan.skipped])
-            meta = {
-                "sweep": json.dumps(plan.sweep.spec.model_dump(mode="json")),
-                "source": str(plan.sweep.source or ""),
-                "conditions": json.dumps([c.label for c in plan.sweep.conditions]),
-                "swept": json.dumps({c.label: list(c.swept) for c in plan.sweep.conditions}),
-                "prompts": json.dumps([{"id": p.id, "text": p.text} for p in plan.sweep.prompts]),
-                "backbones": json.dumps([b.name for b in plan.sweep.spec.backbones]),
-                "param_columns": json.dumps(params),
-            }
+            con.executemany("INSERT INTO skipped VALUES (?, ?, ?, ?)", skipped)
             con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(meta.items()))
 
     @staticmethod
