@@ -3,16 +3,22 @@
     python scripts/ablation_table.py docs/testbed/ablation [--against "relax-0.75-p0.7"]
 
 Rates in percent with their 95% bootstrap CIs, paired differences against the baseline in points
-with theirs; `--against C` adds the difference of each condition's paired mean from C's (exact as a
-point estimate, since every condition runs the same prompt-seed items; its CI needs the per-run
-values, which the report does not keep).
+with theirs. `--against C` adds each condition's difference from C in static death and in correct and
+intact. With the per-run values beside the report (`values.csv.gz`, as `scripts/testbed_gpu.sh
+ablation` writes them) the difference is paired on the (prompt, seed) items both conditions have,
+with its bootstrap CI and the number of pairs; without them it is the difference of the two paired
+means against the baseline, with no CI (exact only when both conditions ran every item).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gzip
+from collections import defaultdict
 from pathlib import Path
+
+from inertia.sweep.stats import bootstrap_ci
 
 RATES = ["static_death", "correct_and_intact", "direction_correct", "integrity_ok"]
 
@@ -20,6 +26,31 @@ RATES = ["static_death", "correct_and_intact", "direction_correct", "integrity_o
 def read(path: Path) -> dict[tuple[str, str], dict[str, str]]:
     with path.open(newline="") as f:
         return {(row["condition"], row["metric"].removeprefix("physics.")): row for row in csv.DictReader(f)}
+
+
+def read_values(path: Path) -> dict[tuple[str, str], dict[tuple[str, int], float]]:
+    """(condition, value name) -> {(prompt_id, seed): value}, from a report's values.csv.gz."""
+    values: dict[tuple[str, str], dict[tuple[str, int], float]] = defaultdict(dict)
+    with gzip.open(path, "rt", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["value"] != "":
+                values[row["condition"], row["value_name"]][row["prompt_id"], int(row["seed"])] = float(row["value"])
+    return values
+
+
+def paired_against(values: dict, name: str, against: str, metric: str) -> str:
+    """The mean of `name` minus `against` over their shared items, in points, with its CI and pairs."""
+    if name == against:
+        return "(reference)"
+    mine, theirs = values.get((name, metric), {}), values.get((against, metric), {})
+    shared = sorted(mine.keys() & theirs.keys())
+    if not shared:
+        return "—"
+    differences = [mine[item] - theirs[item] for item in shared]
+    low, high = bootstrap_ci(differences)
+    mean = 100 * sum(differences) / len(differences)
+    ci = "" if low != low else f" [{100 * low:+.1f}, {100 * high:+.1f}]"  # nan: a single pair
+    return f"{mean:+.1f}{ci} ({len(shared)})"
 
 
 def percent(row: dict[str, str], key: str, low: str, high: str, signed: bool = False) -> str:
@@ -30,11 +61,13 @@ def percent(row: dict[str, str], key: str, low: str, high: str, signed: bool = F
 
 def table(report: Path, against: str | None) -> str:
     conditions, paired = read(report / "conditions.csv"), read(report / "paired.csv")
+    values = read_values(report / "values.csv.gz") if against and (report / "values.csv.gz").is_file() else None
     names = list(dict.fromkeys(c for c, _ in conditions))
     head = ["condition", "static death %", "Δ pts", "correct & intact %", "Δ pts", "direction correct %",
             "ball intact %", "Δ velocity error px/frame"]
     if against:
-        head += [f"Δ static vs {against}", f"Δ correct vs {against}"]
+        pairs = " pts [CI] (pairs)" if values is not None else " pts"
+        head += [f"Δ static vs {against}{pairs}", f"Δ correct vs {against}{pairs}"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name in names:
         cells = [name]
@@ -47,7 +80,9 @@ def table(report: Path, against: str | None) -> str:
         velocity = paired.get((name, "velocity_error"))
         cells.append(f"{float(velocity['mean_diff']):+.2f} [{float(velocity['ci_low']):+.2f}, "
                      f"{float(velocity['ci_high']):+.2f}]" if velocity else "—")
-        if against:
+        if against and values is not None:
+            cells += [paired_against(values, name, against, metric) for metric in ("static_death", "correct_and_intact")]
+        elif against:
             for metric in ("static_death", "correct_and_intact"):
                 mine = float(paired[name, metric]["mean_diff"]) if (name, metric) in paired else 0.0
                 theirs = float(paired[against, metric]["mean_diff"]) if (against, metric) in paired else 0.0
