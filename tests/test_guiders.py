@@ -86,6 +86,21 @@ def test_apg_projection_momentum_and_reset_by_hand():
     assert got == [[0.0, -2.0], [0.0, -0.5], [0.0, -1.25], [0.0, -2.0]]
 
 
+def test_apg_in_the_papers_formulation_by_hand():
+    # c = (1, 0), u = (0, 1), eta 0, no momentum, no cap, s = 3: D = (1, -1), D_orth = (0, -1);
+    # paper: pred = c + (3 - 1) D_orth = (1, -2); diffusers' default: u + 3 D_orth = (0, -2)
+    cond = torch.tensor([1.0, 0.0]).reshape(1, 2, 1, 1, 1)
+    uncond = torch.tensor([0.0, 1.0]).reshape(1, 2, 1, 1, 1)
+    for formulation, expected in (("paper", [1.0, -2.0]), ("diffusers", [0.0, -2.0])):
+        rule = rule_of(Apg(ApgParams(eta=0.0, momentum=0.0, rescale=0.0, formulation=formulation)))
+        assert combined(rule, cond, uncond, 3.0, step=0)[1].flatten().tolist() == expected
+    # just above s = 1 the paper's form stays near c, the default does not: s = 1.1
+    rule = rule_of(Apg(ApgParams(eta=0.0, momentum=0.0, rescale=0.0, formulation="paper")))
+    assert combined(rule, cond, uncond, 1.1, step=0)[1].flatten().tolist() == pytest.approx([1.0, -0.1])
+    rule = rule_of(Apg(ApgParams(eta=0.0, momentum=0.0, rescale=0.0)))
+    assert combined(rule, cond, uncond, 1.1, step=0)[1].flatten().tolist() == pytest.approx([0.0, -0.1])
+
+
 def test_apg_caps_the_norm_of_the_whole_update():
     # eta 1, no momentum, cap r = 1: D = c - u = (3, -4), ||D|| = 5, D <- D / 5 = (0.6, -0.8);
     # pred = u + 3 D = (0, 4) + (1.8, -2.4) = (1.8, 1.6)
@@ -119,7 +134,8 @@ def test_fdg_level_scales_follow_the_step_scale():
     torch.testing.assert_close(pred, uncond + 2.0 * (cond - uncond), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("intervention", [Apg(ApgParams()), Tcfg(), Fdg(FdgParams())], ids=lambda i: i.name)
+@pytest.mark.parametrize("intervention", [Apg(ApgParams()), Apg(ApgParams(formulation="paper")), Tcfg(), Fdg(FdgParams())],
+                         ids=["apg", "apg-paper", "tcfg", "fdg"])
 def test_combiners_use_the_conditional_prediction_alone_at_a_scale_of_one(intervention):
     cond, uncond = predictions((1, 2, 3, 8, 8), 1)
     needed, pred = combined(rule_of(intervention), cond, uncond, 1.0, step=1)
@@ -170,6 +186,20 @@ def test_apg_equals_diffusers_guidance_with_momentum_reset_each_section():
         for step, scale in enumerate(SCALES):
             cond, uncond = predictions(SHAPE, 10 * section + step)
             theirs.append(normalized_guidance(cond, uncond, scale, buffer, 0.25, 20.0))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
+def test_apg_in_the_papers_formulation_equals_diffusers_original_formulation_at_s_minus_1():
+    from diffusers.guiders.adaptive_projected_guidance import MomentumBuffer, normalized_guidance
+
+    ours = run_steps(rule_of(Apg(ApgParams(eta=0.25, momentum=-0.5, rescale=20.0, formulation="paper"))))
+    theirs = []
+    for section in range(2):
+        buffer = MomentumBuffer(-0.5)
+        for step, scale in enumerate(SCALES):
+            cond, uncond = predictions(SHAPE, 10 * section + step)
+            theirs.append(normalized_guidance(cond, uncond, scale - 1.0, buffer, 0.25, 20.0,
+                                              use_original_formulation=True))
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
 
 
@@ -257,6 +287,7 @@ def test_fdg_without_kornia_is_refused(monkeypatch):
     (CfgZeroStar, {"zero_init_steps": -1}, r"^cfg_zero_star: zero_init_steps: Input should be greater than or equal"),
     (Apg, {"momentum": 1.0}, r"^apg: momentum: Input should be less than 1"),
     (Apg, {"eta": 1.5}, r"^apg: eta: Input should be less than or equal to 1"),
+    (Apg, {"formulation": "original"}, r"^apg: formulation: Input should be 'diffusers' or 'paper'"),
     (Fdg, {"ratios": [2.0]}, r"^fdg: ratios: Input should have at least 2 items, got 1"),
     (Fdg, {"ratios": [2.0, -1.0]}, r"^fdg: ratios: Value error, ratios must be >= 0"),
     (Tcfg, {"scale": 2.0}, r"^tcfg: scale: unknown parameter \(parameters: none\)"),

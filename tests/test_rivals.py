@@ -115,7 +115,7 @@ def test_inertia_plugins_lists_the_rivals_with_their_parameters(capsys):
     assert main(["plugins", "--json"]) == 0
     listing = {i["name"]: i for i in json.loads(capsys.readouterr().out)["interventions"]}
     expected = {"constant": ["target", "scale"], "interval": ["target", "sigma_lo", "sigma_hi", "floor"],
-                "cfg_zero_star": ["zero_init_steps"], "apg": ["eta", "momentum", "rescale"], "tcfg": [],
+                "cfg_zero_star": ["zero_init_steps"], "apg": ["eta", "momentum", "rescale", "formulation"], "tcfg": [],
                 "fdg": ["ratios", "parallel_weight"]}
     for name, params in expected.items():
         assert [p["name"] for p in listing[name]["params"]] == params, name

@@ -16,8 +16,8 @@ The loop calls `needs_uncond` once and then `combine` once per step, in that ord
 built in `check`, so each planned run gets its own.
 
 Scale: the guiders run in diffusers' default formulation (`use_original_formulation=False`), built
-on uncond + s (cond - uncond), inertia's CFG convention; the original formulation (cond + s (cond -
-uncond)) is not exposed. Where that changes a rule against its paper, the plugin says so (APG).
+on uncond + s (cond - uncond), inertia's CFG convention. Where that changes a rule against its
+paper, the plugin says so and offers the paper's form (APG's `formulation=paper`).
 
 Predictions are the backbone's raw model outputs, as diffusers' pipelines feed their guiders:
 flow velocities for Wan, HunyuanVideo, FramePack and the test bed, v for CogVideoX. Each video is
@@ -29,7 +29,7 @@ row by row, as single runs do.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -123,6 +123,9 @@ class ApgParams(Params):
     rescale: float = Field(
         15.0, ge=0.0, le=MAX_GUIDANCE, description="cap r on the update's L2 norm over the whole video latent (0 = none; diffusers' default 15)"
     )
+    formulation: Literal["diffusers", "paper"] = Field(
+        "diffusers", description="diffusers: pred = u + s * update (diffusers' default); paper: pred = c + (s - 1) * update"
+    )
 
 
 class Apg(GuiderCombiner):
@@ -133,19 +136,24 @@ class Apg(GuiderCombiner):
         D = cond - uncond;  D <- D + momentum * D_prev   (running sum over the steps of a section)
         D <- D * min(1, r / ||D||)                       (r = rescale; skipped at 0)
         D_par = <D, c^> c^,  D_orth = D - D_par          (c^ = cond / ||cond||)
-        pred = uncond + s (D_orth + eta D_par)
+        pred = uncond + s (D_orth + eta D_par)          (formulation=diffusers, the default)
+        pred = cond + (s - 1)(D_orth + eta D_par)        (formulation=paper)
 
     Norms and projections are over all elements of a video (diffusers' default `norm_dim`), so `rescale`
     is an absolute norm that grows with the latent's size (sqrt of its element count), not a per-pixel one.
-    Scale semantics: this is diffusers' default formulation. The paper writes cond + (s - 1)(D_orth +
-    eta D_par), which diffusers computes only with `use_original_formulation` (at s - 1); the two
-    agree when the update is plain D (eta 1, no momentum, no cap) and otherwise differ by the update
-    minus D. The momentum state is reset at step 0 of every run and section.
+    Scale semantics: the default is diffusers' default formulation. The paper's form is diffusers'
+    `use_original_formulation` at scale s - 1. The two agree when the update is plain D (eta 1, no
+    momentum, no cap); otherwise the default drops the update's removed part (with eta 0: all of D
+    parallel to cond) from the whole prediction, not only from the guidance added to cond, so just
+    above s = 1 it is far from cond (diffusers' guider returns cond only at exactly 1; on the test
+    bed at CFG 1.1 this form multiplied static death by 2.7), while the paper's form moves away from
+    cond by (s - 1) times the update. The momentum state is reset at step 0 of every run and section.
     """
 
     name = "apg"
     description = ("Adaptive projected guidance (Sadat et al. 2025): pred = u + s (D_orth + eta D_par), D = c - u "
-                   "with momentum and a norm cap r, projected on c (diffusers' guider).")
+                   "with momentum and a norm cap r, projected on c (diffusers' guider); formulation=paper: "
+                   "c + (s - 1)(D_orth + eta D_par).")
     Params: ClassVar[type[ApgParams]] = ApgParams
 
     def check(self, setup: RunSetup) -> None:
@@ -160,7 +168,11 @@ class Apg(GuiderCombiner):
 
         p = self.params
         return AdaptiveProjectedGuidance(adaptive_projected_guidance_momentum=p.momentum,
-                                         adaptive_projected_guidance_rescale=p.rescale, eta=p.eta)
+                                         adaptive_projected_guidance_rescale=p.rescale, eta=p.eta,
+                                         use_original_formulation=p.formulation == "paper")
+
+    def set_scale(self, guider, scale: float) -> None:
+        guider.guidance_scale = scale - 1.0 if self.params.formulation == "paper" else scale
 
 
 class Tcfg(GuiderCombiner):
