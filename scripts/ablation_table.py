@@ -8,6 +8,9 @@ intact. With the per-run values beside the report (`values.csv.gz`, as `scripts/
 ablation` writes them) the difference is paired on the (prompt, seed) items both conditions have,
 with its bootstrap CI and the number of pairs; without them it is the difference of the two paired
 means against the baseline, with no CI (exact only when both conditions ran every item).
+`--by split|motion|speed` (needs values.csv.gz) gives instead each condition's paired difference from
+the baseline per group of the test bed's prompt ids (`COLOUR_MOTION[_SPEED][_unseen]`,
+examples/testbed_prompts.yaml): seen vs unseen colour-motion pairs, the commanded motion, or speed.
 """
 
 from __future__ import annotations
@@ -53,6 +56,41 @@ def paired_against(values: dict, name: str, against: str, metric: str) -> str:
     return f"{mean:+.1f}{ci} ({len(shared)})"
 
 
+GROUPS = {
+    "split": lambda prompt: "unseen" if prompt.endswith("_unseen") else "seen",
+    "motion": lambda prompt: prompt.split("_")[1],
+    "speed": lambda prompt: next((p for p in prompt.split("_")[2:] if p in ("slow", "fast")), "none"),
+}
+
+
+def grouped_table(report: Path, by: str) -> str:
+    """Per condition and group: the baseline's rate, then each condition's paired difference from it
+    in points (pairs), for static death and correct and intact."""
+    path = report / "values.csv.gz"
+    if not path.is_file():
+        raise SystemExit(f"--by needs the per-run values: no {path}")
+    values, group = read_values(path), GROUPS[by]
+    names = list(dict.fromkeys(c for c, _ in read(report / "conditions.csv")))  # the report's order
+    tables = []
+    for metric in ("static_death", "correct_and_intact"):
+        baseline = values.get(("baseline", metric), {})
+        groups = sorted({group(prompt) for prompt, _ in baseline})
+        lines = [f"| {metric.replace('_', ' ')} by {by} | " + " | ".join(groups) + " |", "|" + " --- |" * (len(groups) + 1)]
+        for name in names:
+            mine, cells = values.get((name, metric), {}), [name]
+            for g in groups:
+                shared = [item for item in mine.keys() & baseline.keys() if group(item[0]) == g]
+                if not shared:
+                    cells.append("—")
+                elif name == "baseline":
+                    cells.append(f"{100 * sum(baseline[i] for i in shared) / len(shared):.1f}% ({len(shared)})")
+                else:
+                    cells.append(f"{100 * sum(mine[i] - baseline[i] for i in shared) / len(shared):+.1f} ({len(shared)})")
+            lines.append("| " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
+
+
 def percent(row: dict[str, str], key: str, low: str, high: str, signed: bool = False) -> str:
     sign = "+" if signed else ""
     value, lo, hi = (100 * float(row[k]) for k in (key, low, high))
@@ -95,8 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path, help="a report directory (conditions.csv, paired.csv)")
     parser.add_argument("--against", help="a condition to compare every other condition with")
+    parser.add_argument("--by", choices=sorted(GROUPS), help="paired differences from the baseline per group of prompts")
     args = parser.parse_args()
-    print(table(args.report, args.against))
+    print(grouped_table(args.report, args.by) if args.by else table(args.report, args.against))
 
 
 if __name__ == "__main__":

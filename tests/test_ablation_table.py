@@ -69,3 +69,26 @@ def test_against_without_per_run_values_is_the_difference_of_paired_means(tmp_pa
 def test_the_table_without_against_has_no_comparison_columns(tmp_path, values):
     header = ablation_table.table(write_report(tmp_path, values), None).splitlines()[0]
     assert "vs" not in header and header.count("|") == 9
+
+
+def test_by_group_gives_the_baseline_rate_and_paired_differences_per_group(tmp_path):
+    report = write_report(tmp_path, values=True)
+    static = ablation_table.grouped_table(report, "split").split("\n\n")[0]
+    # prompt ids p0, p1 are all "seen" (no _unseen suffix): one group of 4 baseline items (2 static)
+    assert rows(static) == {
+        "baseline": ["baseline", "50.0% (4)"],
+        "relax": ["relax", "+25.0 (4)"],  # (0 + 1 + 0 + 0) / 4
+        "boost": ["boost", "-33.3 (3)"],  # (-1 + 0 + 0) / 3 on the 3 items boost has
+    }
+
+
+def test_grouping_reads_the_test_bed_prompt_ids():
+    groups = ablation_table.GROUPS
+    assert [groups["split"](p) for p in ("red_left_slow", "green_up_fast_unseen")] == ["seen", "unseen"]
+    assert [groups["motion"](p) for p in ("red_left_slow", "red_bounce_unseen", "red_jump")] == ["left", "bounce", "jump"]
+    assert [groups["speed"](p) for p in ("red_left_slow", "blue_left_fast_unseen", "red_jump")] == ["slow", "fast", "none"]
+
+
+def test_by_group_without_per_run_values_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="--by needs the per-run values: no .*values.csv.gz"):
+        ablation_table.grouped_table(write_report(tmp_path, values=False), "motion")
