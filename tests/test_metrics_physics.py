@@ -66,3 +66,9 @@ def test_every_held_out_ground_truth_clip_is_intact_moving_and_correct():
         start, truth = run_truth(item.prompt, item.seed, num_frames=17, height=32, width=32)
         overall = analyse(truth.frames[start:], truth.commands, truth=truth)["overall"]
         assert (overall["integrity_ok"], overall["static_death"], overall["direction_correct"]) == (True, False, True), item
+
+
+def test_a_lossless_video_reads_back_exactly_the_frames_written(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (17, 32, 32, 3), dtype=np.uint8)  # every colour value
+    write_mp4(tmp_path / "video.mp4", frames, fps=8, lossless=True)
+    np.testing.assert_array_equal(read_video(tmp_path / "video.mp4")[0], frames)

@@ -145,8 +145,10 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18, lossless:
     """Write uint8 frames (T, H, W, 3) as H.264 with PyAV, atomically.
 
     Default: yuv420p (plays everywhere); odd sizes are padded by edge replication (one pixel at
-    most). `lossless`: full-resolution colour (yuv444p) at quantiser 0, for videos whose metrics
-    read exact colours (the test bed's 32x32 balls would bleed under 4:2:0 chroma subsampling).
+    most). `lossless`: H.264 in RGB (x264's RGB encoder, planar GBR) at quantiser 0, decoded back to
+    exactly these frames, for videos whose metrics read exact colours (the test bed's 32x32 balls).
+    It used to be yuv444p at quantiser 0, whose RGB -> YUV rounding changed 40% of values by up to 2
+    levels: enough to flip one ball's integrity in 1,408 test-bed runs against the frames in memory.
     """
     import av
 
@@ -159,9 +161,9 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18, lossless:
     # too and FFmpeg would keep its descriptor, holding the deleted file's space for the process's life.
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         with av.open(handle, mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps)
+            stream = container.add_stream("libx264rgb" if lossless else "libx264", rate=fps)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv444p" if lossless else "yuv420p"
+            stream.pix_fmt = "rgb24" if lossless else "yuv420p"
             stream.options = {"qp": "0"} if lossless else {"crf": str(crf)}
             if frames.shape[1] * frames.shape[2] <= SMALL_FRAME_PIXELS:
                 stream.thread_count = 1  # x264's thread start-up costs more than it saves on tiny frames

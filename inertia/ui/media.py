@@ -1,6 +1,6 @@
 """What a browser can show of a run's video: a playable copy and a thumbnail strip.
 
-Run videos stay as written (the test bed's are lossless 4:4:4 H.264, which not every browser
+Run videos stay as written (the test bed's are lossless RGB H.264, which not every browser
 decodes, and 32 pixels wide, which a player blurs when it enlarges them); the app shows a 4:2:0
 copy enlarged by a whole factor without smoothing, written once per video into its cache directory.
 """
