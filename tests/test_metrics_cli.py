@@ -173,8 +173,8 @@ def test_missing_weights_stop_the_run_before_the_video_model_loads(tmp_path, no_
     assert not list(tmp_path.iterdir())
 
 
-#: Colours that survive the RGB -> YUV -> RGB round trip of a lossless file (yuv444, qp 0) exactly
-#: (found by writing and reading every colour of a grid once).
+#: A palette for the textured test video (chosen when lossless files were yuv444p and only some colours
+#: survived the round trip; lossless files are RGB now and keep every colour).
 EXACT_COLOURS = np.array([
     (16, 16, 16), (240, 240, 240), (48, 16, 16), (16, 112, 16), (16, 48, 240), (176, 48, 48), (16, 240, 80),
     (80, 16, 240), (240, 208, 16), (112, 240, 240), (240, 16, 176), (144, 112, 16), (48, 144, 144),
