@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # FlashAttention-4 on the lent H200: its output against SDPA, then the Wan 2.1 1.3B suite with FA4 as the
 # attention kernel of inertia's performance modes. The wheels come from `bash scripts/fa4_wheels.sh`
-# (three parts; see there), staged by the first two calls while the machine stays warm:
+# (three parts; see there) and `bash scripts/gpu_wheels.sh` (.whl/bench: diffusers, pydantic, torchao),
+# each carried by its own call while the machine stays warm (a call carries at most 64 MiB with the
+# repository, and these do not fit two to a call):
 #
-#   bash benchmarks/fa4_gpu.sh stage     # calls 1 and 2: carry .whl/fa4/1, then .whl/fa4/2
-#   bash benchmarks/fa4_gpu.sh           # call 3: carry .whl/fa4/3 and .whl/bench (about 6-8 minutes)
+#   bash benchmarks/fa4_gpu.sh bench     # call 1: carry .whl/bench (installs it into runs/site; skip it when
+#                                        # an earlier call of the session did)
+#   bash benchmarks/fa4_gpu.sh stage     # calls 2 and 3: carry .whl/fa4/1, then .whl/fa4/2
+#   bash benchmarks/fa4_gpu.sh           # call 4: carry .whl/fa4/3 (about 6-8 minutes)
 #
 # The last call joins the parts in $STAGE (default /tmp/fa4-parts), checks their sha256, installs the
 # eight wheels with ONE `pip install --target $SITE` (default /tmp/fa4-site; skipped when FA4 is already
 # there) and puts $SITE/nvidia_cutlass_dsl/dsl_packages on PYTHONPATH (what the wheel's .pth does in a
-# normal install); .whl/bench goes to its own target unless diffusers and pydantic import. Then:
+# normal install); diffusers and the rest come from $BENCH_SITE (default runs/site). Then:
 #   benchmarks/fa4_check.py   FA4 against SDPA on random bf16 q/k/v of Wan 1.3B's and CogVideoX-5B's
 #                             self-attention (max abs difference, relative L2 to float32, TFLOP/s), and
 #                             FA4 as one node of a torch.compile(fullgraph) graph -> $RESULTS/fa4_check_h200.json
@@ -22,6 +26,12 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 stage=${STAGE:-/tmp/fa4-parts}
 site=${SITE:-/tmp/fa4-site}
+bench=${BENCH_SITE:-runs/site}
+case "$bench" in /*) ;; *) bench=$PWD/$bench ;; esac
+if [ "${1:-}" = bench ]; then
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$bench" .whl/bench/*.whl
+  exit 0
+fi
 mkdir -p "$stage"
 for part in .whl/fa4/[0-9]*/; do
   [ -f "$part/fa4.sha256" ] && cp "$part"/fa4.tar.* "$part/fa4.sha256" "$stage/"
@@ -43,12 +53,11 @@ if [ ! -d "$site/flash_attn/cute" ]; then
   "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$stage"/wheels/*.whl
 fi
 export PYTHONPATH="$site:$site/nvidia_cutlass_dsl/dsl_packages${PYTHONPATH:+:$PYTHONPATH}"
-if ! "$python" -c 'import diffusers, pydantic' 2>/dev/null; then
-  bench=${BENCH_SITE:-/tmp/bench-site}
-  [ -d "$bench/diffusers" ] || "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-    --target "$bench" .whl/bench/*.whl
-  export PYTHONPATH="$PYTHONPATH:$bench"
-fi
+export PYTHONPATH="$PYTHONPATH:$bench"
+"$python" -c 'import diffusers, pydantic' 2>/dev/null || {
+  echo "error: no diffusers in $bench: carry .whl/bench (bash scripts/gpu_wheels.sh) with 'bash $0 bench' first" >&2
+  exit 1
+}
 export PYTHONPATH="$PWD:$PYTHONPATH" PYTHONUNBUFFERED=1
 
 results=${RESULTS:-benchmarks/results}

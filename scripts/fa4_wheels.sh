@@ -10,11 +10,12 @@
 # tracked files (about 24 MB now), and nvidia-cutlass-dsl-libs-cu13 alone is 92 MB, so it takes three
 # calls while the machine stays warm (it is given back 30 s after a call):
 #
+#   run(carry=[".whl/bench"], command="bash benchmarks/fa4_gpu.sh bench")   # unless installed already
 #   run(carry=[".whl/fa4/1"], command="bash benchmarks/fa4_gpu.sh stage")
 #   run(carry=[".whl/fa4/2"], command="bash benchmarks/fa4_gpu.sh stage")
-#   run(carry=[".whl/fa4/3", ".whl/bench"], command="bash benchmarks/fa4_gpu.sh")
+#   run(carry=[".whl/fa4/3"], command="bash benchmarks/fa4_gpu.sh")
 #
-# (.whl/bench: diffusers, pydantic, torchao, as for benchmarks/suite.py.) The last call joins the parts,
+# (.whl/bench: diffusers, pydantic, torchao, ..., from `bash scripts/gpu_wheels.sh`.) The last call joins the parts,
 # checks the sha256 and installs the wheels with ONE `pip install --target` (a second call into the
 # same target replaces the nvidia_cutlass_dsl/ folder the cutlass-dsl wheels share).
 # $PYTHON picks the interpreter that runs pip (the project venv by default); $DEST the output folder.
@@ -23,7 +24,7 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-/work/main/.venv/bin/python}
 [ -x "$python" ] || python=python3
 dest=${DEST:-.whl/fa4}
-part_mb=${PART_MB:-38}
+part_mb=${PART_MB:-35}
 wheels=(flash-attn-4==4.0.0b36 nvidia-cutlass-dsl==4.8.1 nvidia-cutlass-dsl-libs-base==4.8.1
         nvidia-cutlass-dsl-libs-core==4.8.1 nvidia-cutlass-dsl-libs-cu13==4.8.1 apache-tvm-ffi==0.1.15.post2
         torch-c-dlpack-ext==0.1.5 quack-kernels==0.6.5)
