@@ -142,19 +142,29 @@ def test_unlearn_on_each_rank_own_tokens_differs(attention_results):
 CONDITIONS = {"plain": [], "unlearn": ["unlearn:sigma_blur=1.0"]}
 
 
-def planned(interventions: list[str], degree: int = 1):
-    return plan_run(RunConfig(**SIZE, context_parallel=degree, interventions=[PluginSpec.parse(i) for i in interventions]))
+#: Wan 2.2 A14B's built-in: two experts, each given diffusers' plan and inertia's hooked attention.
+A14B = "builtin:wan22-a14b-t2v-tiny-v1"
 
 
-def videos_on_ranks(rank: int) -> dict:
-    """Each condition's video made by the two ranks together, through the whole run path (`generate`)."""
+def planned(interventions: list[str], degree: int = 1, **changes):
+    return plan_run(RunConfig(**{**SIZE, **changes}, context_parallel=degree,
+                              interventions=[PluginSpec.parse(i) for i in interventions]))
+
+
+def videos_on_ranks(rank: int, conditions: dict[str, list[str]] = CONDITIONS, changes: dict | None = None) -> dict:
+    """Each condition's video made by the two ranks together, through the whole run path (`generate`),
+    with the experts that predicted each step."""
     from inertia.core.context_parallel import writes_outputs
     from inertia.run import ModelCache, generate
 
     models = ModelCache()
-    out = {name: generate(planned(interventions, WORLD), models, progress=False).frames
-           for name, interventions in CONDITIONS.items()}
-    return {**out, "writes": writes_outputs(WORLD)}
+    plans = {name: planned(interventions, WORLD, **(changes or {})) for name, interventions in conditions.items()}
+    runs = {name: generate(plan, models, progress=False) for name, plan in plans.items()}
+    pipe = models.get(plans[next(iter(plans))].backbone, plans[next(iter(plans))].config).pipe
+    split = [getattr(t, "_parallel_config", None) is not None  # diffusers' plan in force on each transformer
+             for t in (pipe.transformer, getattr(pipe, "transformer_2", None)) if t is not None]
+    return {**{name: run.frames for name, run in runs.items()}, "writes": writes_outputs(WORLD),
+            "experts": {name: [step.expert for step in run.trace] for name, run in runs.items()}, "split": split}
 
 
 def test_tiny_wan_video_on_two_ranks_equals_one_rank_with_and_without_unlearn():
@@ -165,9 +175,24 @@ def test_tiny_wan_video_on_two_ranks_equals_one_rank_with_and_without_unlearn():
     assert np.abs(reference["unlearn"] - reference["plain"]).max() > 1e-2  # unlearn acts on this video
     ranks = spawn(videos_on_ranks)
     assert [r["writes"] for r in ranks] == [True, False]  # rank 0 alone writes the run's files
+    assert [r["split"] for r in ranks] == [[True], [True]]
     for result in ranks:
         for name in CONDITIONS:
             np.testing.assert_allclose(result[name], reference[name], rtol=0, atol=1e-5, err_msg=name)
+
+
+def test_tiny_wan22_a14b_video_on_two_ranks_equals_one_rank_across_the_expert_switch_with_unlearn():
+    """Both experts run split (the high-noise one first, then the low-noise one), unlearn acting in each."""
+    from inertia.run import ModelCache, generate
+
+    conditions, changes = {"unlearn": CONDITIONS["unlearn"]}, {"model": A14B, "steps": 4}
+    reference = generate(planned(conditions["unlearn"], **changes), ModelCache(), progress=False)
+    experts = [step.expert for step in reference.trace]
+    assert experts[0] == "high_noise" and experts[-1] == "low_noise", experts  # the switch is inside the run
+    for result in spawn(videos_on_ranks, conditions, changes):
+        assert result["split"] == [True, True]  # both experts ran split, not the low-noise one whole on each rank
+        assert result["experts"]["unlearn"] == experts
+        np.testing.assert_allclose(result["unlearn"], reference.frames, rtol=0, atol=1e-5)
 
 
 def test_context_parallel_is_refused_before_loading_where_it_cannot_run(monkeypatch):
