@@ -217,3 +217,15 @@ def test_context_parallel_is_refused_before_loading_where_it_cannot_run(monkeypa
     assert planned([]).config.run_hash() == plan_run(RunConfig(**SIZE)).config.run_hash()
     assert "context_parallel" not in planned([]).config.identity()
     assert planned([], 2).config.identity()["context_parallel"] == 2
+
+
+def test_tiny_wan_image_to_video_on_two_ranks_equals_one_rank_with_unlearn(image_file):
+    """Image-to-video (the built-in Wan 2.1 I2V): the conditioning latents are concatenated to the noisy ones
+    channel-wise, so they are split with the sequence; the image embedding enters every rank's cross-attention."""
+    from inertia.run import ModelCache, generate
+
+    conditions, changes = {"unlearn": CONDITIONS["unlearn"]}, {"image": str(image_file)}
+    reference = generate(planned(conditions["unlearn"], **changes), ModelCache(), progress=False)
+    for result in spawn(videos_on_ranks, conditions, changes):
+        assert result["split"] == [True]
+        np.testing.assert_allclose(result["unlearn"], reference.frames, rtol=0, atol=1e-5)
