@@ -229,3 +229,16 @@ def test_tiny_wan_image_to_video_on_two_ranks_equals_one_rank_with_unlearn(image
     for result in spawn(videos_on_ranks, conditions, changes):
         assert result["split"] == [True]
         np.testing.assert_allclose(result["unlearn"], reference.frames, rtol=0, atol=1e-5)
+
+
+def test_tiny_wan22_ti2v_video_on_two_ranks_equals_one_rank_with_per_token_timesteps(image_file):
+    """TI2V-5B's image-to-video gives every token its own timestep (the first frame's at 0): the plan splits
+    those with the tokens."""
+    from inertia.run import ModelCache, generate
+
+    conditions = {"unlearn": CONDITIONS["unlearn"]}
+    changes = {"model": "builtin:wan22-ti2v-tiny-v1", "image": str(image_file), "height": 64, "width": 64}
+    reference = generate(planned(conditions["unlearn"], **changes), ModelCache(), progress=False)
+    for result in spawn(videos_on_ranks, conditions, changes):
+        assert result["split"] == [True]
+        np.testing.assert_allclose(result["unlearn"], reference.frames, rtol=0, atol=1e-5)
