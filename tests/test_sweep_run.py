@@ -72,6 +72,22 @@ def table(out: Path) -> list[dict]:
         store.close()
 
 
+def assert_same_table(out: Path, reference: Path) -> None:
+    """The two sweeps' result tables are equal; if not, the message names each differing value and says
+    whether the two runs' videos are byte-identical (a metric that differs) or not (a video that differs)."""
+    rows, expected = table(out), table(reference)
+    if rows == expected:
+        return
+    differences = []
+    for row, wanted in zip(rows, expected):
+        changed = {key: (row[key], wanted.get(key)) for key in row if row[key] != wanted.get(key)}
+        if changed:
+            videos = [(sweep / row["run_dir"] / VIDEO_NAME) for sweep in (out, reference)]
+            same = all(v.is_file() for v in videos) and videos[0].read_bytes() == videos[1].read_bytes()
+            differences.append(f"run {row['run_hash']} {row.get('value_name')}: {changed}; videos byte-identical: {same}")
+    raise AssertionError(f"{len(rows)} rows against {len(expected)}; differing:\n" + "\n".join(differences))
+
+
 def test_results_table_has_one_row_per_run_and_metric_value_with_config_columns(reference):
     con = sqlite3.connect(reference / DB_NAME)
     names = [row[1] for row in con.execute("PRAGMA table_info(results)")]
@@ -137,7 +153,7 @@ def test_sigkill_part_way_then_restart_gives_every_run_once_with_the_reference_v
     assert not [p for p in (out / "runs").rglob(".*") if p.is_file()], "temporary files left behind"
     con = sqlite3.connect(out / DB_NAME)
     assert con.execute("SELECT COUNT(*), COUNT(DISTINCT run_hash) FROM runs WHERE status = 'complete'").fetchone() == (PLANNED, PLANNED)
-    assert table(out) == table(reference)
+    assert_same_table(out, reference)
 
 
 def test_ray_executor_gives_the_same_table_as_the_local_one_and_retries_failed_runs(sweep_file, reference, tmp_path):
@@ -163,7 +179,7 @@ def test_ray_executor_gives_the_same_table_as_the_local_one_and_retries_failed_r
     finally:
         ray.shutdown()
     assert result.ok and (result.existing, result.generated) == (PLANNED - 1, 1)
-    assert table(out) == table(reference)
+    assert_same_table(out, reference)
     error = sqlite3.connect(out / DB_NAME).execute("SELECT error FROM runs WHERE run_hash = ?", (plan.runs[3].run_hash,))
     assert error.fetchone() == (None,)  # the rerun completed it: its old error is gone
 
@@ -194,7 +210,7 @@ def test_ray_executor_gives_each_actor_its_gpu_share_and_loads_its_model_once(tm
             assert result.ok and result.generated == 4
             assert sorted(executor.placement) == placement
             assert result.model_loads == len(placement)  # each actor loads the one model once
-            assert table(out) == table(tmp_path / "local")
+            assert_same_table(out, tmp_path / "local")
     finally:
         ray.shutdown()
 
@@ -264,7 +280,7 @@ def test_ray_sweep_driver_killed_part_way_then_resumed_gives_every_run_once(swee
     assert result.ok and result.existing == len(done_at_kill)
     assert result.generated + result.scored == PLANNED - len(done_at_kill)
     assert all((Path(r.run_dir) / RECORD_NAME).read_bytes() == before[r.run_hash] for r in plan.runs if r.run_hash in before)
-    assert table(out) == table(reference)
+    assert_same_table(out, reference)
 
 
 def small_sweep(tmp_path: Path, **changes) -> Path:
