@@ -160,7 +160,8 @@ def videos_on_ranks(rank: int, conditions: dict[str, list[str]] = CONDITIONS, ch
     models = ModelCache()
     plans = {name: planned(interventions, WORLD, **(changes or {})) for name, interventions in conditions.items()}
     runs = {name: generate(plan, models, progress=False) for name, plan in plans.items()}
-    pipe = models.get(plans[next(iter(plans))].backbone, plans[next(iter(plans))].config).pipe
+    first = next(iter(plans.values()))
+    pipe = models.get(first.backbone, first.config).pipe
     split = [getattr(t, "_parallel_config", None) is not None  # diffusers' plan in force on each transformer
              for t in (pipe.transformer, getattr(pipe, "transformer_2", None)) if t is not None]
     return {**{name: run.frames for name, run in runs.items()}, "writes": writes_outputs(WORLD),
@@ -181,18 +182,25 @@ def test_tiny_wan_video_on_two_ranks_equals_one_rank_with_and_without_unlearn():
             np.testing.assert_allclose(result[name], reference[name], rtol=0, atol=1e-5, err_msg=name)
 
 
-def test_tiny_wan22_a14b_video_on_two_ranks_equals_one_rank_across_the_expert_switch_with_unlearn():
-    """Both experts run split (the high-noise one first, then the low-noise one), unlearn acting in each."""
+def assert_unlearn_on_two_ranks_equals_one(changes: dict, transformers: int = 1) -> list:
+    """The unlearn video of `changes` made by 2 ranks equals 1 rank's, each rank's `transformers` split and
+    its experts per step as on 1 rank; returns those experts (1 rank's trace)."""
     from inertia.run import ModelCache, generate
 
-    conditions, changes = {"unlearn": CONDITIONS["unlearn"]}, {"model": A14B, "steps": 4}
+    conditions = {"unlearn": CONDITIONS["unlearn"]}
     reference = generate(planned(conditions["unlearn"], **changes), ModelCache(), progress=False)
     experts = [step.expert for step in reference.trace]
-    assert experts[0] == "high_noise" and experts[-1] == "low_noise", experts  # the switch is inside the run
     for result in spawn(videos_on_ranks, conditions, changes):
-        assert result["split"] == [True, True]  # both experts ran split, not the low-noise one whole on each rank
+        assert result["split"] == [True] * transformers  # each transformer ran split, not whole on every rank
         assert result["experts"]["unlearn"] == experts
         np.testing.assert_allclose(result["unlearn"], reference.frames, rtol=0, atol=1e-5)
+    return experts
+
+
+def test_tiny_wan22_a14b_video_on_two_ranks_equals_one_rank_across_the_expert_switch_with_unlearn():
+    """Both experts run split (the high-noise one first, then the low-noise one), unlearn acting in each."""
+    experts = assert_unlearn_on_two_ranks_equals_one({"model": A14B, "steps": 4}, transformers=2)
+    assert experts[0] == "high_noise" and experts[-1] == "low_noise", experts  # the switch is inside the run
 
 
 def test_context_parallel_is_refused_before_loading_where_it_cannot_run(monkeypatch):
@@ -222,23 +230,11 @@ def test_context_parallel_is_refused_before_loading_where_it_cannot_run(monkeypa
 def test_tiny_wan_image_to_video_on_two_ranks_equals_one_rank_with_unlearn(image_file):
     """Image-to-video (the built-in Wan 2.1 I2V): the conditioning latents are concatenated to the noisy ones
     channel-wise, so they are split with the sequence; the image embedding enters every rank's cross-attention."""
-    from inertia.run import ModelCache, generate
-
-    conditions, changes = {"unlearn": CONDITIONS["unlearn"]}, {"image": str(image_file)}
-    reference = generate(planned(conditions["unlearn"], **changes), ModelCache(), progress=False)
-    for result in spawn(videos_on_ranks, conditions, changes):
-        assert result["split"] == [True]
-        np.testing.assert_allclose(result["unlearn"], reference.frames, rtol=0, atol=1e-5)
+    assert_unlearn_on_two_ranks_equals_one({"image": str(image_file)})
 
 
 def test_tiny_wan22_ti2v_video_on_two_ranks_equals_one_rank_with_per_token_timesteps(image_file):
     """TI2V-5B's image-to-video gives every token its own timestep (the first frame's at 0): the plan splits
     those with the tokens."""
-    from inertia.run import ModelCache, generate
-
-    conditions = {"unlearn": CONDITIONS["unlearn"]}
-    changes = {"model": "builtin:wan22-ti2v-tiny-v1", "image": str(image_file), "height": 64, "width": 64}
-    reference = generate(planned(conditions["unlearn"], **changes), ModelCache(), progress=False)
-    for result in spawn(videos_on_ranks, conditions, changes):
-        assert result["split"] == [True]
-        np.testing.assert_allclose(result["unlearn"], reference.frames, rtol=0, atol=1e-5)
+    assert_unlearn_on_two_ranks_equals_one({"model": "builtin:wan22-ti2v-tiny-v1", "image": str(image_file),
+                                            "height": 64, "width": 64})
