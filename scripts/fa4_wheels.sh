@@ -21,22 +21,15 @@
 # $PYTHON picks the interpreter that runs pip (the project venv by default); $DEST the output folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python=${PYTHON:-/work/main/.venv/bin/python}
-[ -x "$python" ] || python=python3
+source scripts/wheel_download.sh
 dest=${DEST:-.whl/fa4}
 part_mb=${PART_MB:-35}
 wheels=(flash-attn-4==4.0.0b36 nvidia-cutlass-dsl==4.8.1 nvidia-cutlass-dsl-libs-base==4.8.1
         nvidia-cutlass-dsl-libs-core==4.8.1 nvidia-cutlass-dsl-libs-cu13==4.8.1 apache-tvm-ffi==0.1.15.post2
         torch-c-dlpack-ext==0.1.5 quack-kernels==0.6.5)
-platform=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
-          --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64
-          --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 
 rm -rf "$dest"
-mkdir -p "$dest/wheels"
-"$python" -m pip download --quiet --no-deps "${platform[@]}" -d "$dest/wheels" "${wheels[@]}"
-count=$(ls "$dest"/wheels/*.whl | wc -l)
-[ "$count" -eq "${#wheels[@]}" ] || { echo "error: $count wheels downloaded, expected ${#wheels[@]}" >&2; exit 1; }
+download_wheels "$dest/wheels" "${wheels[@]}"
 
 tar -cf "$dest/fa4.tar" -C "$dest/wheels" .
 split -b "${part_mb}m" -d -a 2 "$dest/fa4.tar" "$dest/fa4.tar."

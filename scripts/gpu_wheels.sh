@@ -20,26 +20,10 @@
 # $PYTHON picks the interpreter that runs pip (the project venv by default); $DEST the parent folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python=${PYTHON:-.venv/bin/python}
-[ -x "$python" ] || python=python3
+source scripts/wheel_download.sh
 dest=${DEST:-.whl}
 bench=(diffusers==0.42.1 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
        torchao==0.18.0 kornia==0.9.0 kornia-rs==0.2.0 ftfy==6.3.1 wcwidth==0.9.4)
-av=(av==18.1.0)
-platform=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
-          --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
 
-fetch() {  # fetch FOLDER WHEEL...
-  local folder=$dest/$1
-  shift
-  rm -rf "$folder"
-  mkdir -p "$folder"
-  "$python" -m pip download --quiet --no-deps "${platform[@]}" -d "$folder" "$@"
-  local count
-  count=$(find "$folder" -name '*.whl' | wc -l)
-  [ "$count" -eq $# ] || { echo "error: $count wheels in $folder, expected $#" >&2; exit 1; }
-  du -sh "$folder"
-}
-
-fetch bench "${bench[@]}"
-fetch av "${av[@]}"
+download_wheels "$dest/bench" "${bench[@]}" && du -sh "$dest/bench"
+download_wheels "$dest/av" av==18.1.0 && du -sh "$dest/av"
