@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import re
@@ -137,9 +138,30 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-#: Frames up to this many pixels (the built-in tiny models' and the test bed's clips) are encoded lossless
-#: and on one thread (test-bed sweeps write thousands of 32x32 videos; x264's start-up costs more than it saves).
+#: Frames up to this many pixels are encoded on one thread (test-bed sweeps write thousands of 32x32 videos).
 SMALL_FRAME_PIXELS = 128 * 128
+
+
+def cpu_has_avx512(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU reports AVX-512 (Linux's /proc/cpuinfo; False where there is none to read)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    return any(line.startswith("flags") and "avx512f" in line.split() for line in text.splitlines())
+
+
+@functools.cache
+def x264_options() -> dict[str, str]:
+    """x264's instruction sets capped at AVX2 on a CPU with AVX-512 (every such CPU has AVX2 too).
+
+    With its AVX-512 code, x264 wrote the same frames as different streams in busy processes (1,600
+    writes of one clip by 4 processes pinned to 2 cores: 247 unlike the most common stream for a
+    160x160 clip, 5 for a tiny model's 32x32 clip), so a sweep's values depended on which process wrote a
+    video; the Ray-vs-local sweep tests failed on it. Capped at AVX2: 0 of 1,600 at every size, no
+    slower (`benchmarks/encoder_determinism.py`, `benchmarks/results/encoder_determinism_cpu.json`).
+    """
+    return {"x264-params": "asm=avx2"} if cpu_has_avx512() else {}
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18, lossless: bool = False) -> None:
@@ -150,19 +172,11 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18, lossless:
     exactly these frames, for videos whose metrics read exact colours (the test bed's 32x32 balls).
     It used to be yuv444p at quantiser 0, whose RGB -> YUV rounding changed 40% of values by up to 2
     levels: enough to flip one ball's integrity in 1,408 test-bed runs against the frames in memory.
-
-    Frames of at most SMALL_FRAME_PIXELS are always written lossless. x264's CRF encoder, given the same
-    32x32 frames and options on one thread, wrote a different stream about once in 150 encodes in a
-    busy process (a Ray actor, or four encoding processes on two cores), so a sweep's flow and flicker
-    values depended on which process wrote a video; a lossless stream decodes to the frames whatever
-    the encoder decides.
     """
     import av
 
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    small = frames.shape[1] * frames.shape[2] <= SMALL_FRAME_PIXELS
-    lossless = lossless or small
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
@@ -173,9 +187,9 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18, lossless:
             stream = container.add_stream("libx264rgb" if lossless else "libx264", rate=fps)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "rgb24" if lossless else "yuv420p"
-            stream.options = {"qp": "0"} if lossless else {"crf": str(crf)}
-            if small:
-                stream.thread_count = 1
+            stream.options = {**({"qp": "0"} if lossless else {"crf": str(crf)}), **x264_options()}
+            if frames.shape[1] * frames.shape[2] <= SMALL_FRAME_PIXELS:
+                stream.thread_count = 1  # x264's thread start-up costs more than it saves on tiny frames
             for frame in frames:
                 # A fresh converter per frame: a reused rgb -> yuv converter (the encoder's own, or one
                 # shared over frames) made about one video in ten differ between processes.
