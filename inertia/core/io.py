@@ -190,11 +190,8 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18, lossless:
             stream.options = {**({"qp": "0"} if lossless else {"crf": str(crf)}), **x264_options()}
             if frames.shape[1] * frames.shape[2] <= SMALL_FRAME_PIXELS:
                 stream.thread_count = 1  # x264's thread start-up costs more than it saves on tiny frames
-            for frame in frames:
-                # A fresh converter per frame: a reused rgb -> yuv converter (the encoder's own, or one
-                # shared over frames) made about one video in ten differ between processes.
-                yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=stream.pix_fmt)
-                for packet in stream.encode(yuv):
+            for frame in frames:  # the encoder converts RGB to its pixel format
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
