@@ -28,18 +28,19 @@ sys.path.insert(0, str(ROOT))
 
 from inertia.core.io import atomic_write_text, cpu_has_avx512, read_video, write_mp4  # noqa: E402
 
-#: Clip sides in pixels: a built-in tiny model's, and two larger ones.
-SIDES = [32, 160, 256]
+#: Clip (height, width, writes per process as a fraction of --encodes): a built-in tiny model's, two
+#: larger ones, and a Wan 480p frame size (written a tenth as often: each write takes about a second).
+CASES = [(32, 32, 1.0), (160, 160, 1.0), (256, 256, 1.0), (480, 832, 0.1)]
 
 
-def clip(side: int, seed: int = 0) -> np.ndarray:
-    """9 frames of a smooth random field (a tiny model's output looks like this), tiled to `side`."""
-    tile = np.random.default_rng(seed).integers(0, 256, (9, 8, 8, 3)).astype(np.float32)
+def clip(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """9 frames of a blocky random field (a tiny model's output looks like this), tiled to the size."""
+    tile = np.random.default_rng(seed).integers(0, 256, (9, 8, 8, 3)).astype(np.uint8)
     tile = np.repeat(np.repeat(tile, 4, axis=1), 4, axis=2)  # 32x32, blocky like an upsampled latent
-    return np.tile(tile, (1, side // 32, side // 32, 1)).astype(np.uint8)
+    return np.tile(tile, (1, -(-height // 32), -(-width // 32), 1))[:, :height, :width]
 
 
-def worker(side: int, capped: bool, encodes: int, out: Path) -> dict:
+def worker(height: int, width: int, capped: bool, encodes: int, out: Path) -> dict:
     """Write the clip `encodes` times; per write its file hash and its decoded frames' hash."""
     import torch
 
@@ -47,7 +48,7 @@ def worker(side: int, capped: bool, encodes: int, out: Path) -> dict:
 
     if not capped:
         inertia.core.io.x264_options = dict  # x264's own choice of instruction sets, AVX-512 included
-    frames, busy = clip(side), torch.randn(512, 512)
+    frames, busy = clip(height, width), torch.randn(512, 512)
     streams, decoded = [], []
     for _ in range(encodes):
         (busy @ busy).sum()  # the OpenMP threads a generating process keeps busy between writes
@@ -57,14 +58,15 @@ def worker(side: int, capped: bool, encodes: int, out: Path) -> dict:
     return {"streams": streams, "decoded": decoded}
 
 
-def run_case(side: int, capped: bool, processes: int, encodes: int, scratch: Path) -> dict:
+def run_case(height: int, width: int, capped: bool, processes: int, encodes: int, scratch: Path) -> dict:
     cpus = sorted(os.sched_getaffinity(0))
     children = []
     for index in range(processes):
-        result = scratch / f"{side}-{capped}-{index}.json"
+        name = f"{height}x{width}-{capped}-{index}"
+        result = scratch / f"{name}.json"
         code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import encoder_determinism as e; "
-                f"from pathlib import Path; json.dump(e.worker({side}, {capped}, {encodes}, "
-                f"Path({str(scratch / f'{side}-{capped}-{index}.mp4')!r})), open({str(result)!r}, 'w'))")
+                f"from pathlib import Path; json.dump(e.worker({height}, {width}, {capped}, "
+                f"{encodes}, Path({str(scratch / f'{name}.mp4')!r})), open({str(result)!r}, 'w'))")
         command = ["taskset", "-c", str(cpus[index % len(cpus)]), sys.executable, "-c", code]
         children.append((subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL), result))
     streams: Counter = Counter()
@@ -76,7 +78,7 @@ def run_case(side: int, capped: bool, processes: int, encodes: int, scratch: Pat
         streams.update(data["streams"])
         decoded.update(data["decoded"])
     total = processes * encodes
-    return {"side": side, "x264": "capped at AVX2" if capped else "uncapped", "writes": total,
+    return {"height": height, "width": width, "frames": 9, "x264": "capped at AVX2" if capped else "uncapped", "writes": total,
             "distinct_streams": len(streams), "writes_unlike_most_common_stream": total - streams.most_common(1)[0][1],
             "writes_decoding_unlike_most_common": total - decoded.most_common(1)[0][1]}
 
@@ -92,9 +94,10 @@ def main() -> None:
 
     results = []
     with tempfile.TemporaryDirectory() as scratch:
-        for side in SIDES:
+        for height, width, share in CASES:
             for capped in (False, True):
-                results.append(run_case(side, capped, args.processes, args.encodes, Path(scratch)))
+                encodes = max(1, round(args.encodes * share))
+                results.append(run_case(height, width, capped, args.processes, encodes, Path(scratch)))
                 print(json.dumps(results[-1]), flush=True)
     report = {"command": "python " + " ".join(["benchmarks/encoder_determinism.py", *sys.argv[1:]]),
               "cpu_has_avx512": cpu_has_avx512(), "cpus": len(os.sched_getaffinity(0)), "pyav": av.__version__, "ffmpeg": av.library_versions.get("libavcodec"),

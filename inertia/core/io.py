@@ -155,11 +155,12 @@ def cpu_has_avx512(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 def x264_options() -> dict[str, str]:
     """x264's instruction sets capped at AVX2 on a CPU with AVX-512 (every such CPU has AVX2 too).
 
-    With its AVX-512 code, x264 wrote the same frames as different streams in busy processes (1,600
-    writes of one clip by 4 processes pinned to 2 cores: 247 unlike the most common stream for a
-    160x160 clip, 5 for a tiny model's 32x32 clip), so a sweep's values depended on which process wrote a
-    video; the Ray-vs-local sweep tests failed on it. Capped at AVX2: 0 of 1,600 at every size, no
-    slower (`benchmarks/encoder_determinism.py`, `benchmarks/results/encoder_determinism_cpu.json`).
+    With its AVX-512 code, x264 wrote the same frames as different streams in busy processes (4
+    processes pinned to 2 cores writing one 9-frame clip: 126 of 160 writes unlike the most common
+    stream at 480x832, 104 of 1,600 at 160x160, 3 of 1,600 at a tiny model's 32x32), so a sweep's
+    values depended on which process wrote a video; the Ray-vs-local sweep tests failed on it.
+    Capped at AVX2: 0 at every size, no slower (`benchmarks/encoder_determinism.py`,
+    `benchmarks/results/encoder_determinism_cpu.json`).
     """
     return {"x264-params": "asm=avx2"} if cpu_has_avx512() else {}
 
