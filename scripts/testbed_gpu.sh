@@ -31,9 +31,10 @@ python=${PYTHON:-python3}
 # v3 (= v2's recipe run to the end of a longer schedule): a bigger model than v1, long-tailed motions
 # and speeds (rare jumps, bounces and fast motions) and caption noise 0.3. CAPTION_NOISE=0 makes every
 # caption true: that model showed no static death at all (docs/testbed/v2/model_card.md).
-# MOTION_WEIGHTS / SPEED_WEIGHTS change the mixture (v3's candidate b: bounce=1,jump=1 and fast=0.35).
+# MOTION_WEIGHTS / SPEED_WEIGHTS change the mixture (v3's candidate b: bounce=1,jump=1 and fast=0.35),
+# LAYERS the depth (8; 10 layers store about 13 MB in bfloat16, under the 16 MB cap).
 train_flags=(
-  --seed 0 --steps ${STEPS:-9500} --layers 8 --heads 6 --ffn-dim 768
+  --seed 0 --steps ${STEPS:-9500} --layers ${LAYERS:-8} --heads 6 --ffn-dim 768
   --still-fraction 0.6 --static-caption-prob ${CAPTION_NOISE:-0.3}
   --motion-weights ${MOTION_WEIGHTS:-left=8,right=8,up=2,down=2,leave=1,bounce=0.5,jump=0.5}
   --speed-weights ${SPEED_WEIGHTS:-slow=1,fast=0.15}
