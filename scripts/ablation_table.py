@@ -1,6 +1,6 @@
 """One summary table (Markdown) of a sweep report's conditions.csv and paired.csv.
 
-    python scripts/ablation_table.py docs/testbed/ablation [--against "relax-0.75-p0.7"]
+    python scripts/ablation_table.py docs/testbed/v3/ablation [--against "relax-0.75-p0.7"]
 
 Rates in percent with their 95% bootstrap CIs, paired differences against the baseline in points
 with theirs. `--against C` adds each condition's difference from C in static death and in correct and
