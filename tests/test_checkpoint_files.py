@@ -5,6 +5,7 @@ identity follows the weights in the directory."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 
 from inertia.cli import main
 from inertia.core.checkpoint_files import safetensors_header, weights_fingerprint
+from inertia.core.checkpoints import read_checkpoint_json
 from inertia.core.config import RunConfig
 from inertia.run import generate, plan_run
 
@@ -154,3 +156,20 @@ def test_named_models_are_left_to_their_backbone(no_loading):
 
     with pytest.raises(AssertionError, match="testbed loaded a model"):
         generate(plan_run(RunConfig(backbone="testbed", model=DEFAULT_MODEL, device="cpu", steps=2)), progress=False)
+
+
+def test_config_reads_are_cached_per_file_state_so_a_rewritten_file_is_read_again(tmp_path):
+    """Sweeps plan every run through the same config files, so their text is cached; the cache key is the
+    file's state (mtime, size), so a file rewritten between plans, even to the same size, is read again."""
+    config = tmp_path / "config.json"
+    config.write_text('{"num_layers": 1}')
+    first = read_checkpoint_json(str(tmp_path), "config.json")
+    first["num_layers"] = 99  # callers get their own dict, never the cache's
+    assert read_checkpoint_json(str(tmp_path), "config.json") == {"num_layers": 1}
+    config.write_text('{"num_layers": 30}')
+    assert read_checkpoint_json(str(tmp_path), "config.json") == {"num_layers": 30}
+    stamp = config.stat().st_mtime_ns
+    config.write_text('{"num_layers": 40}')  # same size: only the mtime tells
+    os.utime(config, ns=(stamp + 1_000_000, stamp + 1_000_000))
+    assert read_checkpoint_json(str(tmp_path), "config.json") == {"num_layers": 40}
+    assert read_checkpoint_json(str(tmp_path), "missing.json") is None

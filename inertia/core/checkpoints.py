@@ -8,7 +8,9 @@ for an uncached hub id the caller falls back to the family's published values.
 from __future__ import annotations
 
 import json
+import stat
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -24,8 +26,12 @@ def is_builtin(model: str) -> bool:
 def read_checkpoint_json(model: str, filename: str) -> dict[str, Any] | None:
     """The JSON file `filename` of checkpoint `model` (local dir or cached hub id), or None."""
     path = Path(model).expanduser() / filename
-    if path.is_file():
-        return json.loads(path.read_text())
+    try:
+        state = path.stat()
+    except OSError:
+        state = None
+    if state is not None and stat.S_ISREG(state.st_mode):
+        return json.loads(_file_text(str(path), state.st_mtime_ns, state.st_size))
     if Path(model).expanduser().is_dir():
         return None
     try:
@@ -35,6 +41,13 @@ def read_checkpoint_json(model: str, filename: str) -> dict[str, Any] | None:
     except Exception:  # not a valid repo id: nothing cached to read
         return None
     return json.loads(Path(cached).read_text()) if isinstance(cached, str) else None
+
+
+@lru_cache(maxsize=64)
+def _file_text(path: str, mtime_ns: int, size: int) -> str:
+    """A config file's text, cached per file state: a sweep plans every run through the same few
+    files, and a file rewritten in between (new mtime or size) is read again."""
+    return Path(path).read_text()
 
 
 def attention_layer_count(model: str, configs: Sequence[str], fields: Sequence[str] = ("num_layers",)) -> int | None:

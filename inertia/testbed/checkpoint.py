@@ -8,15 +8,17 @@ model never reuses the outputs of an older one.
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 #: The name `config.model` takes for the shipped checkpoint.
 DEFAULT_MODEL = "package:inertia/testbed/weights"
 
 
+@cache
 def default_weights_dir() -> Path:
-    """The shipped trained checkpoint (save_pretrained layout): inertia/testbed/weights/."""
+    """The shipped trained checkpoint (save_pretrained layout): inertia/testbed/weights/. Cached: a
+    sweep plans every run through it, and resolving the path 18,304 times took 6 s."""
     return Path(__file__).resolve().parent / "weights"
 
 
