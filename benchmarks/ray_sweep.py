@@ -10,7 +10,7 @@ one value for value (the stable columns of `ResultStore.results`, as the CPU tes
 
     PYTHONPATH=. python benchmarks/ray_sweep.py --out benchmarks/results/ray_sweep_h200x2.json
 
-scripts/ray_gpu_sweep.sh installs Ray from .whl/ray (scripts/repack_ray.sh) and runs this.
+scripts/ray_gpu_sweep.sh installs Ray from the parts of .whl/ray (scripts/repack_ray.sh) and runs this.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Ray for the lent GPU machine (Python 3.12, x86_64), small enough for one transfer to it.
+# Ray for the lent GPU machine (Python 3.12, x86_64), in parts that each travel beside the checkout in
+# one call (scripts/wheel_parts.sh: at most 64 MiB a call).
 #
-#   bash scripts/repack_ray.sh            # -> .whl/ray/ (git-ignored): the repacked ray wheel + its missing deps
+#   bash scripts/repack_ray.sh            # -> .whl/ray/wheels (git-ignored): the repacked ray wheel + its
+#                                         #    missing deps, and their parts .whl/ray/1/, 2/ (about 36 MB)
+#   REPACK=1 bash scripts/repack_ray.sh   # check and cut .whl/ray/wheels again (no download), e.g. when
+#                                         # the checkout grew
 #
 # The ray 2.60 wheel is 79 MB, over the 64 MiB one transfer carries. Repacked without `ray/jars/`
 # (the Java worker, 34.5 MB) and the dashboard's JavaScript source maps (`*.js.map`), with its
@@ -11,33 +15,39 @@
 # msgpack, packaging, protobuf, pyyaml, requests) are in that image; a missing one makes the
 # offline install below fail naming it.
 #
-# On the GPU machine (carry .whl/ray):
-#   pip install --no-index --find-links .whl/ray ray
+# On the GPU machine, one call per part (carry .whl/ray/1, then .whl/ray/2, ...; parts of other sets
+# may share a call while they fit), each running
+#   bash scripts/stage_wheels.sh ray runs/site-ray
+# which installs the wheels into runs/site-ray once all parts are there (scripts/ray_gpu_sweep.sh does
+# that itself, requiring the last part).
 #
 # Checks here (the wheel is for 3.12, so `import ray` cannot be tried on this 3.11 machine): the
 # zip reads back, RECORD lists every file with its true hash and size and nothing else, nothing
 # removed is left, and pip installs it into a temporary target as a cp312 manylinux wheel.
-# $PYTHON picks the interpreter (the project venv by default); $DEST the output folder.
-# PYTHON_VERSION=3.11 DEST=/tmp/ray311 builds the same repack for this machine's Python: with it
-# installed first on PYTHONPATH, tests/test_sweep_run.py's Ray tests pass (docs/distributed.md).
+# $PYTHON picks the interpreter (the project venv by default); $DEST the output folder; $PART_MB the
+# size of a part (default: what fits one call beside the checkout, with 3 MiB to spare).
+# PYTHON_VERSION=3.11 DEST=/tmp/ray311 builds the same repack for this machine's Python: with
+# /tmp/ray311/wheels installed first on PYTHONPATH, tests/test_sweep_run.py's Ray tests pass (docs/distributed.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/wheel_parts.sh
 python=${PYTHON:-/work/main/.venv/bin/python}
 [ -x "$python" ] || python=python3
 dest=${DEST:-.whl/ray}
+wheels=$dest/wheels
 download=.whl/download
 version=2.60.0
 pyver=${PYTHON_VERSION:-3.12}  # 3.11 builds the same repack for this machine, to run the tests against it
 platform=(--only-binary=:all: --python-version "$pyver" --implementation cp --platform manylinux2014_x86_64)
 
-mkdir -p "$dest" "$download"
-"$python" -m pip download --quiet --no-deps "${platform[@]}" -d "$download" "ray==$version"
-"$python" -m pip download --quiet --no-deps "${platform[@]}" -d "$dest" \
-  jsonschema referencing rpds-py jsonschema-specifications attrs
-original=$(ls "$download"/ray-"$version"-cp"${pyver/./}"-*.whl)
-repacked="$dest/$(basename "$original")"
-
-"$python" - "$original" "$repacked" <<'EOF'
+if [ -z "${REPACK:-}" ]; then  # download and repack; REPACK=1 keeps the wheels made before
+  rm -rf "$wheels"
+  mkdir -p "$wheels" "$download"
+  "$python" -m pip download --quiet --no-deps "${platform[@]}" -d "$download" "ray==$version"
+  "$python" -m pip download --quiet --no-deps "${platform[@]}" -d "$wheels" \
+    jsonschema referencing rpds-py jsonschema-specifications attrs
+  original=$(ls "$download"/ray-"$version"-cp"${pyver/./}"-*.whl)
+  "$python" - "$original" "$wheels/$(basename "$original")" <<'EOF'
 """Copy the wheel without the dropped members; write a RECORD that matches what is left."""
 import base64, hashlib, os, sys, zipfile
 
@@ -92,6 +102,8 @@ os.replace(tmp, target)
 print(f"repacked {os.path.basename(target)}: {os.path.getsize(source) / 1e6:.1f} MB -> "
       f"{os.path.getsize(target) / 1e6:.1f} MB ({removed / 1e6:.1f} MB uncompressed dropped)")
 EOF
+fi
+repacked=$(ls "$wheels"/ray-"$version"-cp"${pyver/./}"-*.whl)
 
 "$python" - "$repacked" <<'EOF'
 """The repacked wheel reads back and its RECORD is exactly its contents."""
@@ -120,7 +132,8 @@ EOF
 
 target=$(mktemp -d)
 trap 'rm -rf "$target"' EXIT
-"$python" -m pip install --quiet --no-deps "${platform[@]}" --target "$target" "$dest"/*.whl
+"$python" -m pip install --quiet --no-deps "${platform[@]}" --target "$target" "$wheels"/*.whl
 test -f "$target/ray/__init__.py" && test -f "$target/jsonschema/__init__.py" && test -f "$target/rpds/__init__.py"
-echo "pip installs all $(ls "$dest"/*.whl | wc -l) wheels into a cp${pyver/./} target"
-du -b "$dest"/*.whl | awk '{total += $1; printf "  %6.1f MB  %s\n", $1 / 1e6, $2} END {printf "total %.1f MB in '"$dest"' (with the repository, one transfer carries 64 MiB)\n", total / 1e6}'
+echo "pip installs all $(find "$wheels" -name '*.whl' | wc -l) wheels into a cp${pyver/./} target"
+du -b "$wheels"/*.whl | awk '{total += $1; printf "  %6.1f MB  %s\n", $1 / 1e6, $2} END {printf "total %.1f MB\n", total / 1e6}'
+pack_wheels ray "$wheels" "$dest"

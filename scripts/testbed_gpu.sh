@@ -17,7 +17,8 @@
 #   bash scripts/testbed_gpu.sh sweep-history     # examples/testbed_history.yaml and its report
 #
 # The GPU machine lacks diffusers, pydantic and PyAV: `bash scripts/gpu_wheels.sh` here once, then carry
-# .whl/bench and (for sweeps, which write videos) .whl/av into runs/site, as that script says.
+# the parts of .whl/bench and (for sweeps, which write videos) .whl/av, staging them into runs/site with
+# scripts/stage_wheels.sh, as that script says.
 # $RUN (default runs/testbed_v4) holds the training run, $HISTORY_RUN (runs/testbed_history, where
 # examples/testbed_history.yaml looks for the model) the history model's (runs/ is git-ignored, so a
 # warm GPU machine keeps them between calls and `resume` finds them); $PYTHON picks the interpreter (python3).
