@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from inertia.cli import main
 from inertia.core import backbone as backbone_module
+from inertia.core import offload as offload_module
 from inertia.core.config import PluginSpec, RunConfig, build_config
 from inertia.core.errors import ConfigError, InertiaError
 from inertia.core.offload import apply_offload, check_memory_options, vae_tiling_in_force
@@ -157,6 +160,7 @@ def test_the_record_states_the_offloading_and_tiling(tmp_path, offload_to_files)
     memory = record["memory"]
     assert memory["vae_tiling"] is True  # auto: on with offloading
     assert memory["offload"]["mode"] == "group" and memory["offload"]["stream"] is False  # streams are CUDA's
+    assert memory["offload"]["order"] == []  # an order is model offloading's
     assert memory["offload"]["components"] == {"vae": "leaf_level", "text_encoder": "block_level, 1 block per group",
                                                "transformer": "block_level, 1 block per group"}
 
@@ -169,3 +173,16 @@ def test_a_plain_run_records_its_vae_tiling_and_no_offloading(tmp_path):
     run = execute(plan_run(RunConfig(backbone="testbed", device="cpu", steps=1, out_dir=tmp_path)), ModelCache(),
                   progress=False)
     assert "memory" not in run.record
+
+
+def test_group_offloading_on_cuda_prefetches_the_transformers_on_a_stream_and_records_it(monkeypatch):
+    """The record once said `stream: false, order: true` on the GPU (the flag landed in `order`): the state
+    must name what diffusers was asked to do. diffusers' hooks need CUDA, so they are recorded, not applied."""
+    calls = []
+    monkeypatch.setattr(offload_module, "_group_offload",
+                        lambda module, device, level, stream, disk: calls.append((level, stream)))
+    pipeline = SimpleNamespace(components={"transformer": torch.nn.Linear(2, 2), "vae": torch.nn.Linear(2, 2),
+                                           "scheduler": object()})
+    state = apply_offload(pipeline, "group", torch.device("cuda"))
+    assert calls == [("block_level", True), ("leaf_level", False)]
+    assert state.stream is True and state.order == []

@@ -99,7 +99,7 @@ def apply_offload(pipeline: Any, mode: str, device: torch.device, disk: Path | N
         transformer = name.startswith("transformer")
         _group_offload(module, device, level, stream and transformer, None if disk is None else disk / name)
         components[name] = f"{level}" + (f", {BLOCKS_PER_GROUP} block per group" if level == "block_level" else "")
-    return OffloadState(mode, components, stream)
+    return OffloadState(mode, components, stream=stream)
 
 
 def _group_offload(module: torch.nn.Module, device: torch.device, level: str, stream: bool, disk: Path | None) -> None:
