@@ -21,7 +21,8 @@
 #                             self-attention (max abs difference, relative L2 to float32, TFLOP/s), and
 #                             FA4 as one node of a torch.compile(fullgraph) graph -> $RESULTS/fa4_check_h200.json
 #   benchmarks/suite.py       $ONLY (default stock, all, all_fa4, fast, fast_fa4, fast_float8_fa4 of Wan 2.1
-#                             1.3B at 480x832x81), budget $BUDGET s -> $RESULTS/suite_h200_fa4.json
+#                             1.3B at 480x832x81), budget $BUDGET s, each fast and fa4 variant's final video
+#                             decoded and compared with `all`'s (--decode-final) -> $RESULTS/suite_h200_fa4.json
 # and fa4_check.py --rows proposes attention_table.json rows from the suite's eager variants. Every JSON
 # is copied to $OUT when the device tool sets it.
 set -euo pipefail
@@ -46,7 +47,7 @@ export PYTHONPATH="$PWD:$PYTHONPATH" PYTHONUNBUFFERED=1
 results=${RESULTS:-benchmarks/results}
 mkdir -p "$results"
 "$python" benchmarks/fa4_check.py --json "$results/fa4_check_h200.json"
-"$python" benchmarks/suite.py --only "${ONLY:-wan2.1-t2v-1.3b:stock+all+all_fa4+fast+fast_fa4+fast_float8_fa4}" \
+"$python" benchmarks/suite.py --decode-final --only "${ONLY:-wan2.1-t2v-1.3b:stock+all+all_fa4+fast+fast_fa4+fast_float8_fa4}" \
   --budget "${BUDGET:-400}" --json "$results/suite_h200_fa4.json"
 "$python" benchmarks/fa4_check.py --rows "$results/suite_h200_fa4.json" --json "$results/fa4_table_rows_h200.json"
 if [ -n "${OUT:-}" ]; then

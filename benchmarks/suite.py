@@ -15,9 +15,10 @@ in this order on one model per configuration:
                     one whole expert on the GPU at a time); slowdown and final latents against `default`
     offload_group   `default` with `--offload group` (diffusers' group offloading, one block per group, prefetched
                     on a CUDA stream); slowdown and final latents against `default`
-    vae_decode      the backbone's VAE at full size (random float32 weights, as inertia loads it) decoding the
-                    shape's latents with tiling off, then on, beside the resident transformer(s): seconds, peak
-                    memory (what a run without offloading holds at its decode) and the decode's own share
+    vae_decode      the backbone's VAE at full size (random weights in the dtype inertia loads it in: float32,
+                    CogVideoX's bf16) decoding the shape's latents with tiling off, then on, beside the resident
+                    transformer(s): seconds, peak memory (what a run without offloading holds at its decode) and
+                    the decode's own share
     fast         `all` with `--performance fast` (compiled repeated blocks, hooks inside; HunyuanVideo 1.5:
                  its context padding dropped from attention instead of a dense mask, stated as `attention_mask`)
     fast_fa4     `fast` with FlashAttention-4 as the attention kernel
@@ -31,7 +32,9 @@ Per variant: seconds per step (median, min, max of the timed steps after warm-up
 memory, MFU against the GPU's dense bf16 peak (FLOPs counted by `torch.utils.flop_counter` on one
 forward); for fast variants the compile seconds, graphs compiled after the first step (a relax schedule
 and unlearn's strength change every step: must be 0) and, for fast and fa4 variants against `all`, the
-relative L2 of the combined prediction at each step and of the final latents.
+relative L2 of the combined prediction at each step and of the final latents; with `--decode-final`, also
+the final video's difference (both final latents decoded by the family's VAE at full size, random weights,
+through the backbone's own decode: max and mean absolute uint8 difference, PSNR).
 
     PYTHONPATH=. python benchmarks/suite.py --only wan2.1-t2v-1.3b --json benchmarks/results/suite.json
     PYTHONPATH=. python benchmarks/suite.py --tiny --only wan2.1-t2v-1.3b --compile-backend eager --json /tmp/s.json
@@ -45,7 +48,9 @@ skipped and recorded as such. The JSON is rewritten after every variant, so a ki
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
+import math
 import statistics
 import sys
 import time
@@ -56,13 +61,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from benchmarks import full_size  # noqa: E402
 from inertia.core import fa4, performance  # noqa: E402
-from inertia.core.io import write_json  # noqa: E402
+from inertia.core.io import frames_to_uint8, write_json  # noqa: E402
 from inertia.core.offload import apply_offload  # noqa: E402
 from inertia.core.runtime import attention_backend, quiet_libraries  # noqa: E402
 
@@ -443,6 +449,7 @@ def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, 
         trace = sample(backbone, job, stack, setup.guidance, progress=False, hooks=hooks,
                        expert_guidance=setup.expert_guidance)
     result = {"times": marks.intervals(), "final": job.latents, "predictions": predictions,
+              "decode": functools.partial(decode_video, backbone, job),
               "scales": [next(iter(s.guidance.values()), None) for s in trace], "experts": [s.expert for s in trace]}
     if kernel is not None:
         result["fa4_calls"] = fa4.calls() - calls
@@ -457,10 +464,37 @@ def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return round(float((a.float() - b.float()).norm() / b.float().norm()), 5)
 
 
+def decode_video(backbone: Any, job: Any, vae: torch.nn.Module) -> np.ndarray:
+    """`job`'s final latents as uint8 frames through the backbone's own decode (its latent de-normalisation and
+    post-processing, as a run decodes), with `vae` in the place of the pipeline's, which the bench does not build."""
+    from diffusers import DiffusionPipeline
+    from diffusers.video_processor import VideoProcessor
+
+    pipe = backbone.pipe
+    if isinstance(pipe, DiffusionPipeline):
+        pipe.register_modules(vae=vae)
+    else:
+        pipe.vae = vae
+    if getattr(pipe, "video_processor", None) is None:
+        pipe.video_processor = VideoProcessor()
+    with torch.inference_mode():
+        return frames_to_uint8(backbone.decode(job))
+
+
+def video_difference(video: np.ndarray, reference: np.ndarray) -> dict:
+    """How far a decoded video is from the reference's, in uint8 levels (PSNR None when they are equal)."""
+    difference = np.abs(video.astype(np.int16) - reference.astype(np.int16))
+    mse = float((difference.astype(np.float64) ** 2).mean())
+    return {"max_abs": int(difference.max()), "mean_abs": round(float(difference.mean()), 4),
+            "psnr_db": None if mse == 0 else round(10 * math.log10(255 ** 2 / mse), 2)}
+
+
 # ----- memory: offloading and the VAE decode ------------------------------------------------------------------
 #: The VAE each family decodes with, built at diffusers' default configuration (the published VAEs').
 VAE_CLASSES = {"wan": "AutoencoderKLWan", "hunyuan": "AutoencoderKLHunyuanVideo", "cogvideox": "AutoencoderKLCogVideoX",
                "hunyuan15": "AutoencoderKLHunyuanVideo15"}
+#: The VAE's dtype where inertia does not keep it in float32: CogVideoX's pipeline decodes in the run's dtype.
+VAE_DTYPES = {"cogvideox": torch.bfloat16}
 #: diffusers' group offloading hooks (registry names), removed after an offload variant.
 GROUP_HOOKS = ("group_offloading", "layer_execution_tracker", "lazy_prefetch_group_offloading")
 
@@ -505,8 +539,8 @@ def offloaded(models: dict[str, torch.nn.Module], mode: str, device: torch.devic
 
 
 def build_vae(backbone: str, latent_channels: int | None, tiny: bool, device: torch.device) -> torch.nn.Module | str:
-    """The family's VAE in float32 (as inertia loads it): the built-in's tiny one, or diffusers' default configuration
-    (the published VAE's); a string says why there is none."""
+    """The family's VAE in the dtype inertia loads it in (float32, CogVideoX's bf16): the built-in's tiny one, or
+    diffusers' default configuration (the published VAE's); a string says why there is none."""
     import diffusers
 
     name = VAE_CLASSES.get(backbone)
@@ -520,7 +554,7 @@ def build_vae(backbone: str, latent_channels: int | None, tiny: bool, device: to
         channels = vae.config.get("z_dim") or vae.config.latent_channels
         if latent_channels not in (None, channels):
             return f"the configuration's {latent_channels}-channel latents are not {name}'s default ({channels})"
-    return vae.to(device).eval().requires_grad_(False)
+    return vae.to(device, VAE_DTYPES.get(backbone, torch.float32)).eval().requires_grad_(False)
 
 
 def _tiny_vae(backbone: str, latent_channels: int | None) -> torch.nn.Module:
@@ -668,6 +702,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny models and shapes (CPU check of the suite itself)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the fast variants")
+    parser.add_argument("--decode-final", action="store_true",
+                        help="decode the final latents of `all` and of the variants compared with it (the family's "
+                             "VAE, random weights) and report the videos' difference")
     parser.add_argument("--attention", default="native", help="attention backend of every variant (inertia's names; "
                                                               "rows for inertia/core/attention_table.json)")
     args = parser.parse_args(argv)
@@ -723,6 +760,7 @@ def _run_variants(family, bench, item: Entry, entry, report, args, device, start
     steps = args.warmup + timed
     entry["timed_steps"] = timed
     references: dict[str, dict] = {}
+    final_videos = FinalVideos(full_size.load(item.name), device, args.tiny) if args.decode_final else None
     peak = report["peak_bf16_tflops"]
     # Before the first measurement, a step at 40% of the GPU's peak (none on a CPU).
     estimate = entry["tflop_per_step"] / (0.4 * peak) if peak else None
@@ -765,6 +803,8 @@ def _run_variants(family, bench, item: Entry, entry, report, args, device, start
                 raw, ref = result.pop("_raw"), references["all"]
                 result["relative_l2_prediction_per_step"] = [relative_l2(a, b) for a, b in zip(raw["predictions"], ref["predictions"])]
                 result["relative_l2_final_latents"] = relative_l2(raw["final"], ref["final"])
+                if final_videos is not None:
+                    result["final_video_vs_all"] = final_videos.compare(raw, ref)
             result.pop("_raw", None)
             base = entry["variants"].get("stock", {}).get("s_per_step_median")
             if base:
@@ -780,6 +820,28 @@ def _run_variants(family, bench, item: Entry, entry, report, args, device, start
             print(f"  {variant:12s} skipped: {result['skipped']}", flush=True)
         entry["variants"][variant] = result
         write_json(args.json, report)
+
+
+class FinalVideos:
+    """The decoded final videos of one configuration: the VAE built once, at the first comparison, and the
+    reference's (`all`) video decoded once."""
+
+    def __init__(self, config: dict, device: torch.device, tiny: bool):
+        self.config, self.device, self.tiny = config, device, tiny
+        self.vae: torch.nn.Module | str | None = None
+
+    def compare(self, raw: dict, reference: dict) -> dict:
+        if self.vae is None:
+            self.vae = build_vae(self.config["backbone"], self.config["benchmark"].get("latent_channels"), self.tiny,
+                                 self.device)
+        if isinstance(self.vae, str):
+            return {"skipped": self.vae}
+        try:
+            if "video" not in reference:
+                reference["video"] = reference["decode"](self.vae)
+            return video_difference(raw["decode"](self.vae), reference["video"])
+        except Exception as error:  # e.g. out of memory at full size: recorded, the timings stand
+            return {"error": _failure(error)}
 
 
 def _one_variant(family, bench, variant, steps, device, args) -> dict:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+import numpy as np
 import torch
 
 from benchmarks import suite
@@ -163,3 +165,24 @@ def test_a_vae_the_suite_cannot_build_at_full_size_says_why():
     assert suite.build_vae("wan", 48, tiny=False, device=torch.device("meta")) == (
         "the configuration's 48-channel latents are not AutoencoderKLWan's default (16)")
     assert suite.build_vae("framepack", None, tiny=False, device=torch.device("cpu")) == "no VAE of framepack in the suite"
+
+
+def test_decode_final_compares_the_decoded_videos_of_the_fast_path_with_the_eager_one(tmp_path):
+    """Both final latents go through the backbone's own decode; dynamo's eager backend reproduces the eager
+    run exactly, so the videos are equal (a real compile backend differs by bf16 reordering)."""
+    out = tmp_path / "suite.json"
+    assert suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:all+fast", "--compile-backend", "eager",
+                       "--steps", "1", "--warmup", "1", "--decode-final", "--json", str(out)]) == 0
+    variants = json.loads(out.read_text())["configs"]["wan2.1-t2v-1.3b"]["variants"]
+    assert variants["fast"]["final_video_vs_all"] == {"max_abs": 0, "mean_abs": 0.0, "psnr_db": None}
+    assert "final_video_vs_all" not in variants["all"]  # the reference
+
+
+def test_video_difference_against_hand_computed_values():
+    reference = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    video = reference.copy()
+    video[0, 0, 0, 0] = 10  # one value of 96 off by 10: MSE 100/96
+    assert suite.video_difference(video, reference) == {
+        "max_abs": 10, "mean_abs": round(10 / 96, 4), "psnr_db": round(10 * math.log10(255 ** 2 * 96 / 100), 2)}
+    video[1, 3, 3, 2] = 255  # uint8 arithmetic must not wrap: 0 - 255 is 255 apart
+    assert suite.video_difference(reference, video)["max_abs"] == 255
