@@ -558,6 +558,8 @@ def build_vae(backbone: str, latent_channels: int | None, tiny: bool, device: to
 
 
 def _tiny_vae(backbone: str, latent_channels: int | None) -> torch.nn.Module:
+    """The built-in model's tiny VAE with the latent channels of the suite's tiny transformers, which keep the real
+    ones (16, or the configuration's), so that `--decode-final` decodes their latents."""
     from inertia.backbones import cogvideox_builtin, hunyuan15_builtin, hunyuan_builtin, wan_builtin
 
     if backbone == "wan":
@@ -565,8 +567,14 @@ def _tiny_vae(backbone: str, latent_channels: int | None) -> torch.nn.Module:
     if backbone == "cogvideox":
         from diffusers import AutoencoderKLCogVideoX
 
-        return AutoencoderKLCogVideoX(**cogvideox_builtin.VAE_CONFIG)
-    return (hunyuan15_builtin if backbone == "hunyuan15" else hunyuan_builtin).tiny_vae()
+        vae_class, config = AutoencoderKLCogVideoX, cogvideox_builtin.VAE_CONFIG
+    else:
+        builtin = (hunyuan15_builtin if backbone == "hunyuan15" else hunyuan_builtin).tiny_vae()
+        vae_class, config = type(builtin), dict(builtin.config)
+    channels = latent_channels or 16
+    # HunyuanVideo 1.5's decoder repeats the latents up to its first block's width: no block narrower than them
+    widths = tuple(max(width, channels) for width in config["block_out_channels"])
+    return vae_class.from_config({**config, "latent_channels": channels, "block_out_channels": widths})
 
 
 def run_vae_decode(backbone: str, config: dict, described: dict, device: torch.device, tiny: bool) -> dict:
@@ -579,7 +587,7 @@ def run_vae_decode(backbone: str, config: dict, described: dict, device: torch.d
     spatial = cfg.get("spatial_compression_ratio") or cfg.get("scale_factor_spatial") or 2 ** (len(cfg.block_out_channels) - 1)
     shape = described["shape"]
     latents = torch.randn(1, cfg.get("z_dim") or cfg.latent_channels, (shape["frames"] - 1) // 4 + 1,
-                          shape["height"] // spatial, shape["width"] // spatial, device=device)
+                          shape["height"] // spatial, shape["width"] // spatial, device=device, dtype=vae.dtype)
     result: dict[str, Any] = {"vae": type(vae).__name__, "vae_parameters": full_size.parameters(vae),
                               "latents": list(latents.shape)}
     for tiling in (False, True):

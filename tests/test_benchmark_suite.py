@@ -167,15 +167,21 @@ def test_a_vae_the_suite_cannot_build_at_full_size_says_why():
     assert suite.build_vae("framepack", None, tiny=False, device=torch.device("cpu")) == "no VAE of framepack in the suite"
 
 
-def test_decode_final_compares_the_decoded_videos_of_the_fast_path_with_the_eager_one(tmp_path):
-    """Both final latents go through the backbone's own decode; dynamo's eager backend reproduces the eager
-    run exactly, so the videos are equal (a real compile backend differs by bf16 reordering)."""
+@pytest.mark.parametrize("name", ["wan2.1-t2v-1.3b", "hunyuanvideo", "cogvideox-5b", "hunyuanvideo1.5-480p-t2v"])
+def test_decode_final_compares_the_decoded_videos_of_the_fast_path_with_the_eager_one(tmp_path, name):
+    """Both final latents go through the backbone's own decode. Dynamo's eager backend reproduces the eager run
+    exactly, so the videos are equal; HunyuanVideo 1.5's fast path drops the padding from attention instead of
+    masking it, so its latents differ slightly (float32 reordering) and so do its pixels, a little."""
     out = tmp_path / "suite.json"
-    assert suite.main(["--tiny", "--device", "cpu", "--only", "wan2.1-t2v-1.3b:all+fast", "--compile-backend", "eager",
+    assert suite.main(["--tiny", "--device", "cpu", "--only", f"{name}:all+fast", "--compile-backend", "eager",
                        "--steps", "1", "--warmup", "1", "--decode-final", "--json", str(out)]) == 0
-    variants = json.loads(out.read_text())["configs"]["wan2.1-t2v-1.3b"]["variants"]
-    assert variants["fast"]["final_video_vs_all"] == {"max_abs": 0, "mean_abs": 0.0, "psnr_db": None}
+    variants = json.loads(out.read_text())["configs"][name]["variants"]
     assert "final_video_vs_all" not in variants["all"]  # the reference
+    video = variants["fast"]["final_video_vs_all"]
+    if variants["fast"]["relative_l2_final_latents"] == 0.0:
+        assert video == {"max_abs": 0, "mean_abs": 0.0, "psnr_db": None}
+    else:
+        assert name == "hunyuanvideo1.5-480p-t2v" and 0 < video["max_abs"] <= 16 and video["psnr_db"] > 40
 
 
 def test_video_difference_against_hand_computed_values():
