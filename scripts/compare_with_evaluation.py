@@ -13,26 +13,28 @@ listed. Prompt ids come from examples/testbed_prompts.yaml.
 from __future__ import annotations
 
 import argparse
-import csv
 import gzip
 import json
+import sys
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script's reader of values.csv.gz
+from ablation_table import read_values  # noqa: E402
 
 OUTCOMES = ("static_death", "direction_correct", "moved", "integrity_ok", "correct_and_intact")
 ERRORS = ("velocity_error", "position_error")
 PROMPTS = Path(__file__).resolve().parents[1] / "examples" / "testbed_prompts.yaml"
 
 
-def sweep_values(report: Path, condition: str) -> dict[tuple[str, int], dict[str, float | None]]:
-    """(prompt id, seed) -> {value name: value} of one condition, from the report's values.csv.gz."""
-    items: dict[tuple[str, int], dict[str, float | None]] = {}
-    with gzip.open(report / "values.csv.gz", "rt", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["condition"] == condition:
-                value = float(row["value"]) if row["value"] != "" else None
-                items.setdefault((row["prompt_id"], int(row["seed"])), {})[row["value_name"]] = value
+def sweep_values(report: Path, condition: str) -> dict[tuple[str, int], dict[str, float]]:
+    """(prompt id, seed) -> {value name: value} of one condition (a value left empty is absent)."""
+    items: dict[tuple[str, int], dict[str, float]] = {}
+    for (name, value_name), values in read_values(report / "values.csv.gz").items():
+        if name == condition:
+            for item, value in values.items():
+                items.setdefault(item, {})[value_name] = value
     return items
 
 
