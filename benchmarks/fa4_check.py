@@ -132,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, {"measurements": rows})
         print(json.dumps(rows, indent=1))
         return 0
-    report = check(args.device)
-    write_json(args.json, report)
+    return write_report(args.json, check(args.device))
+
+
+def write_report(path: Path, report: dict) -> int:
+    """Write a kernel check's report; print why it was skipped, where it was."""
+    write_json(path, report)
     if "skipped" in report:
         print(report["skipped"])
     return 0

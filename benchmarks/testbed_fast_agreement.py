@@ -3,7 +3,12 @@
 The held-out evaluation of the shipped test-bed model (`inertia.testbed.evaluate`: every single-ball
 motion prompt x `--seeds` run seeds, each video parsed against the simulator's truth) is generated at
 each performance level (`default` = eager, `fast`, and on CUDA `float8`) for a few conditions of
-`examples/testbed_ablation.yaml`, and the levels are compared with the eager one.
+`examples/testbed_ablation.yaml`, and the levels are compared with the eager one. `--attention-kernel`
+names the attention kernel of the compared levels as `inertia run --attention-kernel` does (default `auto`:
+the one the level chooses); the reference level stays eager with the attention backend, so e.g.
+`--levels default,float8 --attention-kernel cudnn_fp8` measures float8 with cuDNN's FP8 attention against
+eager bf16. A level whose kernel cannot run here is skipped with the reason; each level's entry states the
+kernel, why, and the calls it ran (its `performance` record).
 
 Statistics. Every level generates the same items: the same (prompt, seed) pairs, so the same first
 frame, command and initial noise. The comparison is therefore paired: the difference of static-death
@@ -21,6 +26,8 @@ difference (uint8 levels) from the eager video. The same for correct-and-intact.
         --json benchmarks/results/testbed_fast_agreement_cpu.json
     PYTHONPATH=. python benchmarks/testbed_fast_agreement.py --seeds 32 --device cuda --batch-size 176 \\
         --conditions baseline,relax,boost,unlearn --json testbed_fast_agreement_h200.json
+    PYTHONPATH=. python benchmarks/testbed_fast_agreement.py --seeds 32 --device cuda --batch-size 176 \\
+        --levels default,float8 --attention-kernel cudnn_fp8 --json testbed_cudnn_fp8_h200.json
 
 The JSON is rewritten after every (condition, level), so a killed run keeps what it finished.
 """
@@ -31,13 +38,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, get_args
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from inertia.core import performance  # noqa: E402
+from inertia.core.config import AttentionKernel  # noqa: E402
 from inertia.core.errors import ConfigError  # noqa: E402
 from inertia.core.io import write_json  # noqa: E402
 from inertia.core.records import device_description, package_versions, utc_now  # noqa: E402
@@ -108,6 +116,12 @@ def level_summary(result: dict[str, Any]) -> dict[str, Any]:
             "items": {o: "".join("1" if row[o] else "0" for row in result["rows"]) for o in OUTCOMES}}
 
 
+def kernel_of(args: argparse.Namespace, level: str) -> str:
+    """The attention kernel a level runs with: `--attention-kernel` at the compared levels, "auto" (eager: the
+    backend) at the reference."""
+    return "auto" if level == args.levels[0] else args.attention_kernel
+
+
 def measure(args: argparse.Namespace, report: dict[str, Any], progress) -> None:
     """Fill report["conditions"], writing the JSON after every (condition, level)."""
     items = heldout_items(args.seeds, holdout_of(model_path(args.model)), args.first_seed)
@@ -123,9 +137,10 @@ def measure(args: argparse.Namespace, report: dict[str, Any], progress) -> None:
             try:
                 evaluation = evaluate(args.model, items=items, guidance_scales=[args.guidance], steps=args.steps,
                                       interventions=CONDITIONS[name], device=args.device, dtype=args.dtype,
-                                      performance=LEVELS[level], batch_size=args.batch_size, keep_videos=True,
-                                      bootstrap=bootstrap)
-            except ConfigError as error:  # float8 off CUDA or without torchao: recorded, the rest still runs
+                                      performance=LEVELS[level], attention_kernel=kernel_of(args, level),
+                                      batch_size=args.batch_size, keep_videos=True, bootstrap=bootstrap)
+            except ConfigError as error:  # float8 off CUDA or without torchao, a kernel that cannot run: recorded,
+                # the rest still runs
                 if reference is None:
                     raise
                 entry["levels"][level] = {"skipped": str(error)}
@@ -157,7 +172,9 @@ def _percent(rate: float, ci: list[float] | None) -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     lines = [f"{report['items']} held-out items (seeds {report['seeds'][0]}..{report['seeds'][-1]}) on "
-             f"{report['device']} {report['dtype']}, guidance {report['guidance_scale']:g}, {report['steps']} steps",
+             f"{report['device']} {report['dtype']}, guidance {report['guidance_scale']:g}, {report['steps']} steps"
+             + (f"; attention kernel {report['attention_kernel']} at the compared levels"
+                if report.get("attention_kernel", "auto") != "auto" else ""),
              f"{'condition':<10} {'level':<8} {'static death':<22} {'paired diff (points)':<24} {'discordant':<11} "
              f"{'agree':<6} {'identical':<10} max |diff| median/q90/max"]
     for name, entry in report["conditions"].items():
@@ -190,6 +207,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--levels", default=None,
                    help="comma-separated, of default, fast, float8; default first (default: default,fast on the CPU, "
                         "default,fast,float8 on CUDA)")
+    p.add_argument("--attention-kernel", default="auto", choices=get_args(AttentionKernel),
+                   help="attention kernel of the compared levels, as `inertia run --attention-kernel` (default "
+                        "%(default)s); the default level stays eager with the attention backend")
     p.add_argument("--model", default=DEFAULT_MODEL, help="test-bed checkpoint (default: the shipped weights)")
     p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
@@ -216,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {"command": " ".join(["python", "benchmarks/testbed_fast_agreement.py", *(argv or sys.argv[1:])]),
                               "created": utc_now(), "model": args.model, "device_name": device_description(args.device)["name"],
                               "versions": package_versions(), "compile_backend": args.compile_backend,
-                              "conditions": {}}
+                              "attention_kernel": args.attention_kernel, "conditions": {}}
     started = time.perf_counter()
     quiet_libraries()
     backend, performance.COMPILE_BACKEND = performance.COMPILE_BACKEND, args.compile_backend

@@ -42,8 +42,9 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--dtype": ("dtype", str, "auto, float32, bfloat16, float16"),
     "--device": ("device", str, "auto, cpu, cuda, cuda:N"),
     "--attention": ("attention", str, f"attention backend: {', '.join(ATTENTION_BACKENDS)}"),
-    "--attention-kernel": ("attention_kernel", str, "auto, backend or fa4 (FlashAttention-4 for the calls it can take; "
-                                                    "auto: under --performance where measured fastest)"),
+    "--attention-kernel": ("attention_kernel", str, "auto, backend, fa4 or cudnn_fp8 (FlashAttention-4, or cuDNN's "
+                                                    "approximate FP8 attention, for the calls it can take; auto: under "
+                                                    "--performance where measured fastest, cudnn_fp8 only under float8)"),
     "--performance": ("performance", str, "fast (compiled blocks, measured attention backend) or float8 "
                                           "(fast + float8 linears, CUDA); see docs/performance.md"),
     "--offload": ("offload", str, "model (whole components on the GPU only while they run) or group (the transformer's "

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .core import fa4
 from .core.attention import AttentionHooks, QKVTransform
 from .core.backbone import Backbone
 from .core.builtin_models import SMOKE_TEST_NOTICE
@@ -29,7 +28,7 @@ from .core.performance import apply_performance, check_compilable, choose_attent
 from .core.metric import Metric
 from .core.offload import check_memory_options, vae_tiling_in_force
 from .core.records import CONFIG_NAME, RECORD_NAME, VIDEO_NAME, device_description, package_versions, utc_now
-from .core.runtime import attention_backend, attention_kernel, choose_kernel, resolve_runtime
+from .core.runtime import KERNELS, attention_backend, attention_kernel, choose_kernel, resolve_runtime
 from .core.sampling import StepRecord, sample
 from .core.setup import RunSetup
 from .registry import Registry, culprit, default_registry
@@ -193,8 +192,8 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
     loaded = time.perf_counter()
     generators = [torch.Generator("cpu").manual_seed(p.config.seed) for p in plans]
     hooks = AttentionHooks([*plan.stack.attention_transforms, *transforms], backbone.num_attention_layers,
-                           plan.stack.attention_biases, attention_kernel(config))
-    kernel_calls = fa4.calls()
+                           plan.stack.attention_biases, attention_kernel(config), fused=config.performance is not None)
+    kernel_calls = hooks.kernel.calls() if hooks.kernel is not None else 0
     history = HistoryHooks(plan.stack.history_transforms, seeds=[p.config.seed for p in plans])
     tiling = vae_tiling_in_force(config, plan.backbone.vae_tiling_default)
     if tiling is not None:
@@ -221,7 +220,7 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
     if backbone.performance:
         performance = {**asdict(backbone.performance), **backbone.performance_notes(), **compiled}
     if hooks.kernel is not None:
-        performance["attention_kernel_calls"] = fa4.calls() - kernel_calls
+        performance["attention_kernel_calls"] = hooks.kernel.calls() - kernel_calls
     memory = {**({"offload": asdict(backbone.offload)} if backbone.offload else {}),
               **({"vae_tiling": tiling} if tiling is not None else {})}
     return [Generation(frames, trace, backbone.smoke_test, timings, {"size": len(plans), "index": index}, performance,
@@ -273,7 +272,8 @@ def execute_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None,
 
 def performance_record(plan: PlannedRun, result: Generation) -> dict[str, Any]:
     """Options in force, the attention backend used (and why, when the measured table chose it), the attention
-    kernel and why (with fa4: the calls it ran; the others went to the backend), compile cost."""
+    kernel and why (with a kernel, fa4 or cudnn_fp8: the calls it ran; the others went to the backend), compile
+    cost."""
     config = plan.config
     reason = None
     if "attention" not in plan.requested.model_fields_set:
@@ -331,7 +331,7 @@ def _write_run_files(plan: PlannedRun, result: Generation, suite: MetricSuite | 
         "seed": config.seed,
         "wall_time_s": result.timings,
         **({"performance": performance_record(plan, result)}
-           if config.performance or config.attention_kernel == "fa4" else {}),
+           if config.performance or config.attention_kernel in KERNELS else {}),
         **({"memory": result.memory} if result.memory else {}),
         "batch": result.batch,
         "video": {"path": VIDEO_NAME, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),

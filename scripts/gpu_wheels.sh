@@ -3,12 +3,15 @@
 # inertia's GPU work, downloaded here once from PyPI into two git-ignored sets, each cut into parts
 # that travel beside the checkout one call at a time (scripts/wheel_parts.sh: at most 64 MiB a call):
 #
-#   bash scripts/gpu_wheels.sh            # .whl/bench (about 20 MB: one part) and .whl/av (about 36 MB: two)
+#   bash scripts/gpu_wheels.sh            # .whl/bench (about 20 MB: one part), .whl/av (about 36 MB: two) and
+#                                         # .whl/cudnn (about 2 MB: one part)
 #   REPACK=1 bash scripts/gpu_wheels.sh   # cut the wheels downloaded before again, e.g. when the checkout grew
 #
 #   .whl/bench  diffusers, the pydantic stack, torchao (float8), kornia (fdg), ftfy (Wan's prompt
 #               cleaning): benchmarks/suite.py, the test bed's training, evaluation and sweeps
 #   .whl/av     PyAV, which writes every run's video (test-bed sweeps score the written files)
+#   .whl/cudnn  the cuDNN frontend (`attention_kernel: cudnn_fp8`: cuDNN's FP8 attention on the cuDNN that
+#               PyTorch ships): benchmarks/cudnn_fp8_check.py, the suite's _cudnnfp8 variants
 #
 # Each set keeps its wheels in wheels/ and its parts in 1/, 2/, ...: carry the parts, never the set's
 # whole folder. This script prints each part's size; parts of several sets may share a call while they
@@ -32,5 +35,7 @@ bench=(diffusers==0.42.1 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types=
 
 download_wheels "$dest/bench/wheels" "${bench[@]}"
 download_wheels "$dest/av/wheels" av==18.1.0
+download_wheels "$dest/cudnn/wheels" nvidia-cudnn-frontend==1.16.0
 pack_wheels bench "$dest/bench/wheels" "$dest/bench"
 pack_wheels av "$dest/av/wheels" "$dest/av"
+pack_wheels cudnn "$dest/cudnn/wheels" "$dest/cudnn"

@@ -120,7 +120,7 @@ def test_without_the_package_nothing_else_is_asked(fa4_missing):
 
 # ----- the choice before loading ------------------------------------------------------------------------
 def test_the_kernel_names_the_allowed_values():
-    with pytest.raises(InertiaError, match=r"^attention_kernel: Input should be 'auto', 'backend' or 'fa4'"):
+    with pytest.raises(InertiaError, match=r"^attention_kernel: Input should be 'auto', 'backend', 'fa4' or 'cudnn_fp8'"):
         build_config({"attention_kernel": "flash"})
 
 
@@ -179,13 +179,16 @@ class SdpaKernel:
     name = "sdpa-test"
 
     def __init__(self):
-        self.calls = 0
+        self.count = 0
 
     def refusal(self, query, key, value, mask):
         return None if mask is None else "an attention mask or bias"
 
+    def calls(self) -> int:
+        return self.count
+
     def __call__(self, query, key, value):
-        self.calls += 1
+        self.count += 1
         out = F.scaled_dot_product_attention(*(t.permute(0, 2, 1, 3) for t in (query, key, value)))
         return out.permute(0, 2, 1, 3)
 
@@ -200,10 +203,10 @@ def test_fa4_refusing_every_cpu_call_gives_the_default_video_bit_for_bit(monkeyp
     config = RunConfig(**TINY, interventions=INTERVENTIONS, performance=level)
     default = generate(plan_run(config), ModelCache(), progress=False)
     with_kernel(monkeypatch, fa4.FlashAttention4(9))
-    calls = fa4.calls()
+    calls = fa4.FlashAttention4.calls()
     kernel = generate(plan_run(config), ModelCache(), progress=False)
     np.testing.assert_array_equal(kernel.frames, default.frames)
-    assert kernel.performance["attention_kernel_calls"] == 0 and fa4.calls() == calls
+    assert kernel.performance["attention_kernel_calls"] == 0 and fa4.FlashAttention4.calls() == calls
     if level:
         assert kernel.performance["graphs_compiled"] == 1  # the kernel's refusal is read at tracing only
 
@@ -225,7 +228,7 @@ def test_unlearn_transforms_what_the_kernel_gets(monkeypatch):
     kernel = SdpaKernel()
     with_kernel(monkeypatch, kernel)
     taken = generate(plan_run(RunConfig(**TINY, interventions=unlearn)), models, progress=False)
-    assert kernel.calls == 12
+    assert kernel.count == 12
     np.testing.assert_array_equal(taken.frames, backend.frames)
     assert not np.array_equal(backend.frames, plain.frames)
 
@@ -239,7 +242,7 @@ def test_stg_skips_never_reach_the_kernel(monkeypatch):
     with_kernel(monkeypatch, kernel)
     taken = generate(plan_run(RunConfig(**TINY, interventions=stg)), models, progress=False)
     assert [s.branches for s in taken.trace] == [s.branches for s in backend.trace]
-    assert kernel.calls == 15
+    assert kernel.count == 15
     np.testing.assert_array_equal(taken.frames, backend.frames)
 
 
@@ -253,7 +256,7 @@ def test_biased_calls_go_to_the_backend(monkeypatch, image_file):
     kernel = SdpaKernel()
     with_kernel(monkeypatch, kernel)
     taken = generate(plan_run(config), models, progress=False)
-    assert kernel.calls == 4
+    assert kernel.count == 4
     np.testing.assert_array_equal(taken.frames, backend.frames)
 
 

@@ -75,6 +75,33 @@ def test_attention_is_the_fastest_measured_backend_that_can_run_here(tmp_path):
     assert performance.choose_attention(None, "wan", ["native"], table).backend == "native"
 
 
+def test_rows_of_a_level_are_compared_among_themselves_at_that_level(tmp_path):
+    eager = [{"gpu": "H200", "backbone": "wan", "backend": b, "s_per_step": s, "source": "eager"}
+             for b, s in (("native", 1.2), ("fa4", 1.1))]
+    float8 = [{"gpu": "H200", "backbone": "wan", "backend": b, "performance": "float8", "s_per_step": s, "source": "f8"}
+              for b, s in (("native", 0.99), ("fa4", 0.88), ("cudnn_fp8", 0.78))]
+    table = _table(tmp_path, eager + float8)
+    everything = ["native", "fa4", "cudnn_fp8"]
+    choice = performance.choose_attention("NVIDIA H200", "wan", everything, table, level="float8")
+    assert choice == performance.AttentionChoice("cudnn_fp8", "fastest measured on H200 for wan at performance float8: "
+                                                              "0.78 s/step (f8)")
+    # without the fp8 kernel the level's rows still decide; at another level, or none, the eager rows do
+    assert performance.choose_attention("NVIDIA H200", "wan", ["native", "fa4"], table, level="float8").reason.endswith(
+        "at performance float8: 0.88 s/step (f8)")
+    for level in ("fast", None):
+        assert performance.choose_attention("NVIDIA H200", "wan", everything, table, level=level).reason == \
+            "fastest measured on H200 for wan: 1.1 s/step (eager)"
+    # a GPU or backbone without rows at the level falls back to its eager rows
+    assert performance.choose_attention("NVIDIA H200", "cogvideox", everything, table, level="float8").backend == "native"
+
+
+def test_the_shipped_table_takes_cudnn_fp8_for_wan_on_an_h200_only_at_float8():
+    everything = ["native", "cudnn", "fa4", "cudnn_fp8"]
+    assert performance.choose_attention("NVIDIA H200", "wan", everything, level="float8").backend == "cudnn_fp8"
+    assert performance.choose_attention("NVIDIA H200", "wan", everything, level="fast").backend == "fa4"
+    assert performance.choose_attention("NVIDIA H100 80GB HBM3", "wan", everything, level="float8").backend == "native"
+
+
 def test_the_shipped_table_chooses_native_on_an_h200_without_flash_attn_4():
     assert performance.choose_attention("NVIDIA H200", "wan", ["native", "cudnn", "flash", "efficient"]).backend == "native"
 

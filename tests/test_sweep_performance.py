@@ -87,7 +87,7 @@ def test_refusals_before_loading_are_inertia_runs_one_line_per_backbone(tmp_path
 
 @pytest.mark.parametrize("field, value, allowed", [
     ("performance", "turbo", "'fast' or 'float8', got 'turbo'"),
-    ("attention_kernel", "fa3", "'auto', 'backend' or 'fa4', got 'fa3'"),
+    ("attention_kernel", "fa3", "'auto', 'backend', 'fa4' or 'cudnn_fp8', got 'fa3'"),
     ("offload", "disk", "'model' or 'group', got 'disk'"),
     ("vae_tiling", "yes", "'auto', 'on' or 'off', got 'yes'"),
     ("vae_tiling", 1, "'auto', 'on' or 'off', got 1"),

@@ -22,9 +22,9 @@ backend itself: the decision point for what q/k/v transforms cannot express.
   the model's own mask), which the native, math, cuDNN, efficient, flex and xformers backends
   take exactly; `BIAS_REFUSING_ATTENTION` cannot, and a run that biases attention refuses them
   before loading.
-* A kernel (`AttentionKernel`, e.g. FlashAttention-4: `core.fa4`): the call, after skips and biases
-  are decided, goes to the kernel where it takes it (no mask or bias, its dtypes and head sizes),
-  else to the backend; so every hook acts as without it.
+* A kernel (`AttentionKernel`: FlashAttention-4, `core.fa4`; cuDNN's FP8 attention, `core.cudnn_fp8`):
+  the call, after skips and biases are decided, goes to the kernel where it takes it (no mask or bias,
+  its dtypes and head sizes), else to the backend; so every hook acts as without it.
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ class AttentionCall:
     num_layers: int
     layout: TokenLayout
     step: StepContext
+    #: Performance mode: a transform may use a faster kernel that is not bit-identical to its eager one.
+    fused: bool = False
 
 
 class QKVTransform(Protocol):
@@ -139,6 +141,9 @@ class AttentionKernel(Protocol):
 
     def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor: ...
 
+    def calls(self) -> int:
+        """Calls the kernel has run in this process (a run states the difference over itself)."""
+
 
 #: Every AttentionHooks by its key, so the compiled-region op (`qkv_hook`) finds the hooks it was called for.
 _LIVE_HOOKS: "weakref.WeakValueDictionary[int, AttentionHooks]" = weakref.WeakValueDictionary()
@@ -148,11 +153,13 @@ _KEYS = itertools.count()
 class AttentionHooks:
     """The transforms and biases of one run; the sampling loop tells it the current step and layout,
     and, during a guidance branch's forward, the layers whose self-attention that forward skips.
-    `kernel`: the attention kernel that takes the calls it can (None: the backend takes every call)."""
+    `kernel`: the attention kernel that takes the calls it can (None: the backend takes every call);
+    `fused`: performance mode, told to the transforms (`AttentionCall.fused`)."""
 
     def __init__(self, transforms: list[QKVTransform], num_layers: int, biases: list[AttentionBias] | None = None,
-                 kernel: AttentionKernel | None = None):
+                 kernel: AttentionKernel | None = None, fused: bool = False):
         self.transforms = transforms
+        self.fused = fused
         self.biases = list(biases or [])
         self.kernel = kernel
         self.num_layers = num_layers
@@ -169,7 +176,7 @@ class AttentionHooks:
     def _call(self, layer: int, key: torch.Tensor) -> AttentionCall:
         if self.layout is None or self.step is None or self.layout.length != key.shape[1]:
             raise RuntimeError(f"attention hook at layer {layer} has no token layout for a sequence of {key.shape[1]}")
-        return AttentionCall(layer, self.num_layers, self.layout, self.step)
+        return AttentionCall(layer, self.num_layers, self.layout, self.step, self.fused)
 
     def apply(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layer: int

@@ -23,7 +23,8 @@ from .yaml_input import DuplicateKeyError, UnreadableYAMLError, describe_yaml_er
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 #: Performance and memory options' values (RunConfig and sweep files share them, so errors read the same).
-AttentionKernel = Literal["auto", "backend", "fa4"]
+#: The values of `RunConfig.attention_kernel`: auto, backend, and the kernels of `core.runtime.KERNELS`.
+AttentionKernel = Literal["auto", "backend", "fa4", "cudnn_fp8"]
 Performance = Literal["fast", "float8"]
 Offload = Literal["model", "group"]
 
@@ -171,8 +172,9 @@ class RunConfig(BaseModel):
     attention: str = "native"
     attention_kernel: AttentionKernel = Field(
         "auto", description="fa4 = FlashAttention-4 for the self-attention calls it can take (the rest: the backend); "
-        "backend = the attention backend for every call; auto = fa4 under performance options where it can run and the "
-        "measured table has it fastest (see docs/performance.md)",
+        "cudnn_fp8 = cuDNN's FP8 attention for the calls it can take (SM90; approximate: q/k/v and the output in "
+        "float8); backend = the attention backend for every call; auto = under performance options, a kernel where it "
+        "can run and the measured table has it fastest (cudnn_fp8 only under float8; see docs/performance.md)",
     )
     performance: Performance | None = Field(
         None, description="fast = compiled transformer blocks and the measured fastest attention backend; "

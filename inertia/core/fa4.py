@@ -24,6 +24,9 @@ MODULE = "flash_attn.cute"
 #: Compute capability majors FA4 has forward kernels for here: 9 (SM90: H100, H200), 10 (SM100: B200, GB200).
 SUPPORTED_MAJORS = (9, 10)
 DTYPES = (torch.bfloat16, torch.float16)
+#: Performance levels under which `attention_kernel: auto` may choose FA4 (`core.runtime.KERNELS`): it is exact
+#: attention, so every level.
+AUTO_LEVELS = ("fast", "float8")
 
 #: Attention calls `fa4_attention` has run in this process (the run record states the difference over a run).
 _CALLS = [0]
@@ -65,6 +68,11 @@ def head_dim_refusal(head_dim: int, major: int) -> str | None:
     return f"head_dim {head_dim} (fa4 on SM{major}0: multiples of 8 up to {largest}{extra})"
 
 
+def kernel(capability: tuple[int, int]) -> "FlashAttention4":
+    """The kernel a run's hooks hold on a GPU of compute capability `capability` (`core.runtime.KERNELS`)."""
+    return FlashAttention4(capability[0])
+
+
 class FlashAttention4:
     """The kernel object `AttentionHooks` holds: which calls it takes (`refusal`) and the call itself.
     `major`: the GPU's compute capability major, which decides the head sizes."""
@@ -97,10 +105,10 @@ class FlashAttention4:
     def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         return torch.ops.inertia.fa4_attention(query, key, value)
 
-
-def calls() -> int:
-    """Attention calls FA4 has run in this process."""
-    return _CALLS[0]
+    @staticmethod
+    def calls() -> int:
+        """Attention calls FA4 has run in this process."""
+        return _CALLS[0]
 
 
 @torch.library.custom_op("inertia::fa4_attention", mutates_args=())

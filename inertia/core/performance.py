@@ -9,7 +9,8 @@
   nothing was measured); so is the attention kernel (FlashAttention-4, `core.fa4`) where it can run,
   unless the run names one (`core.runtime.choose_kernel`).
 - "float8": "fast" plus float8 linear layers in the repeated blocks (torchao, dynamic per-row
-  scales; CUDA only, refused before loading elsewhere).
+  scales; CUDA only, refused before loading elsewhere); the attention kernel chosen the same way among
+  FlashAttention-4 and cuDNN's FP8 attention (`core.cudnn_fp8`, approximate: only at this level).
 
 Left out on purpose: cond/uncond batching (measured no faster on an H200: 1.202 against 1.204 s per
 Wan 1.3B step, and not bit-identical), and any cache that skips blocks or branches (TeaCache,
@@ -70,17 +71,26 @@ def check_compilable(level: str | None, interventions: Iterable[Any]) -> None:
                                              "compiled blocks do not support yet; run it without --performance")
 
 
-def choose_attention(gpu: str | None, backbone: str, allowed: Iterable[str], table: Path = ATTENTION_TABLE) -> AttentionChoice:
+def choose_attention(gpu: str | None, backbone: str, allowed: Iterable[str], table: Path | None = None,
+                     level: str | None = None) -> AttentionChoice:
     """The fastest backend measured for this GPU (a table row's `gpu` is a substring of its name) and
-    backbone, among `allowed` (those that can run here); "native" when none was measured. A row
-    without seconds (null) is unmeasured and never chosen."""
-    rows = json.loads(table.read_text(encoding="utf-8"))["measurements"]
+    backbone, among `allowed` (those that can run here, and the kernels the caller considers: a kernel's
+    row counts only where it is allowed); "native" when none was measured. A row without seconds (null)
+    is unmeasured and never chosen. Rows with a `performance` level hold seconds measured at that level
+    (compiled, in one process): choosing for `level`, they are compared among themselves where this GPU and
+    backbone have any, else the eager rows (those without a level) are. `table`: default `ATTENTION_TABLE`,
+    read at the call."""
+    rows = json.loads((table or ATTENTION_TABLE).read_text(encoding="utf-8"))["measurements"]
+    allowed = list(allowed)
     usable = [row for row in rows if gpu and row["gpu"] in gpu and row["backbone"] == backbone and row["backend"] in allowed
               and row["s_per_step"] is not None]
+    at_level = [row for row in usable if level is not None and row.get("performance") == level]
+    usable = at_level or [row for row in usable if "performance" not in row]
     if not usable:
         return AttentionChoice("native", f"no measurement for {gpu or 'this device'} and {backbone}: the default")
     best = min(usable, key=lambda row: row["s_per_step"])
-    return AttentionChoice(best["backend"], f"fastest measured on {best['gpu']} for {backbone}: "
+    where = f" at performance {level}" if at_level else ""
+    return AttentionChoice(best["backend"], f"fastest measured on {best['gpu']} for {backbone}{where}: "
                                             f"{best['s_per_step']} s/step ({best['source']})")
 
 
@@ -118,10 +128,15 @@ def float8_linears(models: Iterable[torch.nn.Module]) -> int:
     count = 0
     for model in models:
         for block in repeated_blocks(model):
-            linears = sum(isinstance(m, torch.nn.Linear) for m in block.modules())
-            quantize_(block, config)
-            count += linears
+            count += sum(isinstance(m, torch.nn.Linear) for m in block.modules())
+            quantize_(block, config, filter_fn=_plain_linear)
     return count
+
+
+def _plain_linear(module: torch.nn.Module, name: str) -> bool:
+    """A linear layer whose weight is still a plain tensor: float8 applied twice to one loaded model (a second
+    run, a second benchmark variant) leaves the converted layers as they are instead of failing on them."""
+    return isinstance(module, torch.nn.Linear) and type(module.weight.detach()) is torch.Tensor
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import ModuleType
 
-from . import fa4
+from . import cudnn_fp8, fa4
+from .attention import AttentionKernel
 from .config import ATTENTION_BACKENDS, RunConfig
 from .devices import resolve_device
 from .errors import ConfigError
@@ -18,6 +20,12 @@ PACKAGES = {"xformers": "xformers", "flash-attn": "flash_attn", "flash-attn-varl
 #: The module whose presence shows a package installed, where it is not the package itself: FlashAttention 2's
 #: compiled kernels, since FlashAttention-4 installs `flash_attn` too, as a bare namespace package (`flash_attn.cute`).
 PACKAGE_MODULES = {"flash_attn": "flash_attn_2_cuda"}
+#: The attention kernels a run can name (`RunConfig.attention_kernel`), beside the attention backend. Each is a
+#: module with `installed()`, `capability(device)` (the CUDA compute capability; None off CUDA),
+#: `gpu_refusal(device, capability)` (why it cannot run there; None: it can), `kernel(capability)` (the
+#: `core.attention.AttentionKernel` a run's hooks hold) and `AUTO_LEVELS`, the performance levels under which
+#: `attention_kernel: auto` may choose it (the exact fa4: every level; the approximate cudnn_fp8: float8 only).
+KERNELS: dict[str, ModuleType] = {"fa4": fa4, "cudnn_fp8": cudnn_fp8}
 
 
 def missing_package(backend: str) -> str | None:
@@ -31,7 +39,7 @@ def missing_package(backend: str) -> str | None:
 
 def resolve_runtime(config: RunConfig) -> RunConfig:
     """Replace "auto" device/dtype by concrete choices, check the attention backend can run, and choose
-    the attention kernel ("auto" stays "auto" unless it chooses fa4)."""
+    the attention kernel ("auto" stays "auto" unless it chooses a kernel of `KERNELS`)."""
     device = resolve_device(config.device)
     dtype = config.dtype
     if dtype == "auto":
@@ -47,38 +55,51 @@ def resolve_runtime(config: RunConfig) -> RunConfig:
     if package:
         raise ConfigError("attention", f"{backend} needs the {package} package: pip install 'inertia[{backend.split('-varlen')[0]}]'")
     return config.model_copy(update={"device": device, "dtype": dtype, "attention": backend,
-                                      **({"attention_kernel": kernel} if kernel == "fa4" else {})})
+                                      **({"attention_kernel": kernel} if kernel in KERNELS else {})})
 
 
-def choose_kernel(config: RunConfig, device: str) -> AttentionChoice:
-    """The run's attention kernel, "fa4" or "backend", and why. `fa4` named by the run must be able to
-    run here (ConfigError naming what is missing); `auto` takes it only under performance options, where
-    it can run and the measured table (`core.performance.choose_attention`) has it fastest among the
-    backends that run here."""
-    if config.attention_kernel == "backend":
-        return AttentionChoice("backend", "named by the run")
-    refusal = None
+def kernel_refusals(config: RunConfig, device: str) -> dict[str, str | None]:
+    """Why each kernel of `KERNELS` cannot run for `config` on `device` (None: it can)."""
     if config.context_parallel > 1:
         refusal = (f"cannot run under context parallelism (context_parallel {config.context_parallel}): "
                    "Ulysses attention goes through the backend")
-    refusal = refusal or fa4.gpu_refusal(device, fa4.capability(device))
-    if config.attention_kernel == "fa4":
-        if refusal:
-            raise ConfigError("attention_kernel", f"fa4 {refusal}; allowed here: auto, backend")
-        return AttentionChoice("fa4", "named by the run")
+        return {name: refusal for name in KERNELS}
+    return {name: module.gpu_refusal(device, module.capability(device)) for name, module in KERNELS.items()}
+
+
+def choose_kernel(config: RunConfig, device: str) -> AttentionChoice:
+    """The run's attention kernel, a name of `KERNELS` or "backend", and why. A kernel named by the run must be
+    able to run here (ConfigError naming what is missing, and the values allowed here); `auto` takes one only
+    under performance options, among the kernels whose `AUTO_LEVELS` hold the run's level (cudnn_fp8: float8
+    only), where it can run and the measured table (`core.performance.choose_attention`) has it fastest among
+    them and the backends that run here. The reason states the candidates that cannot run."""
+    if config.attention_kernel == "backend":
+        return AttentionChoice("backend", "named by the run")
+    refusals = kernel_refusals(config, device)
+    named = config.attention_kernel
+    if named in KERNELS:
+        if refusals[named]:
+            allowed = ["auto", "backend", *(name for name, refusal in refusals.items() if name != named and refusal is None)]
+            raise ConfigError("attention_kernel", f"{named} {refusals[named]}; allowed here: {', '.join(allowed)}")
+        return AttentionChoice(named, "named by the run")
     if config.performance is None:
         return AttentionChoice("backend", "auto: fa4 only under performance options")
-    if refusal:
-        return AttentionChoice("backend", f"auto: fa4 {refusal}")
-    choice = choose_attention(_gpu_name(device), config.backbone, [*_runnable(device), "fa4"])
-    if choice.backend == "fa4":
-        return AttentionChoice("fa4", f"auto: {choice.reason}")
-    return AttentionChoice("backend", f"auto: fa4 not measured fastest here ({choice.backend}: {choice.reason})")
+    candidates = [name for name, module in KERNELS.items() if config.performance in module.AUTO_LEVELS]
+    runnable = [name for name in candidates if refusals[name] is None]
+    refused = "".join(f"; {name} {refusals[name]}" for name in candidates if refusals[name])
+    if not runnable:
+        return AttentionChoice("backend", f"auto: {refused[2:]}")
+    choice = choose_attention(_gpu_name(device), config.backbone, [*_runnable(device), *runnable], level=config.performance)
+    if choice.backend in runnable:
+        return AttentionChoice(choice.backend, f"auto: {choice.reason}{refused}")
+    return AttentionChoice("backend", f"auto: {', '.join(runnable)} not measured fastest here "
+                                      f"({choice.backend}: {choice.reason}){refused}")
 
 
-def attention_kernel(config: RunConfig) -> fa4.FlashAttention4 | None:
+def attention_kernel(config: RunConfig) -> AttentionKernel | None:
     """The kernel object of a resolved run (`AttentionHooks.kernel`); None: the backend takes every call."""
-    return fa4.FlashAttention4(fa4.capability(config.device)[0]) if config.attention_kernel == "fa4" else None
+    module = KERNELS.get(config.attention_kernel)
+    return module.kernel(module.capability(config.device)) if module is not None else None
 
 
 def _runnable(device: str) -> list[str]:

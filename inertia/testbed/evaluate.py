@@ -14,7 +14,8 @@ interval, resampling items or, with `--ci-by seed`, whole run seeds.
 Videos are generated in batches (`--batch-size`): one batched forward runs many items, with each
 item's noise drawn from its own seed exactly as a single `inertia run` draws it. `--performance
 fast|float8` generates them as `inertia run --performance` does (docs/performance.md); each result
-then states the options in force, the attention backend and the compile cost, as a run record does.
+then states the options in force, the attention backend and kernel and the compile cost, as a run record
+does. `evaluate(attention_kernel=...)` names the attention kernel as `inertia run --attention-kernel` does.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ..core.config import PluginSpec, RunConfig
 from ..core.errors import InertiaError
 from ..core.io import frames_to_uint8, write_json
 from ..core.performance import LEVELS
+from ..core.runtime import KERNELS
 from ..run import ModelCache, PlannedRun, generate_batch, performance_record, plan_run
 from . import simulator as sim
 from .checkpoint import DEFAULT_MODEL, model_path
@@ -140,10 +142,12 @@ def score_batch(items: Sequence[EvalItem], plans: Sequence[PlannedRun], cache: M
                 transforms: Sequence[QKVTransform] = ()) -> tuple[list[dict[str, Any]], list[np.ndarray], dict]:
     """Generate the planned videos of `items` as one batch (with extra attention `transforms`, see
     `run.generate_batch`) and score each against the simulator's truth: (rows, uint8 videos, the
-    batch's performance record: empty without performance options)."""
+    batch's performance record: empty without performance options or an attention kernel)."""
     rows, videos = [], []
     generations = generate_batch(plans, cache, progress=False, transforms=transforms)
-    performance = performance_record(plans[0], generations[0]) if plans[0].config.performance else {}
+    config = plans[0].config
+    performance = (performance_record(plans[0], generations[0])
+                   if config.performance or config.attention_kernel in KERNELS else {})
     for item, plan, generation in zip(items, plans, generations):
         config = plan.config
         video = frames_to_uint8(generation.frames)
@@ -156,12 +160,22 @@ def score_batch(items: Sequence[EvalItem], plans: Sequence[PlannedRun], cache: M
     return rows, videos, performance
 
 
+#: Counts of a batch's performance record that add up over a result's batches (those it has: an eager run with a
+#: kernel has no compile cost, a run without one no kernel calls).
+_ADDED_UP = ("compile_s", "graphs_compiled", "attention_kernel_calls")
+
+
 def _merge_performance(total: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
-    """One result's performance record over its batches: compile seconds and graphs added up."""
+    """One result's performance record over its batches: compile seconds, graphs and kernel calls added up."""
     if not total:
         return dict(batch)
-    return {**batch, "compile_s": round(total["compile_s"] + batch["compile_s"], 3),
-            "graphs_compiled": total["graphs_compiled"] + batch["graphs_compiled"]}
+    merged = {**batch}
+    for key in _ADDED_UP:
+        if key in batch:
+            merged[key] = total[key] + batch[key]
+    if "compile_s" in merged:
+        merged["compile_s"] = round(merged["compile_s"], 3)
+    return merged
 
 
 def evaluate(
@@ -176,6 +190,7 @@ def evaluate(
     device: str = "auto",
     dtype: str = "auto",
     performance: str | None = None,
+    attention_kernel: str = "auto",
     batch_size: int = 64,
     items: Sequence[EvalItem] | None = None,
     keep_videos: bool = False,
@@ -188,7 +203,7 @@ def evaluate(
     "by_split", "by_motion", "by_speed", "rows"}...]}; with keep_videos, each result also carries
     "videos" (uint8, (N, T, H, W, 3)); with `performance` ("fast" or "float8", `RunConfig.performance`),
     each result carries "performance", the run record's entry with compile seconds and graphs summed
-    over its batches.
+    over its batches (so does one whose `attention_kernel`, `RunConfig.attention_kernel`, names a kernel).
     """
     model = str(model) if model is not None else DEFAULT_MODEL
     if items is None:
@@ -197,7 +212,8 @@ def evaluate(
     cache, results = ModelCache(), []
     for scale in guidance_scales:
         base = dict(backbone="testbed", model=model, steps=steps, guidance_scale=scale, device=device, dtype=dtype,
-                    interventions=specs, history_frames=history_frames, performance=performance)
+                    interventions=specs, history_frames=history_frames, performance=performance,
+                    attention_kernel=attention_kernel)
         plans = [plan_run(RunConfig(prompt=item.prompt, seed=item.seed, **base)) for item in items]
         plan = plans[0]
         rows, videos, record, started = [], [], {}, time.perf_counter()
@@ -229,6 +245,7 @@ def evaluate(
         "device": plans[0].config.device,
         "dtype": plans[0].config.dtype,
         "performance": performance,
+        "attention_kernel": attention_kernel,
         "items": len(items),
         "seeds": sorted({item.seed for item in items}),
         "holdout": sorted({f"{item.colour}:{item.motion}" for item in items if item.split == "unseen_combo"}),
