@@ -64,3 +64,47 @@ def test_strength_blends_and_short_blocks_are_untouched():
     single = torch.randn(1, 1 * 4, 2)
     assert blur_frames(single, 1, 1.0) is single
     assert not changes_anything(1.0, 1) and not changes_anything(1.0, 2) and changes_anything(0.6, 3)
+
+
+# ----- the band of taps (performance mode's kernel) --------------------------------------------------------
+@pytest.mark.parametrize("frames, sigma, strength", [(21, 0.6, 1.0), (13, 0.6, 0.37), (5, 2.0, 0.8), (3, 0.6, 1.0),
+                                                     (9, 1.5, 0.0001)])
+def test_the_band_of_taps_is_the_matrix_blur(frames, sigma, strength):
+    from inertia.core.temporal_blur import band_taps, tap_index, tap_weights
+
+    tokens = torch.randn(2, frames * 6, 4, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(frames))
+    expected = blur_frames(tokens, frames, sigma, strength)
+    weights = tap_weights(sigma, frames, strength, "cpu")
+    assert weights.dtype == torch.float32 and abs(float(weights.sum()) - 1.0) < 1e-6
+    out = band_taps(tokens.reshape(2, frames, -1), tap_index(sigma, frames, "cpu"), weights.double()).reshape(tokens.shape)
+    # equal up to the float32 rounding of the weights
+    torch.testing.assert_close(out, expected, rtol=0, atol=2e-6)
+
+
+def test_tap_index_replicates_the_edge_frames():
+    from inertia.core.temporal_blur import tap_index
+
+    assert tap_index(0.6, 5, "cpu").tolist() == [[0, 0, 0, 1, 2], [0, 0, 1, 2, 3], [0, 1, 2, 3, 4], [1, 2, 3, 4, 4],
+                                                 [2, 3, 4, 4, 4]]
+    assert tap_index(0.6, 4, "cpu").tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]  # the kernel capped at 3
+
+
+def test_fused_is_the_matrix_blur_off_the_gpu():
+    """`fused` asks for the compiled band on CUDA only: CPU tokens take the matrix product, bit for bit."""
+    tokens = torch.randn(1, 21 * 4, 2, 8, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(blur_frames(tokens, 21, 0.6, 0.5, fused=True), blur_frames(tokens, 21, 0.6, 0.5))
+
+
+def test_the_compiled_band_takes_a_new_strength_without_compiling_again():
+    from torch._dynamo.utils import counters
+
+    from inertia.core.temporal_blur import band_taps, tap_index, tap_weights
+
+    torch._dynamo.reset()
+    compiled = torch.compile(band_taps, fullgraph=True, dynamic=False, backend="eager")
+    grid = torch.randn(1, 13, 40, dtype=torch.bfloat16)
+    graphs = counters["stats"]["unique_graphs"]
+    for strength in (1.0, 0.8, 0.31):
+        out = compiled(grid, tap_index(0.6, 13, "cpu"), tap_weights(0.6, 13, strength, "cpu"))
+        assert torch.equal(out, band_taps(grid, tap_index(0.6, 13, "cpu"), tap_weights(0.6, 13, strength, "cpu")))
+    assert counters["stats"]["unique_graphs"] - graphs == 1

@@ -157,7 +157,7 @@ class Unlearn(Intervention):
         out = tokens
         for grid in call.layout.grids(self._roles):
             block = tokens[:, grid.start : grid.stop]
-            blurred = blur_frames(block, grid.frames, self.params.sigma_blur, strength)
+            blurred = blur_frames(block, grid.frames, self.params.sigma_blur, strength, fused=call.fused)
             if blurred is block:
                 continue
             if grid.start == 0 and grid.stop == tokens.shape[1]:
