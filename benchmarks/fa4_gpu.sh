@@ -24,7 +24,9 @@
 #                             1.3B at 480x832x81), budget $BUDGET s, each fast and fa4 variant's final video
 #                             decoded and compared with `all`'s (--decode-final) -> $RESULTS/suite_h200_fa4.json
 # and fa4_check.py --rows proposes attention_table.json rows from the suite's eager variants. Every JSON
-# is copied to $OUT when the device tool sets it.
+# is copied to $OUT when the device tool sets it. $ONLY may name the cuDNN FP8 variants too (e.g.
+# fast_float8_cudnnfp8) where .whl/cudnn was staged in an earlier call (bash scripts/stage_wheels.sh cudnn
+# runs/cudnn-site) and that folder is on PYTHONPATH: this script keeps the PYTHONPATH it is given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}

@@ -2,8 +2,12 @@
 
 One entry point over the full-size configurations (`benchmarks/configs`, random bf16 weights; the text
 encoder and VAE are not part of a step and are not built): Wan 2.1 and 2.2 (A14B, TI2V-5B), CogVideoX,
-HunyuanVideo and HunyuanVideo 1.5 (FramePack's sectioned loop is not wired in yet). Variants, always run
-in this order on one model per configuration:
+HunyuanVideo, HunyuanVideo 1.5 and FramePack. A FramePack entry times one section, a video's first: the
+steps of one latent window (the shape's frames: 33 = one window of 9 latent frames) conditioned on the start
+image (latents and SigLIP tokens) and on the zero 1x/2x/4x history that section sees, with the distilled
+guidance (one forward per step), as HunyuanVideoFramepackPipeline's denoising loop runs it; its sampling
+type (inverted anti-drifting or F1) is the checkpoint's. Variants, always run in this order on one model
+per configuration:
 
     stock        the per-step body of the model's diffusers pipeline (forwards, combine, scheduler.step)
     default      inertia's loop (`core.sampling.sample` through the real backbone), no intervention
@@ -24,9 +28,13 @@ in this order on one model per configuration:
     fast_fa4     `fast` with FlashAttention-4 as the attention kernel
     fast_float8  `all` with `--performance float8` (fast + torchao float8 linears; CUDA)
     fast_float8_fa4  `fast_float8` with FlashAttention-4 as the attention kernel
+    all_cudnnfp8, fast_cudnnfp8, fast_float8_cudnnfp8
+                 `all`, `fast`, `fast_float8` with cuDNN's FP8 attention as the kernel (`attention_kernel:
+                 cudnn_fp8`, core/cudnn_fp8.py; SM90)
 
-The fa4 variants are skipped, with the reason, where FA4 cannot run (not installed, not an SM90/SM100 GPU);
-they state `fa4_calls`, the attention calls FA4 ran (the others, e.g. masked ones, went to the backend).
+A kernel's variants are skipped, with the reason, where it cannot run (not installed, another GPU); they
+state `fa4_calls` or `cudnn_fp8_calls`, the attention calls the kernel ran (the others, e.g. masked ones,
+went to the backend).
 
 Per variant: seconds per step (median, min, max of the timed steps after warm-up, CUDA events), peak
 memory, MFU against the GPU's dense bf16 peak (FLOPs counted by `torch.utils.flop_counter` on one
@@ -54,6 +62,7 @@ import math
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -67,13 +76,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from benchmarks import full_size  # noqa: E402
-from inertia.core import fa4, performance  # noqa: E402
+from inertia.core import performance  # noqa: E402
 from inertia.core.io import frames_to_uint8, write_json  # noqa: E402
 from inertia.core.offload import apply_offload  # noqa: E402
-from inertia.core.runtime import attention_backend, quiet_libraries  # noqa: E402
+from inertia.core.runtime import KERNELS, attention_backend, quiet_libraries  # noqa: E402
 
-VARIANTS = ("stock", "default", "relax_decay", "unlearn", "all", "all_fa4", "offload_model", "offload_group",
-            "vae_decode", "fast", "fast_fa4", "fast_float8", "fast_float8_fa4")
+VARIANTS = ("stock", "default", "relax_decay", "unlearn", "all", "all_fa4", "all_cudnnfp8", "offload_model",
+            "offload_group", "vae_decode", "fast", "fast_fa4", "fast_cudnnfp8", "fast_float8", "fast_float8_fa4",
+            "fast_float8_cudnnfp8")
+#: The attention kernel of a variant by the end of its name (a name of `inertia.core.runtime.KERNELS`).
+KERNEL_SUFFIXES = {"_fa4": "fa4", "_cudnnfp8": "cudnn_fp8"}
 #: Variants run by default: the memory ones on request (`--only NAME:offload_model+offload_group+vae_decode`).
 DEFAULT_VARIANTS = ("stock", "default", "relax_decay", "unlearn", "all", "all_fa4", "fast", "fast_fa4", "fast_float8",
                     "fast_float8_fa4")
@@ -119,6 +131,10 @@ class Family:
 
     def one_forward(self, bench: Bench) -> None:
         """One conditional forward, as the stock step makes it (for the FLOP count)."""
+
+    def final_latents(self, job: Any) -> torch.Tensor:
+        """The latents inertia's loop ended on, to set beside the stock step's (the job's, for one-section models)."""
+        return job.latents
 
 
 def _randn(generator: torch.Generator, *shape: int, dtype=torch.bfloat16) -> torch.Tensor:
@@ -260,32 +276,60 @@ class HunyuanFamily(Family):
     """HunyuanVideo as HunyuanVideoPipeline steps it: embedded guidance (scale x 1000 as a model input), one
     forward per step, Llama tokens with a padding mask (prompt partly valid) and CLIP's pooled vector."""
 
-    def build(self, config, shape, models, device):
-        from diffusers import FlowMatchEulerDiscreteScheduler
+    #: The distilled scale where the configuration states none: the pipeline's default `guidance_scale`.
+    default_guidance = 6.0
+    #: The dtype the pipeline hands `scheduler.step` the prediction in; None: as the transformer returns it (bf16).
+    step_dtype: torch.dtype | None = None
 
+    def build(self, config, shape, models, device):
         model = models["transformer"]
         generator = torch.Generator(device).manual_seed(0)
         latents = _randn(generator, 1, model.config.in_channels, (shape["frames"] - 1) // 4 + 1, shape["height"] // 8,
                          shape["width"] // 8, dtype=torch.float32)
-        mask = torch.zeros(1, shape["text_tokens"], dtype=torch.bfloat16, device=device)
+        return Bench(config["name"], models, self._scheduler(config), latents, self._text(generator, model, shape),
+                     shape.get("embedded_guidance_scale", self.default_guidance), 1)
+
+    @staticmethod
+    def _scheduler(config: dict):
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        return FlowMatchEulerDiscreteScheduler(shift=config.get("pipeline", {}).get("shift", 7.0))
+
+    @staticmethod
+    def _text(generator: torch.Generator, model: torch.nn.Module, shape: dict) -> dict[str, torch.Tensor]:
+        """A prompt as both pipelines encode it: Llama tokens with their padding mask (the first 60 valid), in the
+        transformer's dtype, and CLIP's pooled vector."""
+        mask = torch.zeros(1, shape["text_tokens"], dtype=torch.bfloat16, device=generator.device)
         mask[:, :min(60, shape["text_tokens"])] = 1
-        inputs = {"embeds": _randn(generator, 1, shape["text_tokens"], model.config.text_embed_dim), "mask": mask,
-                  "pooled": _randn(generator, 1, model.config.pooled_projection_dim)}
-        scheduler = FlowMatchEulerDiscreteScheduler(shift=config.get("pipeline", {}).get("shift", 7.0))
-        return Bench(config["name"], models, scheduler, latents, inputs, shape.get("embedded_guidance_scale", 6.0), 1)
+        return {"embeds": _randn(generator, 1, shape["text_tokens"], model.config.text_embed_dim), "mask": mask,
+                "pooled": _randn(generator, 1, model.config.pooled_projection_dim)}
+
+    @staticmethod
+    def _text_conditions(bench: Bench):
+        from inertia.backbones.hunyuan_text import TextConditions
+
+        return TextConditions(bench.inputs["embeds"], bench.inputs["mask"], bench.inputs["pooled"])
 
     set_timesteps = Hunyuan15Family.set_timesteps
 
+    @staticmethod
+    def _inputs(bench: Bench, latents: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The transformer inputs both pipelines pass alike: the latents in the model's dtype, the prompt and the
+        distilled scale (cast to the model's dtype, then x 1000)."""
+        guidance = torch.tensor([bench.guidance] * latents.shape[0], dtype=torch.bfloat16, device=latents.device) * 1000.0
+        return dict(hidden_states=latents.to(torch.bfloat16), encoder_hidden_states=bench.inputs["embeds"],
+                    encoder_attention_mask=bench.inputs["mask"], pooled_projections=bench.inputs["pooled"],
+                    guidance=guidance)
+
     def _forward(self, bench, latents, t):
-        guidance = torch.tensor([bench.guidance], dtype=torch.bfloat16, device=latents.device) * 1000.0
-        return bench.models["transformer"](
-            hidden_states=latents.to(torch.bfloat16), timestep=t.expand(latents.shape[0]).to(latents.dtype),
-            encoder_hidden_states=bench.inputs["embeds"], encoder_attention_mask=bench.inputs["mask"],
-            pooled_projections=bench.inputs["pooled"], guidance=guidance, return_dict=False)[0]
+        return bench.models["transformer"](**self._inputs(bench, latents),
+                                           timestep=t.expand(latents.shape[0]).to(latents.dtype), return_dict=False)[0]
 
     def stock_step(self, bench, state):
         t = bench.scheduler.timesteps[state["i"]]
         prediction = self._forward(bench, state["latents"], t)
+        if self.step_dtype is not None:
+            prediction = prediction.to(self.step_dtype)
         state["latents"] = bench.scheduler.step(prediction, t, state["latents"], return_dict=False)[0]
 
     def one_forward(self, bench):
@@ -293,14 +337,118 @@ class HunyuanFamily(Family):
 
     def backbone(self, bench, device):
         from inertia.backbones.hunyuan import HunyuanJob, HunyuanVideoBackbone
-        from inertia.backbones.hunyuan_text import TextConditions
 
         pipe = SimpleNamespace(transformer=bench.models["transformer"], scheduler=bench.scheduler,
                                tokenizer=SimpleNamespace(get_vocab=dict))
         backbone = HunyuanVideoBackbone(pipe, device, smoke_test=False)
-        job = HunyuanJob(TextConditions(bench.inputs["embeds"], bench.inputs["mask"], bench.inputs["pooled"]), None,
-                         bench.latents.clone())
+        job = HunyuanJob(self._text_conditions(bench), None, bench.latents.clone())
         return backbone, job, _setup("hunyuan", bench.guidance, target="embedded")
+
+
+class FramePackFamily(HunyuanFamily):
+    """FramePack, one section, as HunyuanVideoFramepackPipeline steps its first section: HunyuanVideo's prompt
+    inputs and distilled guidance (one forward per step: true CFG is off at the pipeline's default
+    `true_cfg_scale` 1, as at inertia's), plus the start image's SigLIP tokens, the window's RoPE frame indices
+    and the clean context with theirs: the start image's latents and the 1x history, the 2x and the 4x history
+    (zeros before a video's first section). The sampling type, inverted anti-drifting or F1's vanilla, is the
+    checkpoint's, read from its name as inertia reads it; the window is the shape's latent frames."""
+
+    #: FramePack's demo and inertia's default distilled scale (the diffusers pipeline's default is 6).
+    default_guidance = 10.0
+    #: The pipeline steps the scheduler with `noise_pred.float()`.
+    step_dtype = torch.float32
+
+    def build(self, config, shape, models, device):
+        from diffusers import HunyuanVideoFramepackPipeline
+        from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_framepack import calculate_shift
+        from transformers import ByT5Tokenizer
+
+        from inertia.backbones.framepack import sampling_type_for
+        from inertia.backbones.framepack_sections import VANILLA
+
+        model = models["transformer"]
+        # The pipeline holds the transformer and scheduler for inertia's backbone (which draws the section's
+        # noise with `prepare_latents`); a tokenizer gives the backbone its prompt template, never used here.
+        pipe = HunyuanVideoFramepackPipeline(text_encoder=None, tokenizer=ByT5Tokenizer(), transformer=model, vae=None,
+                                             scheduler=self._scheduler(config), text_encoder_2=None, tokenizer_2=None,
+                                             image_encoder=None, feature_extractor=None)
+        window = (shape["frames"] - 1) // pipe.vae_scale_factor_temporal + 1
+        generator = torch.Generator(device).manual_seed(0)
+        # The section's noise first, drawn as the pipeline draws it: inertia's job draws it again from a generator
+        # seeded alike.
+        latents = pipe.prepare_latents(1, model.config.in_channels, shape["height"], shape["width"],
+                                       (window - 1) * pipe.vae_scale_factor_temporal + 1, torch.float32, device, generator)
+        _, channels, _, height, width = latents.shape
+        inputs = self._text(generator, model, shape)
+        image_latents = _randn(generator, 1, channels, 1, height, width, dtype=torch.float32)
+        inputs["image_embeds"] = _randn(generator, 1, shape["image_tokens"], model.config.image_proj_dim)
+        sampling = sampling_type_for(config["hub_id"])
+        history = torch.zeros(1, channels, 1 + 2 + 16, height, width, device=device)  # the pipeline's history_latents
+        if sampling == VANILLA:
+            history = torch.cat([history, image_latents], dim=2)
+        inputs.update(image_latents=image_latents, section=self._section(sampling, window, image_latents, history))
+        scheduler = pipe.scheduler.config  # `mu` only acts on a scheduler with dynamic shifting (HunyuanVideo's has none)
+        mu = min(calculate_shift(window * height * width / model.config.patch_size ** 2,
+                                 scheduler.get("base_image_seq_len", 256), scheduler.get("max_image_seq_len", 4096),
+                                 scheduler.get("base_shift", 0.5), scheduler.get("max_shift", 1.15)), math.log(7.0))
+        extra = {"pipe": pipe, "sampling": sampling, "mu": mu, "size": (shape["height"], shape["width"])}
+        return Bench(config["name"], models, pipe.scheduler, latents, inputs,
+                     shape.get("embedded_guidance_scale", self.default_guidance), 1, extra)
+
+    @staticmethod
+    def _section(sampling: str, window: int, image_latents: torch.Tensor, history: torch.Tensor) -> dict:
+        """The context of a video's first section (section 0 of 1: no padding windows) as the pipeline's
+        denoising loop lays it out: frame indices (RoPE positions) and the clean latents by compression."""
+        from inertia.backbones.framepack_sections import INVERTED
+
+        if sampling == INVERTED:  # history = the future, nearest first
+            sizes = [1, 2, 16]
+            prefix, _, indices, i1x, i2x, i4x = torch.arange(0, sum([1, 0, window, *sizes])).split([1, 0, window, *sizes])
+            h1x, h2x, h4x = history[:, :, :sum(sizes)].split(sizes, dim=2)
+        else:  # vanilla: history = the past, newest last
+            sizes = [16, 2, 1]
+            prefix, i4x, i2x, i1x, indices = torch.arange(0, sum([1, *sizes, window])).split([1, *sizes, window])
+            h4x, h2x, h1x = history[:, :, -sum(sizes):].split(sizes, dim=2)
+        return dict(indices_latents=indices, latents_clean=torch.cat([image_latents, h1x], dim=2),
+                    indices_latents_clean=torch.cat([prefix, i1x]), latents_history_2x=h2x,
+                    indices_latents_history_2x=i2x, latents_history_4x=h4x, indices_latents_history_4x=i4x)
+
+    def set_timesteps(self, bench, steps, device):
+        from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_framepack import retrieve_timesteps
+
+        retrieve_timesteps(bench.scheduler, steps, device, sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1],
+                           mu=bench.extra["mu"])
+
+    def _forward(self, bench, latents, t):
+        section, dtype = bench.inputs["section"], torch.bfloat16
+        return bench.models["transformer"](
+            **self._inputs(bench, latents), timestep=t.expand(latents.shape[0]), image_embeds=bench.inputs["image_embeds"],
+            indices_latents=section["indices_latents"], latents_clean=section["latents_clean"].to(dtype),
+            indices_latents_clean=section["indices_latents_clean"],
+            latents_history_2x=section["latents_history_2x"].to(dtype),
+            indices_latents_history_2x=section["indices_latents_history_2x"],
+            latents_history_4x=section["latents_history_4x"].to(dtype),
+            indices_latents_history_4x=section["indices_latents_history_4x"], return_dict=False)[0]
+
+    def backbone(self, bench, device):
+        from inertia.backbones.framepack import FramePackBackbone, FramePackJob
+        from inertia.backbones.framepack_sections import FramePackSettings, SectionHistory
+
+        pipe = bench.extra["pipe"]
+        backbone = FramePackBackbone(pipe, device, smoke_test=False)
+        _, channels, window, height, width = bench.latents.shape
+        settings = FramePackSettings(bench.extra["sampling"], window, pipe.vae_scale_factor_temporal)
+        history = SectionHistory.start(settings, 1, bench.inputs["image_latents"], channels)
+        # One section; it sets the timesteps itself, as many as `set_timesteps` just set.
+        job = FramePackJob(history, len(bench.scheduler.timesteps), self._text_conditions(bench), None,
+                           bench.inputs["image_embeds"], *bench.extra["size"], channels,
+                           backbone._shift(window * height * width), torch.Generator(device).manual_seed(0))
+        return backbone, job, _setup("framepack", bench.guidance, target="embedded")
+
+    def final_latents(self, job):
+        """The section's denoised latents: the end of what the job decodes (after the start image, for the inverted
+        scheme's last section)."""
+        return job.history.pieces[-1][:, :, -job.history.settings.latent_window_size:]
 
 
 class CogVideoXFamily(Family):
@@ -370,7 +518,7 @@ class CogVideoXFamily(Family):
 
 
 FAMILIES: dict[str, Family] = {"wan": WanFamily(), "hunyuan15": Hunyuan15Family(), "hunyuan": HunyuanFamily(),
-                               "cogvideox": CogVideoXFamily()}
+                               "framepack": FramePackFamily(), "cogvideox": CogVideoXFamily()}
 
 
 def _setup(backbone: str, guidance: float, experts: dict | None = None, target: str = "cfg"):
@@ -418,10 +566,10 @@ def run_stock(family: Family, bench: Bench, steps: int, device: torch.device) ->
 
 
 def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, variant: str,
-                state: performance.PerformanceState | None = None, kernel: fa4.FlashAttention4 | None = None) -> dict:
+                state: performance.PerformanceState | None = None, kernel: Any = None) -> dict:
     """inertia's loop; `state`: the performance options applied to the models (the backbone then takes its
     performance-mode paths, e.g. HunyuanVideo 1.5's attention without the dense mask); `kernel`: the
-    attention kernel of the hooks (FlashAttention-4 for the calls it takes)."""
+    attention kernel of the hooks (e.g. FlashAttention-4 for the calls it takes)."""
     from inertia.core.attention import AttentionHooks
     from inertia.core.intervention import InterventionStack
     from inertia.core.sampling import sample
@@ -430,8 +578,8 @@ def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, 
     backbone, job, setup = family.backbone(bench, device)
     backbone.performance = state
     stack = InterventionStack(interventions(variant), setup)
-    hooks = AttentionHooks(stack.attention_transforms, backbone.num_attention_layers, kernel=kernel)
-    calls = fa4.calls()
+    hooks = AttentionHooks(stack.attention_transforms, backbone.num_attention_layers, kernel=kernel, fused=state is not None)
+    calls = kernel.calls() if kernel is not None else 0
     marks, predictions, graphs = Marks(device), [], []
     original = backbone.scheduler_step
 
@@ -448,11 +596,11 @@ def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, 
     with backbone.hooked_attention(hooks):
         trace = sample(backbone, job, stack, setup.guidance, progress=False, hooks=hooks,
                        expert_guidance=setup.expert_guidance)
-    result = {"times": marks.intervals(), "final": job.latents, "predictions": predictions,
+    result = {"times": marks.intervals(), "final": family.final_latents(job), "predictions": predictions,
               "decode": functools.partial(decode_video, backbone, job),
               "scales": [next(iter(s.guidance.values()), None) for s in trace], "experts": [s.expert for s in trace]}
     if kernel is not None:
-        result["fa4_calls"] = fa4.calls() - calls
+        result[f"{kernel.name}_calls"] = kernel.calls() - calls
     if variant.startswith("fast"):
         result["performance_notes"] = backbone.performance_notes()
         result["compile_s"] = round(performance.compile_seconds() - seconds, 2)
@@ -492,7 +640,7 @@ def video_difference(video: np.ndarray, reference: np.ndarray) -> dict:
 # ----- memory: offloading and the VAE decode ------------------------------------------------------------------
 #: The VAE each family decodes with, built at diffusers' default configuration (the published VAEs').
 VAE_CLASSES = {"wan": "AutoencoderKLWan", "hunyuan": "AutoencoderKLHunyuanVideo", "cogvideox": "AutoencoderKLCogVideoX",
-               "hunyuan15": "AutoencoderKLHunyuanVideo15"}
+               "hunyuan15": "AutoencoderKLHunyuanVideo15", "framepack": "AutoencoderKLHunyuanVideo"}
 #: The VAE's dtype where inertia does not keep it in float32: CogVideoX's pipeline decodes in the run's dtype.
 VAE_DTYPES = {"cogvideox": torch.bfloat16}
 #: diffusers' group offloading hooks (registry names), removed after an offload variant.
@@ -789,7 +937,8 @@ def _run_variants(family, bench, item: Entry, entry, report, args, device, start
             continue
         try:
             result = _one_variant(family, bench, variant, steps, device, args)
-        except Exception as error:  # e.g. out of memory: recorded, the next variant still runs
+        except Exception as error:  # e.g. out of memory: recorded (the traceback in the log), the next variant still runs
+            traceback.print_exc()
             entry["variants"][variant] = {"error": _failure(error)}
             print(f"  {variant:12s} failed: {entry['variants'][variant]['error']}", flush=True)
             write_json(args.json, report)
@@ -822,7 +971,7 @@ def _run_variants(family, bench, item: Entry, entry, report, args, device, start
             print(f"  {variant:12s} {result['s_per_step_median']:.4f} s/step (spread {result['spread']:.3f}) "
                   f"peak {result.get('peak_gib')} GiB MFU {result.get('mfu')} "
                   + " ".join(f"{k}={result[k]}" for k in ("speedup_vs_stock", "compile_s", "graphs_compiled_after_first_step",
-                                                            "fa4_calls", "relative_l2_final_latents", "slowdown_vs_default",
+                                                            "fa4_calls", "cudnn_fp8_calls", "relative_l2_final_latents", "slowdown_vs_default",
                                                             "relative_l2_final_latents_vs_default") if k in result), flush=True)
         else:
             print(f"  {variant:12s} skipped: {result['skipped']}", flush=True)
@@ -852,13 +1001,21 @@ class FinalVideos:
             return {"error": _failure(error)}
 
 
+def variant_kernel(variant: str, device: torch.device) -> tuple[Any, str | None]:
+    """The attention kernel a variant names by its suffix (None: the backend), or why it cannot run here."""
+    name = next((n for suffix, n in KERNEL_SUFFIXES.items() if variant.endswith(suffix)), None)
+    if name is None:
+        return None, None
+    module = KERNELS[name]
+    refused = module.gpu_refusal(str(device), module.capability(str(device)))
+    return (None, f"{name} {refused}") if refused else (module.kernel(module.capability(str(device))), None)
+
+
 def _one_variant(family, bench, variant, steps, device, args) -> dict:
-    state, kernel = None, None
-    if variant.endswith("_fa4"):
-        refused = fa4.gpu_refusal(str(device), fa4.capability(str(device)))
-        if refused:
-            return {"skipped": f"fa4 {refused}"}
-        kernel = fa4.FlashAttention4(fa4.capability(str(device))[0])
+    state = None
+    kernel, refused = variant_kernel(variant, device)
+    if refused:
+        return {"skipped": refused}
     if variant.startswith("fast"):
         level = "float8" if variant.startswith("fast_float8") else "fast"
         try:
@@ -884,7 +1041,7 @@ def _one_variant(family, bench, variant, steps, device, args) -> dict:
     if offload is not None:
         result["offload"] = asdict(offload)
     if kernel is not None:
-        result["fa4_calls"] = raw["fa4_calls"]
+        result[f"{kernel.name}_calls"] = raw[f"{kernel.name}_calls"]
     if variant.startswith("fast"):
         result.update(compiled_blocks=state.compiled_blocks, float8_linears=state.float8_linears,
                       compile_s=raw["compile_s"], graphs_compiled_after_first_step=raw["graphs_compiled_after_first_step"],
@@ -898,8 +1055,6 @@ def _one_variant(family, bench, variant, steps, device, args) -> dict:
 
 
 def _failure(error: BaseException) -> str:
-    import traceback
-
     where = traceback.extract_tb(error.__traceback__)[-1]
     message = (str(error).splitlines() or [""])[0][:300]
     return f"{type(error).__name__}: {message} ({Path(where.filename).name}:{where.lineno})"
@@ -920,7 +1075,8 @@ def _environment(device: torch.device, args) -> dict:
     return {"benchmark": "one denoising step per variant, full-size random bf16 weights (benchmarks/suite.py)",
             "gpu": gpu, "driver": _driver(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "diffusers": diffusers.__version__, "torchao": _version("torchao"), "flash_attn_4": _version("flash-attn-4"),
-            "nvidia_cutlass_dsl": _version("nvidia-cutlass-dsl"), "peak_bf16_tflops": peak,
+            "nvidia_cutlass_dsl": _version("nvidia-cutlass-dsl"), "nvidia_cudnn_frontend": _version("nvidia-cudnn-frontend"),
+            "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None, "peak_bf16_tflops": peak,
             "steps": args.steps, "warmup": args.warmup, "compile_backend": args.compile_backend,
             "attention": args.attention, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 

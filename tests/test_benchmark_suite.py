@@ -66,11 +66,103 @@ def test_a_budget_spent_during_a_configuration_skips_its_remaining_variants(tmp_
     assert report["configs"]["framepack"]["skipped"].startswith("time budget: ")
 
 
-def test_configurations_the_suite_does_not_run_yet_say_so(tmp_path):
+def test_configurations_the_suite_does_not_run_yet_say_so(tmp_path, monkeypatch):
+    """Every configuration has its family now: one whose family is taken away stands for a new backbone's."""
+    monkeypatch.delitem(suite.FAMILIES, "framepack")
     out = tmp_path / "suite.json"
     suite.main(["--tiny", "--device", "cpu", "--only", "framepack", "--json", str(out)])
     assert json.loads(out.read_text())["configs"]["framepack"]["skipped"] == (
         "the suite does not run framepack configurations yet")
+
+
+def test_the_suite_runs_every_configuration_by_default():
+    assert [entry.name for entry in suite.parse_only(None, ["default"])] == suite.full_size.names()
+
+
+F1_HUB_ID = "lllyasviel/FramePack_F1_I2V_HY_20250503"
+
+
+def _framepack_checkpoint(monkeypatch, hub_id: str) -> None:
+    """The framepack configuration as if it held `hub_id`'s transformer (the sampling type follows the name)."""
+    load = suite.full_size.load
+    monkeypatch.setattr(suite.full_size, "load",
+                        lambda name: {**load(name), "hub_id": hub_id} if name == "framepack" else load(name))
+
+
+@pytest.mark.parametrize("hub_id", ["lllyasviel/FramePackI2V_HY", F1_HUB_ID])
+def test_tiny_framepack_times_one_section_in_every_default_variant(tmp_path, monkeypatch, hub_id):
+    """One section of the configuration's checkpoint (inverted anti-drifting) and of FramePack-F1's (vanilla):
+    inertia's loop through the real backbone ends where the pipeline's per-step body does, bit for bit, and the
+    fast path (eager backend) where the eager one does; the kernel variants say why they cannot run here."""
+    _framepack_checkpoint(monkeypatch, hub_id)
+    out = tmp_path / "suite.json"
+    assert suite.main(["--tiny", "--device", "cpu", "--only", "framepack", "--compile-backend", "eager", "--steps", "2",
+                       "--warmup", "1", "--json", str(out)]) == 0
+    entry = json.loads(out.read_text())["configs"]["framepack"]
+    assert {k: entry["model"][k] for k in ("class", "hub_id", "shape", "tiny")} == {
+        "class": "HunyuanVideoFramepackTransformer3DModel", "hub_id": hub_id,
+        "shape": {"height": 32, "width": 32, "frames": 17}, "tiny": True}
+    variants = entry["variants"]
+    assert list(variants) == list(suite.DEFAULT_VARIANTS)
+    for name in ("stock", "default", "relax_decay", "unlearn", "all", "fast"):
+        assert len(variants[name]["s_per_step_all"]) == 3 and variants[name]["s_per_step_median"] > 0, name
+    assert variants["default"]["relative_l2_final_latents_vs_stock"] == 0.0  # inertia's loop is the pipeline's
+    assert variants["default"]["guidance_scales"] == [10.0] * 3  # the distilled scale, FramePack's default
+    assert len(set(variants["all"]["guidance_scales"])) == 3  # relax moves the distilled scale every step
+    fast = variants["fast"]
+    assert fast["compiled_blocks"] == ["HunyuanVideoSingleTransformerBlock", "HunyuanVideoTransformerBlock"]
+    assert fast["graphs_compiled_after_first_step"] == 0
+    assert fast["relative_l2_prediction_per_step"] == [0.0] * 3 and fast["relative_l2_final_latents"] == 0.0
+    skipped = {"skipped": "fa4 needs the flash-attn-4 package: pip install 'inertia[fa4]'"}
+    assert variants["all_fa4"] == variants["fast_fa4"] == variants["fast_float8_fa4"] == skipped
+    assert variants["fast_float8"] == {"skipped": "performance: float8 needs a CUDA GPU (device is cpu); allowed here: fast"}
+
+
+@pytest.mark.parametrize("hub_id", ["lllyasviel/FramePackI2V_HY", F1_HUB_ID])
+def test_framepacks_stock_step_is_the_pipelines_loop(monkeypatch, hub_id):
+    """The suite's FramePack stock step calls the transformer as HunyuanVideoFramepackPipeline's own denoising loop
+    does for a one-section video of the checkpoint's sampling type (the same keyword arguments, equal values and
+    dtypes at every step) and ends on the latents that loop ends on."""
+    from diffusers import HunyuanVideoFramepackPipeline
+    from PIL import Image
+
+    _framepack_checkpoint(monkeypatch, hub_id)
+    device, steps = torch.device("cpu"), 3
+    family, bench, _ = suite.build_bench("framepack", True, None, device)
+    assert bench.extra["sampling"] == ("vanilla" if hub_id == F1_HUB_ID else "inverted_anti_drifting")
+    calls: list[dict] = []
+    hook = bench.models["transformer"].register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs),
+                                                                 with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            stock = suite.run_stock(family, bench, steps, device)["final"]
+            # The pipeline around the same components, given the bench's prompt, and its start image's SigLIP tokens
+            # and latents for those of a blank image (the bench builds no image encoder; the VAE only gives its dtype).
+            pipe = HunyuanVideoFramepackPipeline(**{**bench.extra["pipe"].components,
+                                                    "vae": suite.build_vae("framepack", None, True, device)})
+            monkeypatch.setattr(pipe, "encode_image", lambda image, device=None, dtype=None: bench.inputs["image_embeds"])
+            monkeypatch.setattr(pipe, "prepare_image_latents",
+                                lambda image, dtype, device, generator, latents=None: bench.inputs["image_latents"])
+            pipe.set_progress_bar_config(disable=True)
+            window = bench.latents.shape[2]
+            (pieces,) = pipe(image=Image.new("RGB", (32, 32)), prompt_embeds=bench.inputs["embeds"], prompt_attention_mask=bench.inputs["mask"],
+                             pooled_prompt_embeds=bench.inputs["pooled"], height=32, width=32,
+                             num_frames=(window - 1) * 4 + 1, latent_window_size=window, num_inference_steps=steps,
+                             guidance_scale=bench.guidance, generator=torch.Generator(device).manual_seed(0),
+                             sampling_type=bench.extra["sampling"], output_type="latent", return_dict=False)
+    finally:
+        hook.remove()
+    assert len(calls) == 2 * steps
+    for ours, theirs in zip(calls[:steps], calls[steps:]):
+        theirs = {key: value for key, value in theirs.items() if key != "attention_kwargs"}  # None: nothing passed
+        assert sorted(ours) == sorted(theirs)
+        for key, value in theirs.items():
+            if isinstance(value, torch.Tensor):
+                assert ours[key].dtype == value.dtype and torch.equal(ours[key], value), key
+            else:
+                assert ours[key] == value, key
+    (latents,) = pieces  # the video's latents: the start image's, then the section's
+    assert torch.equal(stock, latents[:, :, -window:])
 
 
 def test_an_entry_can_time_its_own_number_of_steps(tmp_path):
@@ -105,7 +197,7 @@ def test_a_failing_variant_is_recorded_and_the_next_one_still_runs(tmp_path, mon
 
 
 @pytest.mark.parametrize("name", ["wan2.2-t2v-a14b", "wan2.2-ti2v-5b", "cogvideox-2b", "cogvideox1.5-5b", "hunyuanvideo",
-                                  "hunyuanvideo1.5-480p-t2v"])
+                                  "hunyuanvideo1.5-480p-t2v", "framepack"])
 def test_the_stock_step_is_the_one_inertias_loop_takes(tmp_path, name):
     """The suite's stock step (the pipeline's loop body) and inertia's loop through the real backbone end on
     the same latents, for every family the suite runs: the comparison is like for like."""
@@ -164,10 +256,11 @@ def test_memory_variants_run_only_on_request():
 def test_a_vae_the_suite_cannot_build_at_full_size_says_why():
     assert suite.build_vae("wan", 48, tiny=False, device=torch.device("meta")) == (
         "the configuration's 48-channel latents are not AutoencoderKLWan's default (16)")
-    assert suite.build_vae("framepack", None, tiny=False, device=torch.device("cpu")) == "no VAE of framepack in the suite"
+    assert suite.build_vae("ltx", None, tiny=False, device=torch.device("cpu")) == "no VAE of ltx in the suite"
 
 
-@pytest.mark.parametrize("name", ["wan2.1-t2v-1.3b", "hunyuanvideo", "cogvideox-5b", "hunyuanvideo1.5-480p-t2v"])
+@pytest.mark.parametrize("name", ["wan2.1-t2v-1.3b", "hunyuanvideo", "cogvideox-5b", "hunyuanvideo1.5-480p-t2v",
+                                  "framepack"])
 def test_decode_final_compares_the_decoded_videos_of_the_fast_path_with_the_eager_one(tmp_path, name):
     """Both final latents go through the backbone's own decode. Dynamo's eager backend reproduces the eager run
     exactly, so the videos are equal; HunyuanVideo 1.5's fast path drops the padding from attention instead of
