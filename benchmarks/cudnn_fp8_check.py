@@ -22,19 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from benchmarks.fa4_check import SHAPES, _milliseconds, _relative_l2, _sdpa, write_report  # noqa: E402
 from inertia.core import cudnn_fp8, fa4  # noqa: E402
+from inertia.core.devices import cuda_capability  # noqa: E402
 
 
 def check(device: str) -> dict:
-    refused = cudnn_fp8.gpu_refusal(device, cudnn_fp8.capability(device))
+    refused = cudnn_fp8.gpu_refusal(device, cuda_capability(device))
     if refused:
         return {"skipped": f"cudnn_fp8 {refused}"}
     import cudnn
 
     kernel = cudnn_fp8.CudnnFp8Attention()
     others = {"sdpa": _sdpa}
-    if fa4.gpu_refusal(device, fa4.capability(device)) is None:
-        others["fa4"] = fa4.FlashAttention4(fa4.capability(device)[0])
-    report: dict = {"gpu": torch.cuda.get_device_name(device), "capability": list(cudnn_fp8.capability(device)),
+    if fa4.gpu_refusal(device, cuda_capability(device)) is None:
+        others["fa4"] = fa4.FlashAttention4(cuda_capability(device)[0])
+    report: dict = {"gpu": torch.cuda.get_device_name(device), "capability": list(cuda_capability(device)),
                     "cudnn_backend_version": cudnn.backend_version(), "cudnn_frontend": getattr(cudnn, "__version__", None),
                     "torch": torch.__version__, "shapes": {}}
     generator = torch.Generator(device).manual_seed(0)

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from benchmarks import full_size  # noqa: E402
 from inertia.core import fa4  # noqa: E402
+from inertia.core.devices import cuda_capability  # noqa: E402
 from inertia.core.io import write_json  # noqa: E402
 
 #: (batch, sequence, heads, head_dim) of one self-attention call at the benchmark shapes.
@@ -63,12 +64,12 @@ def _milliseconds(call, repeats: int = 5, warmup: int = 2) -> float:
 
 def check(device: str) -> dict:
     """FA4 against SDPA at each of `SHAPES`, and inside a compiled graph; the reason where it cannot run."""
-    refused = fa4.gpu_refusal(device, fa4.capability(device))
+    refused = fa4.gpu_refusal(device, cuda_capability(device))
     if refused:
         return {"skipped": f"fa4 {refused}"}
-    kernel = fa4.FlashAttention4(fa4.capability(device)[0])
+    kernel = fa4.FlashAttention4(cuda_capability(device)[0])
     generator = torch.Generator(device).manual_seed(0)
-    report: dict = {"gpu": torch.cuda.get_device_name(device), "capability": list(fa4.capability(device)), "shapes": {}}
+    report: dict = {"gpu": torch.cuda.get_device_name(device), "capability": list(cuda_capability(device)), "shapes": {}}
     for name, shape in SHAPES.items():
         query, key, value = (torch.randn(shape, generator=generator, device=device, dtype=torch.bfloat16) for _ in range(3))
         out, sdpa = kernel(query, key, value), _sdpa(query, key, value)

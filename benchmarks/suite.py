@@ -79,6 +79,7 @@ from benchmarks import full_size  # noqa: E402
 from inertia.core import performance  # noqa: E402
 from inertia.core.io import frames_to_uint8, write_json  # noqa: E402
 from inertia.core.offload import apply_offload  # noqa: E402
+from inertia.core.devices import cuda_capability  # noqa: E402
 from inertia.core.runtime import KERNELS, attention_backend, quiet_libraries  # noqa: E402
 
 VARIANTS = ("stock", "default", "relax_decay", "unlearn", "all", "all_fa4", "all_cudnnfp8", "offload_model",
@@ -1007,8 +1008,8 @@ def variant_kernel(variant: str, device: torch.device) -> tuple[Any, str | None]
     if name is None:
         return None, None
     module = KERNELS[name]
-    refused = module.gpu_refusal(str(device), module.capability(str(device)))
-    return (None, f"{name} {refused}") if refused else (module.kernel(module.capability(str(device))), None)
+    refused = module.gpu_refusal(str(device), cuda_capability(str(device)))
+    return (None, f"{name} {refused}") if refused else (module.kernel(cuda_capability(str(device))), None)
 
 
 def _one_variant(family, bench, variant, steps, device, args) -> dict:

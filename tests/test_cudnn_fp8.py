@@ -216,7 +216,7 @@ def test_the_kernels_share_one_registry_and_the_config_names_them_all():
     assert KERNELS == {"fa4": fa4, "cudnn_fp8": cudnn_fp8}
     assert get_args(AttentionKernel) == ("auto", "backend", *KERNELS)
     for module in KERNELS.values():
-        assert callable(module.installed) and callable(module.capability) and callable(module.gpu_refusal)
+        assert callable(module.installed) and callable(module.kernel) and callable(module.gpu_refusal)
         assert set(module.AUTO_LEVELS) <= set(performance.LEVELS)
     assert cudnn_fp8.AUTO_LEVELS == ("float8",) and fa4.AUTO_LEVELS == ("fast", "float8")
     assert isinstance(cudnn_fp8.kernel((9, 0)), cudnn_fp8.CudnnFp8Attention)

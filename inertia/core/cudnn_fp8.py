@@ -24,6 +24,7 @@ import math
 
 import torch
 
+
 #: The package to install, and the module it provides.
 PACKAGE = "nvidia-cudnn-frontend"
 MODULE = "cudnn"
@@ -46,11 +47,6 @@ _GRAPHS: dict[tuple, "_Graph"] = {}
 def installed() -> bool:
     """Whether the cuDNN frontend's `cudnn` module can be imported (without importing it)."""
     return importlib.util.find_spec(MODULE) is not None
-
-
-def capability(device: str) -> tuple[int, int] | None:
-    """The CUDA compute capability of `device`; None off CUDA."""
-    return tuple(torch.cuda.get_device_capability(torch.device(device))) if device.startswith("cuda") else None
 
 
 def gpu_refusal(device: str, capability: tuple[int, int] | None) -> str | None:

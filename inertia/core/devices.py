@@ -37,3 +37,9 @@ def resolve_device(device: str, field: str = "device") -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(field, f"{device} requested but no CUDA device is visible; allowed here: cpu, auto")
     return device
+
+
+def cuda_capability(device: str) -> tuple[int, int] | None:
+    """The CUDA compute capability (major, minor) of `device`; None off CUDA. What the attention kernels
+    (`core.runtime.KERNELS`) decide by."""
+    return tuple(torch.cuda.get_device_capability(torch.device(device))) if device.startswith("cuda") else None

@@ -18,6 +18,7 @@ import importlib.util
 
 import torch
 
+
 #: The package to install, and the module it provides.
 PACKAGE = "flash-attn-4"
 MODULE = "flash_attn.cute"
@@ -51,11 +52,6 @@ def gpu_refusal(device: str, capability: tuple[int, int] | None) -> str | None:
         return (f"needs a GPU of compute capability 9.x or 10.x (SM90, SM100); "
                 f"{device} is {capability[0]}.{capability[1]}")
     return None
-
-
-def capability(device: str) -> tuple[int, int] | None:
-    """The CUDA compute capability of `device`; None off CUDA."""
-    return tuple(torch.cuda.get_device_capability(torch.device(device))) if device.startswith("cuda") else None
 
 
 def head_dim_refusal(head_dim: int, major: int) -> str | None:

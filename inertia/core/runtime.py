@@ -10,7 +10,7 @@ from types import ModuleType
 from . import cudnn_fp8, fa4
 from .attention import AttentionKernel
 from .config import ATTENTION_BACKENDS, RunConfig
-from .devices import resolve_device
+from .devices import cuda_capability, resolve_device
 from .errors import ConfigError
 from .performance import AttentionChoice, check_performance, choose_attention
 
@@ -21,8 +21,8 @@ PACKAGES = {"xformers": "xformers", "flash-attn": "flash_attn", "flash-attn-varl
 #: compiled kernels, since FlashAttention-4 installs `flash_attn` too, as a bare namespace package (`flash_attn.cute`).
 PACKAGE_MODULES = {"flash_attn": "flash_attn_2_cuda"}
 #: The attention kernels a run can name (`RunConfig.attention_kernel`), beside the attention backend. Each is a
-#: module with `installed()`, `capability(device)` (the CUDA compute capability; None off CUDA),
-#: `gpu_refusal(device, capability)` (why it cannot run there; None: it can), `kernel(capability)` (the
+#: module with `installed()`, `gpu_refusal(device, capability)` (why it cannot run on a device of that CUDA compute
+#: capability, `core.devices.cuda_capability`; None: it can), `kernel(capability)` (the
 #: `core.attention.AttentionKernel` a run's hooks hold) and `AUTO_LEVELS`, the performance levels under which
 #: `attention_kernel: auto` may choose it (the exact fa4: every level; the approximate cudnn_fp8: float8 only).
 KERNELS: dict[str, ModuleType] = {"fa4": fa4, "cudnn_fp8": cudnn_fp8}
@@ -64,7 +64,7 @@ def kernel_refusals(config: RunConfig, device: str) -> dict[str, str | None]:
         refusal = (f"cannot run under context parallelism (context_parallel {config.context_parallel}): "
                    "Ulysses attention goes through the backend")
         return {name: refusal for name in KERNELS}
-    return {name: module.gpu_refusal(device, module.capability(device)) for name, module in KERNELS.items()}
+    return {name: module.gpu_refusal(device, cuda_capability(device)) for name, module in KERNELS.items()}
 
 
 def choose_kernel(config: RunConfig, device: str) -> AttentionChoice:
@@ -99,7 +99,7 @@ def choose_kernel(config: RunConfig, device: str) -> AttentionChoice:
 def attention_kernel(config: RunConfig) -> AttentionKernel | None:
     """The kernel object of a resolved run (`AttentionHooks.kernel`); None: the backend takes every call."""
     module = KERNELS.get(config.attention_kernel)
-    return module.kernel(module.capability(config.device)) if module is not None else None
+    return module.kernel(cuda_capability(config.device)) if module is not None else None
 
 
 def _runnable(device: str) -> list[str]:
