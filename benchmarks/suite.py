@@ -38,8 +38,9 @@ went to the backend).
 
 Per variant: seconds per step (median, min, max of the timed steps after warm-up, CUDA events), peak
 memory, MFU against the GPU's dense bf16 peak (FLOPs counted by `torch.utils.flop_counter` on one
-forward); for fast variants the compile seconds, graphs compiled after the first step (a relax schedule
-and unlearn's strength change every step: must be 0) and, for fast and fa4 variants against `all`, the
+forward); for fast variants the compile seconds, the slowest compile phases torch timed (where a slow
+first step went), graphs compiled after the first step (a relax schedule and unlearn's strength change
+every step: must be 0) and, for fast and fa4 variants against `all`, the
 relative L2 of the combined prediction at each step and of the final latents; with `--decode-final`, also
 the final video's difference (both final latents decoded by the family's VAE at full size, random weights,
 through the backbone's own decode: max and mean absolute uint8 difference, PSNR).
@@ -85,6 +86,8 @@ from inertia.core.runtime import KERNELS, attention_backend, quiet_libraries  # 
 VARIANTS = ("stock", "default", "relax_decay", "unlearn", "all", "all_fa4", "all_cudnnfp8", "offload_model",
             "offload_group", "vae_decode", "fast", "fast_fa4", "fast_cudnnfp8", "fast_float8", "fast_float8_fa4",
             "fast_float8_cudnnfp8")
+#: Seconds a budget keeps for compiling a fast variant's blocks, beyond one step.
+COMPILE_ALLOWANCE_S = 60.0
 #: The attention kernel of a variant by the end of its name (a name of `inertia.core.runtime.KERNELS`).
 KERNEL_SUFFIXES = {"_fa4": "fa4", "_cudnnfp8": "cudnn_fp8"}
 #: Variants run by default: the memory ones on request (`--only NAME:offload_model+offload_group+vae_decode`).
@@ -592,7 +595,7 @@ def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, 
         return out
 
     backbone.scheduler_step = marked
-    seconds = performance.compile_seconds()
+    phases = performance.compile_phases()
     marks.mark()
     with backbone.hooked_attention(hooks):
         trace = sample(backbone, job, stack, setup.guidance, progress=False, hooks=hooks,
@@ -604,9 +607,18 @@ def run_inertia(family: Family, bench: Bench, steps: int, device: torch.device, 
         result[f"{kernel.name}_calls"] = kernel.calls() - calls
     if variant.startswith("fast"):
         result["performance_notes"] = backbone.performance_notes()
-        result["compile_s"] = round(performance.compile_seconds() - seconds, 2)
+        result["compile_s"] = round(performance.compile_seconds() - phases.get("_compile.compile_inner", 0.0), 2)
+        result["compile_phases_s"] = slowest_phases(phases, performance.compile_phases())
         result["graphs_compiled_after_first_step"] = graphs[-1] - graphs[0]
     return result
+
+
+def slowest_phases(before: dict[str, float], after: dict[str, float], count: int = 8) -> dict[str, float]:
+    """The `count` compile phases that took longest between two readings of `performance.compile_phases`
+    (at least 0.01 s; they nest, so they do not add up): where a fast variant's first step went."""
+    spent = {phase: after[phase] - before.get(phase, 0.0) for phase in after}
+    slowest = sorted((item for item in spent.items() if item[1] >= 0.01), key=lambda item: -item[1])[:count]
+    return {phase: round(seconds, 2) for phase, seconds in slowest}
 
 
 def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -912,6 +924,13 @@ def _run_plan(plan: list[Entry], args, device: torch.device, started: float) -> 
     write_json(args.json, report)
 
 
+def seconds_needed(variant: str, step_s: float, steps: int) -> float:
+    """What a variant is expected to take, from the last measured step: group offloading about doubles a
+    step; a fast variant adds its compile, about a step plus `COMPILE_ALLOWANCE_S`."""
+    needed = step_s * steps * (2 if variant == "offload_group" else 1)
+    return needed + step_s + COMPILE_ALLOWANCE_S if variant.startswith("fast") else needed
+
+
 def _run_variants(family, bench, item: Entry, entry, report, args, device, started) -> None:
     timed = item.steps or args.steps
     steps = args.warmup + timed
@@ -923,7 +942,7 @@ def _run_variants(family, bench, item: Entry, entry, report, args, device, start
     estimate = entry["tflop_per_step"] / (0.4 * peak) if peak else None
     for variant in item.variants:
         elapsed = time.perf_counter() - started
-        needed = (estimate or 0.0) * steps * (2 if variant.startswith("fast") or variant == "offload_group" else 1)
+        needed = seconds_needed(variant, estimate or 0.0, steps)
         if elapsed + needed > args.budget:
             entry["variants"][variant] = {"skipped": f"time budget: {elapsed:.0f} s used of {args.budget:.0f}"}
             print(f"  {variant:12s} skipped (time budget)", flush=True)
@@ -1045,7 +1064,8 @@ def _one_variant(family, bench, variant, steps, device, args) -> dict:
         result[f"{kernel.name}_calls"] = raw[f"{kernel.name}_calls"]
     if variant.startswith("fast"):
         result.update(compiled_blocks=state.compiled_blocks, float8_linears=state.float8_linears,
-                      compile_s=raw["compile_s"], graphs_compiled_after_first_step=raw["graphs_compiled_after_first_step"],
+                      compile_s=raw["compile_s"], compile_phases_s=raw["compile_phases_s"],
+                      graphs_compiled_after_first_step=raw["graphs_compiled_after_first_step"],
                       **raw["performance_notes"])
     if "experts" in raw and any(raw["experts"]):
         result["experts"] = raw["experts"]

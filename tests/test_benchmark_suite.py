@@ -30,6 +30,7 @@ def test_tiny_suite_times_every_variant_and_checks_the_fast_path(tmp_path):
     assert fast["graphs_compiled_after_first_step"] == 0 and fast["compiled_blocks"] == ["WanTransformerBlock"]
     # dynamo's eager backend runs the captured graph as is: the fast path equals the eager one exactly
     assert fast["relative_l2_prediction_per_step"] == [0.0, 0.0, 0.0] and fast["relative_l2_final_latents"] == 0.0
+    assert fast["compile_phases_s"]["_compile.compile_inner"] == fast["compile_s"]  # dynamo's frames, timed
     assert variants["fast_float8"] == {"skipped": "performance: float8 needs a CUDA GPU (device is cpu); allowed here: fast"}
     assert entry["model"]["tiny"] and report["compile_backend"] == "eager"
 
@@ -285,3 +286,18 @@ def test_video_difference_against_hand_computed_values():
         "max_abs": 10, "mean_abs": round(10 / 96, 4), "psnr_db": round(10 * math.log10(255 ** 2 * 96 / 100), 2)}
     video[1, 3, 3, 2] = 255  # uint8 arithmetic must not wrap: 0 - 255 is 255 apart
     assert suite.video_difference(reference, video)["max_abs"] == 255
+
+
+def test_the_budget_expects_a_fast_variant_to_compile_for_a_step_and_a_minute():
+    """Hand-computed from a 20 s step and 5+1 steps: Wan 14B's fast variant took 35.5 s for its first step."""
+    assert suite.seconds_needed("default", 20.0, 6) == 120.0
+    assert suite.seconds_needed("offload_group", 20.0, 6) == 240.0
+    assert suite.seconds_needed("fast_float8_cudnnfp8", 20.0, 6) == 120.0 + 20.0 + suite.COMPILE_ALLOWANCE_S
+
+
+def test_the_slowest_compile_phases_are_those_that_grew_between_two_readings():
+    before = {"_compile.compile_inner": 1.0, "async_compile.wait": 2.0}
+    after = {"_compile.compile_inner": 4.5, "async_compile.wait": 2.0, "GraphLowering.codegen": 0.25,
+             "build_guards": 0.001}
+    assert suite.slowest_phases(before, after) == {"_compile.compile_inner": 3.5, "GraphLowering.codegen": 0.25}
+    assert list(suite.slowest_phases(before, after, count=1)) == ["_compile.compile_inner"]

@@ -157,9 +157,15 @@ def apply_performance(models: list[torch.nn.Module], level: str) -> PerformanceS
 
 def compile_seconds() -> float:
     """Seconds dynamo has spent compiling frames in this process (inductor's codegen included)."""
+    return compile_phases().get("_compile.compile_inner", 0.0)
+
+
+def compile_phases() -> dict[str, float]:
+    """Seconds per phase torch has timed in this process (dynamo, AOT autograd, inductor's lowering and
+    codegen, waits on Triton's compile workers, autotuning): where a slow first step went."""
     from torch._dynamo.utils import compilation_time_metrics
 
-    return float(sum(compilation_time_metrics.get("_compile.compile_inner", [])))
+    return {phase: float(sum(times)) for phase, times in compilation_time_metrics.items()}
 
 
 def graphs_compiled() -> int:
