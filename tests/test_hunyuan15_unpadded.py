@@ -97,7 +97,7 @@ def test_padding_rows_come_out_as_the_masked_call_gives_them():
     valid = torch.tensor([[1, 1, 1, 1, 0, 0, 0], [1, 1, 0, 1, 1, 1, 0]], dtype=torch.bool)
     dense = (valid[:, None, :, None] & valid[:, None, None, :])
     masked = attention_dispatch.dispatch_attention_fn(query, key, value, attn_mask=dense)
-    out = unpadded_attention(query, key, value, valid, "")
+    out = unpadded_attention(query, key, value, valid, "", "")
     assert torch.equal(out[~valid], torch.zeros(5, 2, 4)) and torch.equal(masked[~valid], out[~valid])
     assert float((out - masked).abs().max()) < 1e-6
 

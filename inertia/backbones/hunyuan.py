@@ -15,6 +15,8 @@ by default.
 Attention: every joint self-attention of the transformer (dual- and single-stream blocks) goes
 through inertia's hook while a run samples (`hunyuan_attention`); the sequence is
 `[video | text]`, the text padded to 256 tokens and masked, so mask-refusing backends are refused.
+Under performance options the padding is dropped from the attention call after the hook instead
+(`UnpaddedHunyuanVideoAttention`): no mask reaches the backend, so SDPA's flash kernels apply.
 """
 
 from __future__ import annotations
@@ -107,8 +109,9 @@ def _check_guidance(config: RunConfig, model: str, facts: CheckpointFacts) -> No
 
 def _check_attention(config: RunConfig) -> None:
     """Fail now rather than at the first attention call, after minutes of loading: HunyuanVideo
-    masks the text padding in every forward."""
-    hunyuan_attention.refuse_mask_refusing_backend(config, "the text-padding mask hunyuan always passes")
+    masks the text padding in every forward (performance options drop it instead and pass no mask)."""
+    if config.performance is None:
+        hunyuan_attention.refuse_mask_refusing_backend(config, "the text-padding mask hunyuan always passes")
 
 
 def _check_sizes(config: RunConfig, facts: CheckpointFacts) -> None:
@@ -262,7 +265,19 @@ class HunyuanVideoBackbone(PipelineBackbone):
         return hunyuan_attention.num_attention_layers(self.transformer)
 
     def hooked_attention(self, hooks: AttentionHooks):
-        return hunyuan_attention.install_processors(self.transformer, hooks)
+        """Under performance options the text padding is dropped instead of masked (`UnpaddedHunyuanVideoAttention`)."""
+        return hunyuan_attention.install_processors(self.transformer, hooks, self.attention_processor())
+
+    def attention_processor(self) -> type[hunyuan_attention.HookedHunyuanVideoAttention]:
+        if self.performance is None:
+            return hunyuan_attention.HookedHunyuanVideoAttention
+        return hunyuan_attention.UnpaddedHunyuanVideoAttention
+
+    def performance_notes(self) -> dict[str, Any]:
+        """The attention mask the backend got: none (padding dropped), or the model's under context parallelism."""
+        if self.performance is None:
+            return {}
+        return hunyuan_attention.attention_mask_note(self.transformer, hunyuan_attention.UnpaddedHunyuanVideoAttention.record)
 
     def decode(self, job: HunyuanJob) -> np.ndarray:
         vae = self.pipe.vae

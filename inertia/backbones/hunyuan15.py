@@ -59,7 +59,7 @@ from . import hunyuan15_builtin
 from .hunyuan_attention import (
     HookedHunyuanVideo15Attention,
     UnpaddedHunyuanVideo15Attention,
-    attention_modules,
+    attention_mask_note,
     install_processors,
     joint_layout,
     num_attention_layers,
@@ -396,10 +396,7 @@ class HunyuanVideo15Backbone(PipelineBackbone):
         """The attention mask the backend got: none (padding dropped), or the dense one under context parallelism."""
         if self.performance is None:
             return {}
-        modules = attention_modules(self.transformer)
-        if any(getattr(module.processor, "_parallel_config", None) is not None for module in modules):
-            return {"attention_mask": "dense (batch, 1, S, S): context parallel"}
-        return {"attention_mask": UnpaddedHunyuanVideo15Attention.record}
+        return attention_mask_note(self.transformer, UnpaddedHunyuanVideo15Attention.record)
 
     def decode(self, job: Hunyuan15Job) -> np.ndarray:
         vae = self.pipe.vae

@@ -21,10 +21,11 @@ computes the same dual-stream attention except that it builds the attention mask
 (`HookedHunyuanVideo15Attention`: the context mask, True over the latent tokens, made 2-D), in every
 forward and at any batch size.
 
-Which backends can run: HunyuanVideo masks the text padding in every forward; FramePack drops the
-padding instead at batch size 1 and passes no mask then (a mask only at batch size > 1); HunyuanVideo 1.5
-masks it in every forward, except under performance options (`UnpaddedHunyuanVideo15Attention`: the
-padding is dropped after the hook, at any batch size, and no mask is passed).
+Which backends can run: HunyuanVideo masks the text padding in every forward, and HunyuanVideo 1.5
+the context padding, except under performance options (`UnpaddedHunyuanVideoAttention`,
+`UnpaddedHunyuanVideo15Attention`: the padding is dropped after the hook, at any batch size, and no
+mask is passed); FramePack drops the padding itself at batch size 1, the only size it runs at, and
+passes no mask then.
 `MASK_REFUSING_ATTENTION` are the backends that refuse any attention mask: a backbone that always
 passes one refuses them before loading (`refuse_mask_refusing_backend`), and the processor refuses
 them, with the same kind of error, at the first call that does pass a mask.
@@ -33,7 +34,7 @@ them, with the same kind of error, at the first call that does pass a mask.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -213,17 +214,50 @@ class HookedHunyuanVideo15Attention(HookedHunyuanVideoAttention):
         return (rows & rows.transpose(2, 3)).bool()
 
 
-class UnpaddedHunyuanVideo15Attention(HookedHunyuanVideo15Attention):
-    """HunyuanVideo 1.5's hooked attention under performance options: the same q/k/v and the same hook
-    (the full `[video | context]` sequence, the backbone's TokenLayout unchanged), then, instead of the
-    dense (batch, 1, S, S) mask, which keeps SDPA off its flash kernels, the context padding is dropped
-    from the attention call (`core.unpadded_attention`): no mask reaches the backend, and the padding
-    rows of the output are the zeros the masked call gives them. Equal to the stock processor up to the
-    backend's rounding. Under context parallelism (diffusers' Ulysses, which splits the sequence) it
-    keeps the dense mask.
-    """
+class UnpaddedAttention(HookedHunyuanVideoAttention):
+    """The hooked attention under performance options: the same q/k/v and the same hook (the full joint
+    sequence, the backbone's TokenLayout unchanged); then, where `joint_mask` gives a 2-D (batch, sequence)
+    mask of the valid tokens, the padding is dropped from the attention call (`core.unpadded_attention`):
+    no mask reaches the backend, so SDPA takes its flash kernels, or the run's attention kernel (fa4,
+    cudnn_fp8) takes the call where it can; the padding rows of the output are zeros. Under context parallelism (diffusers' Ulysses, which splits the sequence) the subclasses keep
+    the model's mask."""
 
     #: What this processor does differently, as the run record states it (`performance.attention_mask`).
+    record: ClassVar[str]
+
+    def backend_attention(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        if mask is None or mask.ndim != 2:
+            return super().backend_attention(query, key, value, mask)
+        backend = getattr(self._attention_backend, "value", self._attention_backend) or ""
+        kernel = self.hooks.kernel  # the run's attention kernel, which the mask kept from the call
+        takes = kernel is not None and kernel.refusal(query, key, value, None) is None
+        return unpadded_attention(query, key, value, mask, backend, kernel.name if takes else "")
+
+
+class UnpaddedHunyuanVideoAttention(UnpaddedAttention):
+    """HunyuanVideo's and FramePack's hooked attention under performance options. Their model passes a
+    (batch, 1, 1, S) key-padding mask: the text padding is attended to by no token, but its own queries
+    attend to the valid tokens. Dropped from the call, the padding rows come out as zeros instead; no valid
+    token reads them in any later layer (they stay masked as keys, and the model's output takes the video
+    tokens only), so the prediction equals the stock processor's up to the backend's rounding."""
+
+    record = ("none: text padding dropped from the attention call after the hooks (no key-padding mask; "
+              "its own rows zeros, which no valid token reads)")
+
+    def joint_mask(self, query: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        if attention_mask is None or self._parallel_config is not None:
+            return attention_mask
+        return attention_mask.reshape(attention_mask.shape[0], attention_mask.shape[-1]).bool()
+
+
+class UnpaddedHunyuanVideo15Attention(UnpaddedAttention, HookedHunyuanVideo15Attention):
+    """HunyuanVideo 1.5's hooked attention under performance options: instead of the dense (batch, 1, S, S)
+    mask the processor builds, the context padding is dropped from the call, and its rows are the zeros
+    the masked call gives them (a row masked everywhere). Equal to the stock processor up to the backend's
+    rounding."""
+
     record = "none: context padding dropped from the attention call after the hooks (no dense S x S mask)"
 
     def joint_mask(self, query: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -231,13 +265,13 @@ class UnpaddedHunyuanVideo15Attention(HookedHunyuanVideo15Attention):
             return super().joint_mask(query, attention_mask)
         return valid_tokens(query, attention_mask)
 
-    def backend_attention(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        if mask is None or mask.ndim != 2:
-            return super().backend_attention(query, key, value, mask)
-        backend = self._attention_backend
-        return unpadded_attention(query, key, value, mask, getattr(backend, "value", backend) or "")
+
+def attention_mask_note(transformer: Any, record: str) -> dict[str, str]:
+    """The run record's `performance.attention_mask` for an unpadded processor's `record`: the model's
+    mask where context parallelism kept it."""
+    if any(getattr(module.processor, "_parallel_config", None) is not None for module in attention_modules(transformer)):
+        return {"attention_mask": "the model's own: context parallel"}
+    return {"attention_mask": record}
 
 
 def valid_tokens(query: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
