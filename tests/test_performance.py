@@ -167,7 +167,7 @@ def test_every_backbone_compiles_to_its_eager_video_and_a_second_run_compiles_no
     models = ModelCache()
     fast = generate(plan_run(RunConfig(**config, performance="fast")), models, progress=False)
     # Bit-identical, except HunyuanVideo and HunyuanVideo 1.5, whose padding is dropped instead of masked under
-    # performance options: float rounding (tests/test_hunyuan_unpadded.py, tests/test_hunyuan15_unpadded.py).
+    # performance options: float rounding (tests/test_unpadded_attention.py).
     atol = {"hunyuan": 1e-5, "hunyuan15": 1e-5}.get(backbone, 0.0)
     np.testing.assert_allclose(fast.frames, eager.frames, rtol=0, atol=atol)
     assert fast.performance["graphs_compiled"] >= 1

@@ -6,7 +6,7 @@ the valid keys only, and every padding query a row masked everywhere, whose outp
 zeros. `unpadded_attention` computes the same without the mask: the padding tokens are dropped
 from queries, keys and values, the backend is called with no mask (so flash kernels apply), and the
 padding rows of the output are zeros. Samples of a batch with different padding are called one by
-one. Equal to the masked call up to the backend's rounding (tests/test_hunyuan15_unpadded.py). Where the
+one. Equal to the masked call up to the backend's rounding (tests/test_unpadded_attention.py). Where the
 run has an attention kernel that takes the call (`core.runtime.KERNELS`, e.g. FlashAttention-4), the
 kernel computes the unpadded attention instead of the backend: with the mask gone, it can.
 
