@@ -39,7 +39,10 @@ def unpadded_attention(
         q, k, v = query[rows], key[rows], value[rows]
         if index.numel() == keep.numel():
             out[rows] = _attend(q, k, v, backend, kernel)
-        else:
+        elif int(index[-1]) == index.numel() - 1:  # the valid tokens come first (HunyuanVideo's text): views
+            tokens = slice(index.numel())
+            out[rows, tokens] = _attend(q[:, tokens], k[:, tokens], v[:, tokens], backend, kernel).to(out.dtype)
+        else:  # gathered copies
             out[rows, index] = _attend(q[:, index], k[:, index], v[:, index], backend, kernel).to(out.dtype)
     return out
 
