@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -207,7 +208,9 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
         total = plan.backbone.total_steps(config)
         with compile_clock() as compiled:
             trace = sample(backbone, job, plan.stack, plan.setup.guidance, total, progress=progress, hooks=hooks,
-                           history=history, expert_guidance=plan.setup.expert_guidance)
+                           history=history, expert_guidance=plan.setup.expert_guidance,
+                           first_step_note=first_step_note(backbone))
+        _SAMPLED.add(backbone)
         sampled = time.perf_counter()
         videos = backbone.decode(job)[None] if len(plans) == 1 else backbone.decode_batch(job)
     backbone.finish()
@@ -225,6 +228,20 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
               **({"vae_tiling": tiling} if tiling is not None else {})}
     return [Generation(frames, trace, backbone.smoke_test, timings, {"size": len(plans), "index": index}, performance,
                        memory) for index, frames in enumerate(videos)]
+
+
+#: Loaded models that have sampled a run: a performance-mode model compiled its blocks then.
+_SAMPLED: "weakref.WeakSet[Backbone]" = weakref.WeakSet()
+
+
+def first_step_note(backbone: Backbone) -> str | None:
+    """What the progress bar says during a performance-mode model's first step, which compiles its blocks
+    (seconds) and, under float8, tunes the float8 matmuls (2-4 minutes measured): nothing once it has sampled."""
+    if backbone.performance is None or backbone in _SAMPLED:
+        return None
+    if backbone.performance.level == "float8":
+        return "first step compiles the blocks and tunes float8 matmuls: minutes"
+    return "first step compiles the blocks"
 
 
 def check_decoded(config: RunConfig, frames: np.ndarray, tiling: bool | None) -> None:

@@ -12,6 +12,7 @@ numerical difference inductor's fused kernels make is measured on the GPU (bench
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from inertia.cli import main
 from inertia.core import performance
 from inertia.core.config import PluginSpec, RunConfig, build_config
 from inertia.core.errors import ConfigError, InertiaError
-from inertia.run import ModelCache, execute, generate, plan_run
+from inertia.run import ModelCache, execute, first_step_note, generate, plan_run
 
 INTERVENTIONS = [PluginSpec.parse("relax:beta=0.75"), PluginSpec.parse("decay:p=0.7"),
                  PluginSpec.parse("unlearn:sigma_blur=0.6,tokens=video")]
@@ -186,3 +187,24 @@ def test_performance_refuses_per_layer_attention_changes(spec: str) -> None:
     name = spec.split(":")[0]
     assert str(error.value) == (f"performance: {name} skips or biases attention layer by layer, which compiled "
                                 "blocks do not support yet; run it without --performance")
+
+
+def test_the_progress_bar_says_the_first_step_compiles_once_per_model(eager_compiler, capsys):
+    """The bar sits at 0 while a compiled model's first step compiles (float8: minutes): it says why, in the
+    model's first run only; an eager run says nothing of the kind."""
+    config = RunConfig(backbone="wan", steps=2, device="cpu")
+    models = ModelCache()
+    generate(plan_run(config.model_copy(update={"performance": "fast"})), models, progress=True)
+    first = capsys.readouterr().err
+    generate(plan_run(config.model_copy(update={"performance": "fast"})), models, progress=True)
+    second = capsys.readouterr().err
+    generate(plan_run(config), models, progress=True)
+    eager = capsys.readouterr().err
+    assert "first step compiles the blocks" in first and "wan sampling" in first
+    assert "wan sampling" in second and "compiles" not in second and "compiles" not in eager
+
+
+def test_the_float8_note_says_minutes():
+    float8 = SimpleNamespace(performance=SimpleNamespace(level="float8"))
+    assert first_step_note(float8) == "first step compiles the blocks and tunes float8 matmuls: minutes"
+    assert first_step_note(SimpleNamespace(performance=None)) is None

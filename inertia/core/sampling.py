@@ -95,8 +95,12 @@ def sample(
     hooks: AttentionHooks | None = None,
     history: HistoryHooks | None = None,
     expert_guidance: Mapping[str, Mapping[str, float]] | None = None,
+    first_step_note: str | None = None,
 ) -> list[StepRecord]:
     """Denoise every section of `job` in place and return the per-step trace.
+
+    `first_step_note`: what the progress bar says until the first step is done (a compiled model's first
+    step compiles, for seconds to minutes, with the bar at 0).
 
     A step's base guidance scales (`StepContext.guidance`) are `guidance`, or, when its section
     names the expert that predicts it, that expert's scales in `expert_guidance`
@@ -116,7 +120,8 @@ def sample(
     trace: list[StepRecord] = []
     rule = stack.rule
     traces_branches = bool(rule.branch_names)
-    with tqdm(total=total_steps, desc=f"{backbone.name} sampling", unit="step", disable=not progress) as bar:
+    with tqdm(total=total_steps, desc=f"{backbone.name} sampling", unit="step", disable=not progress,
+              postfix=first_step_note) as bar:
         for section in backbone.sections(job):
             if hooks is not None:
                 hooks.layout = backbone.token_layout(job, section)
@@ -144,5 +149,7 @@ def sample(
                 context = list(history.acted) if history is not None and history.transforms else None
                 trace.append(StepRecord(section.index, step, float(timestep), sigma, dict(scales), combined, expert,
                                         context, list(branches) if traces_branches else None))
+                if first_step_note and len(trace) == 1:
+                    bar.set_postfix_str("", refresh=False)
                 bar.update()
     return trace
