@@ -173,9 +173,9 @@ def test_relaxing_cfg_is_allowed_when_true_cfg_is_on():
                               "nearest valid: 9 or 13"),
         (dict(image=Path("start.png")), "image: hunyuan is text-to-video and takes no conditioning image; "
                                         "drop --image"),
-        (dict(attention="flash", device="cuda"), "attention: flash refuses the text-padding mask hunyuan always "
-                                                 "passes; allowed: native, math, cudnn, efficient, flex, xformers, "
-                                                 "flash-attn-varlen"),
+        (dict(attention="flash", device="cuda"), "attention: flash refuses the text-padding mask hunyuan passes "
+                                                 "(--performance on one process drops it); allowed: native, math, "
+                                                 "cudnn, efficient, flex, xformers, flash-attn-varlen"),
     ],
 )
 def test_bad_configs_are_rejected_with_exact_messages(fields, message):

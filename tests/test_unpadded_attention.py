@@ -30,6 +30,7 @@ from inertia.core import runtime
 from inertia.core.attention import AttentionHooks
 from inertia.core.config import PluginSpec, RunConfig
 from inertia.core.context import StepContext
+from inertia.core.errors import ConfigError
 from inertia.core.unpadded_attention import unpadded_attention
 from inertia.run import ModelCache, generate, plan_run
 
@@ -203,6 +204,13 @@ def test_a_fast_run_passes_no_mask_its_record_says_so_and_its_video_is_the_eager
 def test_performance_options_allow_the_backends_that_refuse_a_mask(case, attention):
     config = RunConfig(backbone=case.backbone, attention=attention, device="cuda", performance="fast")
     assert case.backbone_class.resolve(config).attention == attention
+
+
+def test_context_parallelism_keeps_the_mask_so_a_flash_backend_is_refused_before_loading(case):
+    config = RunConfig(backbone=case.backbone, attention="flash", device="cuda", performance="fast", context_parallel=2)
+    with pytest.raises(ConfigError) as error:
+        case.backbone_class.resolve(config)
+    assert str(error.value).startswith("attention: flash refuses the ") and "(--performance on one process drops it)" in str(error.value)
 
 
 def test_padding_rows_come_out_as_the_masked_call_gives_them():

@@ -246,8 +246,7 @@ class HunyuanVideo15Backbone(PipelineBackbone):
             check_multiple("width", resolved.width, checkpoint.spatial * checkpoint.patch, why)
         check_frames("num_frames", resolved.num_frames, checkpoint.temporal,
                      f"VAE {checkpoint.temporal}x temporal compression")
-        if resolved.performance is None:  # performance options drop the padding and pass no mask
-            refuse_mask_refusing_backend(resolved, f"the attention mask {cls.name} always passes")
+        refuse_mask_refusing_backend(resolved, f"the attention mask {cls.name} passes")
         if resolved.height is None:
             image = None if config.image is None else _load_image(config.image)
             height, width = default_size(image, checkpoint.target_size, checkpoint.spatial)

@@ -53,10 +53,18 @@ def mask_capable_backends() -> str:
 
 
 def refuse_mask_refusing_backend(config: RunConfig, mask: str) -> None:
-    """Before loading: refuse a backend that cannot take the mask the backbone always passes (`mask`
-    says which, e.g. "the text-padding mask hunyuan always passes")."""
-    if config.attention in MASK_REFUSING_ATTENTION:
-        raise ConfigError("attention", f"{config.attention} refuses {mask}; allowed: {mask_capable_backends()}")
+    """Before loading: refuse a backend that cannot take the mask the backbone passes in every forward
+    (`mask` says which, e.g. "the text-padding mask hunyuan passes"), unless the run drops the padding
+    instead (`drops_padding`)."""
+    if config.attention in MASK_REFUSING_ATTENTION and not drops_padding(config):
+        raise ConfigError("attention", f"{config.attention} refuses {mask} (--performance on one process drops it); "
+                                       f"allowed: {mask_capable_backends()}")
+
+
+def drops_padding(config: RunConfig) -> bool:
+    """Whether the run's processors drop the padding instead of passing the mask (the `Unpadded*` processors):
+    under performance options, on one process (context parallelism splits the sequence and keeps the mask)."""
+    return config.performance is not None and config.context_parallel == 1
 
 
 def _refused_backend(backend: Any) -> str | None:
