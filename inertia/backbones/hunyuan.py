@@ -265,12 +265,9 @@ class HunyuanVideoBackbone(PipelineBackbone):
 
     def hooked_attention(self, hooks: AttentionHooks):
         """Under performance options the text padding is dropped instead of masked (`UnpaddedHunyuanVideoAttention`)."""
-        return hunyuan_attention.install_processors(self.transformer, hooks, self.attention_processor())
-
-    def attention_processor(self) -> type[hunyuan_attention.HookedHunyuanVideoAttention]:
-        if self.performance is None:
-            return hunyuan_attention.HookedHunyuanVideoAttention
-        return hunyuan_attention.UnpaddedHunyuanVideoAttention
+        processor = (hunyuan_attention.HookedHunyuanVideoAttention if self.performance is None
+                     else hunyuan_attention.UnpaddedHunyuanVideoAttention)
+        return hunyuan_attention.install_processors(self.transformer, hooks, processor)
 
     def performance_notes(self) -> dict[str, Any]:
         """The attention mask the backend got: none (padding dropped), or the model's under context parallelism."""
