@@ -227,8 +227,8 @@ class UnpaddedAttention(HookedHunyuanVideoAttention):
     sequence, the backbone's TokenLayout unchanged); then, where `joint_mask` gives a 2-D (batch, sequence)
     mask of the valid tokens, the padding is dropped from the attention call (`core.unpadded_attention`):
     no mask reaches the backend, so SDPA takes its flash kernels, or the run's attention kernel (fa4,
-    cudnn_fp8) takes the call where it can; the padding rows of the output are zeros. Under context parallelism (diffusers' Ulysses, which splits the sequence) the subclasses keep
-    the model's mask."""
+    cudnn_fp8) takes the call where it can; the padding rows of the output are zeros. Under context
+    parallelism (diffusers' Ulysses, which splits the sequence) the subclasses keep the model's mask."""
 
     #: What this processor does differently, as the run record states it (`performance.attention_mask`).
     record: ClassVar[str]
@@ -245,7 +245,7 @@ class UnpaddedAttention(HookedHunyuanVideoAttention):
 
 
 class UnpaddedHunyuanVideoAttention(UnpaddedAttention):
-    """HunyuanVideo's and FramePack's hooked attention under performance options. Their model passes a
+    """HunyuanVideo's hooked attention under performance options. Its transformer passes a
     (batch, 1, 1, S) key-padding mask: the text padding is attended to by no token, but its own queries
     attend to the valid tokens. Dropped from the call, the padding rows come out as zeros instead; no valid
     token reads them in any later layer (they stay masked as keys, and the model's output takes the video

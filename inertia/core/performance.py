@@ -34,6 +34,8 @@ from .errors import ConfigError
 Level = Literal["fast", "float8"]
 LEVELS: tuple[str, ...] = ("fast", "float8")
 ATTENTION_TABLE = Path(__file__).with_name("attention_table.json")
+#: The phase of `compile_phases` that `compile_seconds` counts: dynamo compiling frames, inductor's codegen included.
+DYNAMO_COMPILE = "_compile.compile_inner"
 #: torch.compile's backend for the blocks; the CPU tests set "eager" (dynamo's guards and graphs, no codegen).
 COMPILE_BACKEND = "inductor"
 #: Repeated blocks of transformers that do not declare `_repeated_blocks` (diffusers 0.42.1).
@@ -157,7 +159,7 @@ def apply_performance(models: list[torch.nn.Module], level: str) -> PerformanceS
 
 def compile_seconds() -> float:
     """Seconds dynamo has spent compiling frames in this process (inductor's codegen included)."""
-    return compile_phases().get("_compile.compile_inner", 0.0)
+    return compile_phases().get(DYNAMO_COMPILE, 0.0)
 
 
 def compile_phases() -> dict[str, float]:

@@ -53,10 +53,9 @@ def _unpadded_attention_shape(query, key, value, valid, backend, kernel):
 
 
 def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, backend: str, kernel: str) -> torch.Tensor:
-    from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
-
     if kernel:
         return KERNELS[kernel].kernel(cuda_capability(str(query.device)))(query, key, value)
+    from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
 
     return dispatch_attention_fn(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
                                  backend=AttentionBackendName(backend) if backend else None)
