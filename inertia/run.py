@@ -25,7 +25,7 @@ from .core.errors import ConfigError, DecodedShapeError, WriteFault, one_line
 from .core.history import HistoryHooks
 from .core.intervention import InterventionStack
 from .core.io import frames_to_uint8, read_video, remove_stale_temporaries, write_json, write_mp4
-from .core.performance import apply_performance, check_compilable, choose_attention, compile_clock
+from .core.performance import CompileClock, apply_performance, check_compilable, choose_attention
 from .core.metric import Metric
 from .core.offload import check_memory_options, vae_tiling_in_force
 from .core.records import CONFIG_NAME, RECORD_NAME, VIDEO_NAME, device_description, package_versions, utc_now
@@ -206,10 +206,11 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
         else:
             job = backbone.prepare_batch([p.config for p in plans], generators)
         total = plan.backbone.total_steps(config)
-        with compile_clock() as compiled:
-            trace = sample(backbone, job, plan.stack, plan.setup.guidance, total, progress=progress, hooks=hooks,
-                           history=history, expert_guidance=plan.setup.expert_guidance,
-                           first_step_note=first_step_note(backbone))
+        clock = CompileClock()
+        trace = sample(backbone, job, plan.stack, plan.setup.guidance, total, progress=progress, hooks=hooks,
+                       history=history, expert_guidance=plan.setup.expert_guidance,
+                       first_step_note=first_step_note(backbone), first_step_done=clock.first_step_done)
+        compiled = clock.reading()
         _SAMPLED.add(backbone)
         sampled = time.perf_counter()
         videos = backbone.decode(job)[None] if len(plans) == 1 else backbone.decode_batch(job)
@@ -236,11 +237,9 @@ _SAMPLED: "weakref.WeakSet[Backbone]" = weakref.WeakSet()
 
 def first_step_note(backbone: Backbone) -> str | None:
     """What the progress bar says during a performance-mode model's first step, which compiles its blocks
-    (seconds) and, under float8, tunes the float8 matmuls (2-4 minutes measured): nothing once it has sampled."""
+    (5-23 s beyond a step measured on an H200, either level): nothing once it has sampled."""
     if backbone.performance is None or backbone in _SAMPLED:
         return None
-    if backbone.performance.level == "float8":
-        return "first step compiles the blocks and tunes float8 matmuls: minutes"
     return "first step compiles the blocks"
 
 

@@ -225,7 +225,12 @@ class HunyuanVideoBackbone(PipelineBackbone):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         latents = section.latents
         model_input = latents.to(self.transformer.dtype)
-        timestep = section.timesteps[step].expand(latents.shape[0]).to(latents.dtype)
+        # The pipeline passes the timestep in the latents' dtype: float32 at the first step, the model's
+        # dtype after it (its scheduler returns the prediction's dtype). A compiled token refiner would
+        # compile a second graph for that switch, at the second step; performance options pass the
+        # model's dtype from the first step instead (its timestep, 1000, is exact in bf16 and fp16).
+        timestep_dtype = latents.dtype if self.performance is None else model_input.dtype
+        timestep = section.timesteps[step].expand(latents.shape[0]).to(timestep_dtype)
         scale = scales.get("embedded")
         guidance = None if scale is None else embedded_guidance(scale, latents.shape[0], model_input.dtype, self.device)
 

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -123,10 +122,15 @@ def compile_blocks(models: Iterable[torch.nn.Module], backend: str) -> list[str]
 
 def float8_linears(models: Iterable[torch.nn.Module]) -> int:
     """Replace the repeated blocks' linear layers by torchao float8 ones (dynamic activation scales,
-    per-row granularity); the number of layers converted."""
+    per-row granularity); the number of layers converted.
+
+    torchao's own default (`set_inductor_config=True`) would switch on inductor's coordinate-descent
+    tuning for the whole process and never restore it: on an H200 that tuning was 181 s of a 199 s
+    first step (Wan 1.3B), and it would leak into every later compile of the process (a sweep's bf16
+    runs too). inertia leaves inductor's settings as they are."""
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
-    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
     count = 0
     for model in models:
         for block in repeated_blocks(model):
@@ -176,12 +180,20 @@ def graphs_compiled() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
-@contextmanager
-def compile_clock() -> Iterator[dict[str, float]]:
-    """A dict filled, when the block ends, with the compile seconds and graphs compiled inside it."""
-    clock: dict[str, float] = {}
-    seconds, graphs = compile_seconds(), graphs_compiled()
-    try:
-        yield clock
-    finally:
-        clock.update(compile_s=round(compile_seconds() - seconds, 3), graphs_compiled=graphs_compiled() - graphs)
+class CompileClock:
+    """Compile seconds and graphs compiled while a run samples, and how many graphs came after its first
+    step: a performance-mode run compiles during the first step only, so any later graph is a recompile
+    (an input whose dtype, stride or Python value changed between steps) that costs a step's worth of time."""
+
+    def __init__(self) -> None:
+        self._seconds, self._graphs = compile_seconds(), graphs_compiled()
+        self._after_first_step: int | None = None
+
+    def first_step_done(self) -> None:
+        self._after_first_step = graphs_compiled()
+
+    def reading(self) -> dict[str, float]:
+        graphs = graphs_compiled()
+        later = 0 if self._after_first_step is None else graphs - self._after_first_step
+        return {"compile_s": round(compile_seconds() - self._seconds, 3), "graphs_compiled": graphs - self._graphs,
+                "graphs_compiled_after_first_step": later}

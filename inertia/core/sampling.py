@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
@@ -96,11 +96,13 @@ def sample(
     history: HistoryHooks | None = None,
     expert_guidance: Mapping[str, Mapping[str, float]] | None = None,
     first_step_note: str | None = None,
+    first_step_done: Callable[[], None] | None = None,
 ) -> list[StepRecord]:
     """Denoise every section of `job` in place and return the per-step trace.
 
     `first_step_note`: what the progress bar says until the first step is done (a compiled model's first
-    step compiles, for seconds to minutes, with the bar at 0).
+    step compiles, for seconds to minutes, with the bar at 0); `first_step_done` is called once it is done
+    (`core.performance.CompileClock` counts the graphs compiled after it).
 
     A step's base guidance scales (`StepContext.guidance`) are `guidance`, or, when its section
     names the expert that predicts it, that expert's scales in `expert_guidance`
@@ -149,7 +151,10 @@ def sample(
                 context = list(history.acted) if history is not None and history.transforms else None
                 trace.append(StepRecord(section.index, step, float(timestep), sigma, dict(scales), combined, expert,
                                         context, list(branches) if traces_branches else None))
-                if first_step_note and len(trace) == 1:
-                    bar.set_postfix_str("", refresh=False)
+                if len(trace) == 1:
+                    if first_step_note:
+                        bar.set_postfix_str("", refresh=False)
+                    if first_step_done is not None:
+                        first_step_done()
                 bar.update()
     return trace
