@@ -116,7 +116,7 @@ def test_evaluate_with_performance_fast_records_it_and_gives_the_eager_videos(mo
     # the run record's entry: one graph serves every block of both steps (cond and uncond alike)
     assert result["performance"] == {"level": "fast", "compiled_blocks": ["WanTransformerBlock"], "float8_linears": 0,
                                      "cfg_batching": False, "compile_s": result["performance"]["compile_s"],
-                                     "graphs_compiled": 1, "attention": "native",
+                                     "graphs_compiled": 1, "graphs_compiled_after_first_step": 0, "attention": "native",
                                      "attention_choice": "no measurement for this device and testbed: the default",
                                      "attention_kernel": "backend",
                                      "attention_kernel_choice": "auto: fa4 needs the flash-attn-4 package: pip install 'inertia[fa4]'"}

@@ -162,7 +162,7 @@ def score_batch(items: Sequence[EvalItem], plans: Sequence[PlannedRun], cache: M
 
 #: Counts of a batch's performance record that add up over a result's batches (those it has: an eager run with a
 #: kernel has no compile cost, a run without one no kernel calls).
-_ADDED_UP = ("compile_s", "graphs_compiled", "attention_kernel_calls")
+_ADDED_UP = ("compile_s", "graphs_compiled", "graphs_compiled_after_first_step", "attention_kernel_calls")
 
 
 def _merge_performance(total: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
