@@ -1103,7 +1103,8 @@ def _environment(device: torch.device, args) -> dict:
             "nvidia_cutlass_dsl": _version("nvidia-cutlass-dsl"), "nvidia_cudnn_frontend": _version("nvidia-cudnn-frontend"),
             "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None, "peak_bf16_tflops": peak,
             "steps": args.steps, "warmup": args.warmup, "compile_backend": args.compile_backend,
-            "attention": args.attention, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "attention": args.attention, "inductor_environment": performance.inductor_environment(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def _version(package: str) -> str | None:

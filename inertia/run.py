@@ -25,7 +25,7 @@ from .core.errors import ConfigError, DecodedShapeError, WriteFault, one_line
 from .core.history import HistoryHooks
 from .core.intervention import InterventionStack
 from .core.io import frames_to_uint8, read_video, remove_stale_temporaries, write_json, write_mp4
-from .core.performance import CompileClock, apply_performance, check_compilable, choose_attention
+from .core.performance import CompileClock, apply_performance, check_compilable, choose_attention, inductor_environment
 from .core.metric import Metric
 from .core.offload import check_memory_options, vae_tiling_in_force
 from .core.records import CONFIG_NAME, RECORD_NAME, VIDEO_NAME, device_description, package_versions, utc_now
@@ -222,7 +222,9 @@ def generate_batch(plans: Sequence[PlannedRun], models: ModelCache | None = None
     timings = {k: round(v, 4) for k, v in timings.items()}
     performance: dict[str, Any] = {}
     if backbone.performance:
-        performance = {**asdict(backbone.performance), **backbone.performance_notes(), **compiled}
+        inductor = inductor_environment()
+        performance = {**asdict(backbone.performance), **backbone.performance_notes(), **compiled,
+                       **({"inductor_environment": inductor} if inductor else {})}
     if hooks.kernel is not None:
         performance["attention_kernel_calls"] = hooks.kernel.calls() - kernel_calls
     memory = {**({"offload": asdict(backbone.offload)} if backbone.offload else {}),

@@ -139,7 +139,8 @@ def test_both_experts_of_wan22_a14b_are_compiled(eager_compiler):
     assert len(compiled) == 4 and all(block._compiled_call_impl is not None for block in compiled)
 
 
-def test_the_record_states_the_options_the_backend_and_the_compile_cost(eager_compiler, tmp_path):
+def test_the_record_states_the_options_the_backend_and_the_compile_cost(eager_compiler, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_COORDINATE_DESCENT_TUNING", "1")  # the opt-in docs/performance.md names
     plan = plan_run(RunConfig(**TINY, interventions=INTERVENTIONS[:1], performance="fast", out_dir=tmp_path))
     record = execute(plan, ModelCache(), progress=False).record
     perf = record["performance"]
@@ -148,6 +149,7 @@ def test_the_record_states_the_options_the_backend_and_the_compile_cost(eager_co
         "attention": "native"}
     assert perf["attention_choice"] == "no measurement for this device and wan: the default"
     assert perf["graphs_compiled"] == 1 and perf["graphs_compiled_after_first_step"] == 0 and perf["compile_s"] > 0
+    assert perf["inductor_environment"]["TORCHINDUCTOR_COORDINATE_DESCENT_TUNING"] == "1"
     assert record["config"]["performance"] == "fast"
 
 

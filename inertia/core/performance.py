@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,15 @@ def graphs_compiled() -> int:
     from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])
+
+
+def inductor_environment() -> dict[str, str]:
+    """The `TORCHINDUCTOR_*` settings of this process: inductor reads its tuning settings from them at import
+    (coordinate-descent tuning, the GEMM backends), which change a compiled step's speed and kernels; records
+    state them so that a measurement says what it ran with. Directories (`..._DIR`: where caches live, which
+    inductor itself exports once it has compiled) are not settings."""
+    return {name: value for name, value in sorted(os.environ.items())
+            if name.startswith("TORCHINDUCTOR_") and not name.endswith("_DIR")}
 
 
 class CompileClock:
