@@ -12,10 +12,12 @@ numerical difference inductor's fused kernels make is measured on the GPU (bench
 from __future__ import annotations
 
 import json
+import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from inertia.cli import main
 from inertia.core import performance
@@ -178,6 +180,44 @@ def test_every_backbone_compiles_to_its_eager_video_and_a_second_run_compiles_no
     again = dict(config, interventions=[PluginSpec.parse("unlearn:sigma_blur=1.2"), PluginSpec.parse("decay:p=0.5")])
     second = generate(plan_run(RunConfig(**again, performance="fast")), models, progress=False)
     assert models.loads == 1 and second.performance["graphs_compiled"] == 0
+
+
+class _Torchao018Float8:
+    """torchao 0.18's float8 entry points as far as inductor's settings go: its config defaults to
+    `set_inductor_config=True`, and `quantize_` then switches coordinate-descent tuning on for the process
+    (`recommended_inductor_config_setter`). The real one refuses a CPU (no float8 matmul there)."""
+
+    class Float8DynamicActivationFloat8WeightConfig:
+        def __init__(self, granularity: object, set_inductor_config: bool = True) -> None:
+            self.set_inductor_config = set_inductor_config
+
+    class PerRow:
+        pass
+
+    @staticmethod
+    def quantize_(module, config, filter_fn=None) -> None:
+        import torch._inductor.config as inductor
+
+        if config.set_inductor_config:
+            inductor.coordinate_descent_tuning = True
+            inductor.coordinate_descent_check_all_directions = True
+
+
+def test_float8_leaves_inductors_settings_as_they_are(monkeypatch):
+    """torchao's default would switch on coordinate-descent tuning for the whole process: 181 s of a 199 s
+    first step on an H200, paid again by every later compile (benchmarks/results/suite_h200_float8_torchao_tuning.json)."""
+    import torch._inductor.config as inductor
+
+    monkeypatch.setitem(sys.modules, "torchao", SimpleNamespace())
+    monkeypatch.setitem(sys.modules, "torchao.quantization", _Torchao018Float8)
+    monkeypatch.setattr(inductor, "coordinate_descent_tuning", False)
+    monkeypatch.setattr(inductor, "coordinate_descent_check_all_directions", False)
+    block = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    model = torch.nn.Module()
+    model.blocks = torch.nn.ModuleList([block])
+    monkeypatch.setattr(performance, "repeated_block_names", lambda _: ("Sequential",))
+    assert performance.float8_linears([model]) == 2
+    assert not inductor.coordinate_descent_tuning and not inductor.coordinate_descent_check_all_directions
 
 
 def test_a_half_precision_hunyuanvideo_run_compiles_nothing_after_its_first_step(eager_compiler):
