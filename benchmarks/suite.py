@@ -43,7 +43,8 @@ first step went), graphs compiled after the first step (a relax schedule and unl
 every step: must be 0) and, for fast and fa4 variants against `all`, the
 relative L2 of the combined prediction at each step and of the final latents; with `--decode-final`, also
 the final video's difference (both final latents decoded by the family's VAE at full size, random weights,
-through the backbone's own decode: max and mean absolute uint8 difference, PSNR).
+through the backbone's own decode, tiled where a run tiles by default: max and mean absolute uint8 difference,
+PSNR).
 
     PYTHONPATH=. python benchmarks/suite.py --only wan2.1-t2v-1.3b --json benchmarks/results/suite.json
     PYTHONPATH=. python benchmarks/suite.py --tiny --only wan2.1-t2v-1.3b --compile-backend eager --json /tmp/s.json
@@ -1003,9 +1004,18 @@ def _run_variants(family, bench, item: Entry, entry, report, args, device, start
         write_json(args.json, report)
 
 
+def run_tiles_vae(backbone: str) -> bool:
+    """Whether a run of this backbone decodes in tiles when `vae_tiling` is left on auto (the HunyuanVideo
+    family): the final videos are compared as a run decodes them, and HunyuanVideo 1.5's untiled decode of a
+    480p video does not fit beside the suite's tensors on a 140 GiB GPU."""
+    from inertia.registry import default_registry
+
+    return bool(default_registry().backbones.get(backbone).vae_tiling_default)
+
+
 class FinalVideos:
-    """The decoded final videos of one configuration: the VAE built once, at the first comparison, and the
-    reference's (`all`) video decoded once."""
+    """The decoded final videos of one configuration: the VAE built once, at the first comparison, with the
+    tiling a run uses by default (`run_tiles_vae`), and the reference's (`all`) video decoded once."""
 
     def __init__(self, config: dict, device: torch.device, tiny: bool):
         self.config, self.device, self.tiny = config, device, tiny
@@ -1015,6 +1025,8 @@ class FinalVideos:
         if self.vae is None:
             self.vae = build_vae(self.config["backbone"], self.config["benchmark"].get("latent_channels"), self.tiny,
                                  self.device)
+            if not isinstance(self.vae, str) and run_tiles_vae(self.config["backbone"]):
+                self.vae.enable_tiling()
         if isinstance(self.vae, str):
             return {"skipped": self.vae}
         try:

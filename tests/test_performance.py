@@ -98,11 +98,16 @@ def test_rows_of_a_level_are_compared_among_themselves_at_that_level(tmp_path):
     assert performance.choose_attention("NVIDIA H200", "cogvideox", everything, table, level="float8").backend == "native"
 
 
-def test_the_shipped_table_takes_cudnn_fp8_for_wan_on_an_h200_only_at_float8():
+def test_the_shipped_table_takes_cudnn_fp8_for_wan_and_hunyuanvideo_on_an_h200_only_at_float8():
     everything = ["native", "cudnn", "fa4", "cudnn_fp8"]
     assert performance.choose_attention("NVIDIA H200", "wan", everything, level="float8").backend == "cudnn_fp8"
     assert performance.choose_attention("NVIDIA H200", "wan", everything, level="fast").backend == "fa4"
     assert performance.choose_attention("NVIDIA H100 80GB HBM3", "wan", everything, level="float8").backend == "native"
+    hunyuan = performance.choose_attention("NVIDIA H200", "hunyuan", everything, level="float8")
+    assert hunyuan.backend == "cudnn_fp8" and hunyuan.reason.startswith(
+        "fastest measured on H200 for hunyuan at performance float8: 5.6396 s/step")
+    assert performance.choose_attention("NVIDIA H200", "hunyuan", ["native", "cudnn"], level="float8").backend == "native"
+    assert performance.choose_attention("NVIDIA H200", "hunyuan", everything, level="fast").backend == "native"
 
 
 def test_the_shipped_table_chooses_native_on_an_h200_without_flash_attn_4():
